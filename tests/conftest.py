@@ -1,0 +1,45 @@
+"""Shared fixtures: the real embedded models, loaded once per test session, and their eager references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import explorer
+from explorer.embedded import resolve_embedded
+
+torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> explorer.Model:
+    return explorer.load("smollm2", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def minilm() -> explorer.Model:
+    return explorer.load("minilm", device="cpu")
+
+
+def _reference(name: str, attn: str):
+    """The same weights through transformers' own attention (``eager`` or ``sdpa``): the independent reference."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    folder = str(resolve_embedded(name))
+    auto = AutoModelForCausalLM if name == "smollm2" else AutoModel
+    return auto.from_pretrained(folder, dtype=torch.float32, attn_implementation=attn).eval()
+
+
+@pytest.fixture(scope="session")
+def smollm2_eager():
+    return _reference("smollm2", "eager")
+
+
+@pytest.fixture(scope="session")
+def smollm2_sdpa():
+    return _reference("smollm2", "sdpa")
+
+
+@pytest.fixture(scope="session")
+def minilm_eager():
+    return _reference("minilm", "eager")
