@@ -24,6 +24,7 @@ class Encoded:
     text: str
     token_ids: list[int]
     tokens: list[str]
+    truncated_from: int | None = None  # the token count before a max_tokens cut, if one was made
 
 
 @dataclass
@@ -74,11 +75,12 @@ class Model:
         return int(self.config.vocab_size)
 
     # ---- tokenising --------------------------------------------------------------------------------------
-    def encode(self, text: str, chat: bool = False) -> Encoded:
+    def encode(self, text: str, chat: bool = False, max_tokens: int | None = None) -> Encoded:
         """Tokenise like the model's own tokenizer with its defaults (special tokens included, no padding).
 
         ``chat=True`` wraps the text as one user turn with the tokenizer's chat template, ready for the
-        assistant's reply (for instruct models).
+        assistant's reply (for instruct models). ``max_tokens`` keeps the first that many tokens (the library has
+        no cap of its own; the app sets one) and records the original length in ``truncated_from``.
         """
         if not isinstance(text, str):
             raise ExplorerError("The text must be a string.")
@@ -102,7 +104,11 @@ class Model:
         if not ids:
             raise ExplorerError("The tokenizer produced no tokens for this text.")
         offsets = [tuple(o) for o in enc["offset_mapping"]] if "offset_mapping" in enc else None
-        return Encoded(text, ids, readable_tokens(text, ids, offsets, raw, special, unk))
+        tokens = readable_tokens(text, ids, offsets, raw, special, unk)
+        truncated_from = None
+        if max_tokens is not None and len(ids) > max_tokens:
+            truncated_from, ids, tokens = len(ids), ids[:max_tokens], tokens[:max_tokens]
+        return Encoded(text, ids, tokens, truncated_from)
 
     def decode_token(self, token_id: int) -> str:
         """One token's text, as it would appear appended to the output."""
@@ -116,6 +122,7 @@ class Model:
         mask: MaskOverride | str | None = None,
         chat: bool = False,
         keep_inputs: bool = True,
+        max_tokens: int | None = None,
     ) -> Trace:
         """Run ``text`` through the model and record its attention.
 
@@ -124,10 +131,11 @@ class Model:
                 changes the computation (a what-if when the model was trained with the other one).
             chat: apply the tokenizer's chat template (off by default).
             keep_inputs: also keep each attention layer's input x (needed for the Q/K/V walk-through).
+            max_tokens: cut the text to this many tokens; ``trace.truncated_from`` then says how many it had.
         """
         if mask not in MASK_CHOICES:
             raise ExplorerError(f"Unknown mask '{mask}'. Use 'causal', 'bidirectional' or None (the model's own).")
-        encoded = self.encode(text, chat=chat)
+        encoded = self.encode(text, chat=chat, max_tokens=max_tokens)
         return self.trace_ids(encoded, mask=mask, keep_inputs=keep_inputs)
 
     def trace_ids(self, encoded: Encoded, mask: MaskOverride = None, keep_inputs: bool = True) -> Trace:
@@ -150,6 +158,7 @@ class Model:
             records=records,
             mask=ran,
             mask_is_model_default=mask is None or mask == self.default_mask,
+            truncated_from=encoded.truncated_from,
             model_name=self.name,
             hidden_states=tuple(h[0] for h in out.hidden_states),
             final_hidden=out.last_hidden_state[0],

@@ -36,6 +36,7 @@ class Trace:
     mask: Mask
     mask_is_model_default: bool
     model_name: str
+    truncated_from: int | None = None
     hidden_states: tuple[torch.Tensor, ...] = ()
     final_hidden: torch.Tensor | None = None
     _logits_fn: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)

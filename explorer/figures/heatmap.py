@@ -1,0 +1,102 @@
+"""Heatmap primitives shared by every page: token-labelled, downsampled for long texts, readable in both themes.
+
+Payload: plotly sends float32 arrays base64-encoded, 4 bytes a cell. A 1,024 × 1,024 map would be ~5.6 MB
+on the wire, so maps larger than ``max_cells`` per side are reduced server-side by block averaging (each
+displayed cell is the mean of a block of queries × keys, so rows still sum to ~1) and the title says so.
+At most 400 × 400 cells ≈ 0.9 MB leaves room for labels under the 1.5 MB-per-figure budget.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ..tokens import unique_labels
+
+MAX_CELLS = 400
+MAX_TICKS = 60  # beyond this, tick labels are thinned; hover still names every token
+SEQUENTIAL = "Viridis"
+DIVERGING = "RdBu_r"
+
+
+def block_mean(matrix: np.ndarray, max_cells: int = MAX_CELLS) -> tuple[np.ndarray, int, int]:
+    """Reduce a 2-D array to at most ``max_cells`` per side by averaging blocks. Returns (array, row_step, col_step)."""
+    rows, cols = matrix.shape
+    rs, cs = -(-rows // max_cells), -(-cols // max_cells)
+    if rs == 1 and cs == 1:
+        return matrix, 1, 1
+    pr, pc = (-rows) % rs, (-cols) % cs
+    padded = np.pad(matrix.astype(np.float64), ((0, pr), (0, pc)), constant_values=np.nan)
+    blocks = padded.reshape(padded.shape[0] // rs, rs, padded.shape[1] // cs, cs)
+    return np.nanmean(blocks, axis=(1, 3)).astype(np.float32), rs, cs
+
+
+def _block_labels(labels: list[str], step: int) -> list[str]:
+    if step == 1:
+        return labels
+    return [f"{labels[i]} … {labels[min(i + step, len(labels)) - 1]}" for i in range(0, len(labels), step)]
+
+
+def _tick_axis(labels: list[str]) -> dict:
+    """Show at most MAX_TICKS labels so they never overlap into illegibility; hover names every token."""
+    step = max(1, -(-len(labels) // MAX_TICKS))
+    idx = range(0, len(labels), step)
+    return dict(type="category", tickmode="array", tickvals=[labels[i] for i in idx],
+                ticktext=[_short(labels[i]) for i in idx])
+
+
+def _short(label: str, width: int = 14) -> str:
+    return label if len(label) <= width else label[: width - 1] + "…"
+
+
+def token_heatmap(
+    matrix: np.ndarray,
+    row_tokens: Sequence[str],
+    col_tokens: Sequence[str],
+    *,
+    title: str | None = None,
+    zmin: float | None = 0.0,
+    zmax: float | None = None,
+    colorscale: str = SEQUENTIAL,
+    value_name: str = "attention",
+    row_title: str = "query",
+    col_title: str = "key",
+    max_cells: int = MAX_CELLS,
+    height: int | None = None,
+    showscale: bool = True,
+) -> go.Figure:
+    """A query × key heatmap with token labels and a hover naming both tokens and the value."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    rows, cols = unique_labels(row_tokens), unique_labels(col_tokens)
+    z, rs, cs = block_mean(matrix, max_cells)
+    rows, cols = _block_labels(rows, rs), _block_labels(cols, cs)
+    if colorscale == DIVERGING and zmin is None and zmax is None:
+        bound = float(np.nanmax(np.abs(z))) if z.size else 1.0
+        zmin, zmax = -bound, bound
+    # Category axes of unique labels: hover names both tokens without a per-cell string array (which would be
+    # far bigger than the numbers themselves).
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=cols,
+            y=rows,
+            hovertemplate=f"{row_title}: %{{y}}<br>{col_title}: %{{x}}<br>{value_name}: %{{z:.4f}}<extra></extra>",
+            colorscale=colorscale,
+            zmin=zmin,
+            zmax=zmax,
+            showscale=showscale,
+        )
+    )
+    if rs > 1 or cs > 1:
+        note = f"downsampled: each cell averages {rs}×{cs} token pairs"
+        title = f"{title} ({note})" if title else note
+    fig.update_layout(
+        title=title,
+        xaxis=dict(title=col_title, side="bottom", tickangle=-60, **_tick_axis(cols)),
+        yaxis=dict(title=row_title, autorange="reversed", **_tick_axis(rows)),
+        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        height=height or max(320, min(900, 120 + 14 * len(rows))),
+    )
+    return fig
