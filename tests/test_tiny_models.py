@@ -1,0 +1,112 @@
+"""Fast parity on tiny random GPT-2, BERT and Llama configs: one recording attention serves every architecture.
+
+These are unit tests of the mechanism (masks, GQA, scaling, fused kernel + log-sum-exp); the real models are
+covered by test_parity.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    BertConfig,
+    BertModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
+
+import explorer
+
+VOCAB = 128
+
+
+def _tokenizer_files(folder):
+    """A minimal WordLevel fast tokenizer, so explorer.load finds a real tokenizer in the folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, "[PAD]": 3}
+    for i in range(4, VOCAB):
+        vocab[f"w{i}"] = i
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]")
+    fast.save_pretrained(folder)
+
+
+CONFIGS = {
+    "gpt2": (GPT2LMHeadModel, AutoModelForCausalLM, GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=4)),
+    "bert": (BertModel, AutoModel, BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                               intermediate_size=64, max_position_embeddings=64)),
+    "llama": (LlamaForCausalLM, AutoModelForCausalLM, LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                                                  max_position_embeddings=64)),
+}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def tiny(request, tmp_path_factory):
+    cls, auto, config = CONFIGS[request.param]
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp(request.param)
+    model = cls(config).eval()
+    model.config.architectures = [cls.__name__]
+    model.save_pretrained(folder)
+    _tokenizer_files(folder)
+    eager = auto.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32).eval()
+    return request.param, explorer.load(str(folder), device="cpu"), eager
+
+
+TEXT = " ".join(f"w{i}" for i in (5, 17, 99, 23, 5, 17, 64, 8, 120, 33, 5))
+
+
+def test_maps_and_outputs_match_eager(tiny):
+    name, model, eager = tiny
+    trace = model.trace(TEXT)
+    with torch.inference_mode():
+        ref = eager(torch.tensor([trace.token_ids]), output_attentions=True, output_hidden_states=True)
+    assert trace.mask == ("bidirectional" if name == "bert" else "causal")
+    for layer, maps in enumerate(ref.attentions):
+        assert (trace.attentions(layer) - maps[0]).abs().max().item() <= 1e-5
+    # The layer outputs agree too, so the fused kernel computed the same attention as the maps say.
+    for ours, theirs in zip(trace.hidden_states, ref.hidden_states):
+        assert (ours - theirs[0]).abs().max().item() <= 1e-4
+    if name != "bert":
+        assert (trace.logits - ref.logits[0]).abs().max().item() <= 1e-4
+    else:
+        assert trace.logits is None
+
+
+def test_mask_override_is_a_real_what_if(tiny):
+    """Overriding the mask changes the computation exactly as an eager model fed that mask computes it."""
+    name, model, eager = tiny
+    other = "causal" if name == "bert" else "bidirectional"
+    trace = model.trace(TEXT, mask=other)
+    assert trace.mask == other and not trace.mask_is_model_default
+    n = trace.n_tokens
+    allowed = torch.ones(n, n, dtype=torch.bool)
+    if other == "causal":
+        allowed = allowed.tril()
+    # An explicit 4-D mask is used as given by transformers' eager attention (additive: 0 or -inf).
+    additive = torch.zeros(1, 1, n, n).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    with torch.inference_mode():
+        ref = eager(torch.tensor([trace.token_ids]), attention_mask=additive, output_attentions=True)
+    for layer, maps in enumerate(ref.attentions):
+        assert (trace.attentions(layer) - maps[0]).abs().max().item() <= 1e-5
+    if other == "bidirectional":
+        assert trace.attention(0, 0).triu(1).sum().item() > 0.1  # the future is now visible
+
+
+def test_gqa_sharing_is_reported(tiny):
+    name, model, _ = tiny
+    trace = model.trace(TEXT)
+    if name == "llama":
+        assert trace.n_kv_heads == 2 and [trace.kv_head(h) for h in range(4)] == [0, 0, 1, 1]
+        assert trace.heads_sharing_kv(1) == [2, 3]
+        assert torch.equal(trace.k(0, 2), trace.k(0, 3))
+    else:
+        assert trace.n_kv_heads == trace.n_heads
