@@ -14,6 +14,7 @@ PAGES = [
     st.Page("pages/generation.py", title="Generation", icon="✍️", url_path="generation"),
     st.Page("pages/scratch.py", title="From scratch", icon="🛠️", url_path="scratch"),
     st.Page("pages/analysis.py", title="Head analysis", icon="📊", url_path="analysis"),
+    st.Page("pages/compare.py", title="Compare", icon="⚖️", url_path="compare"),
 ]
 
 page = st.navigation(PAGES)

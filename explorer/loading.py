@@ -56,13 +56,13 @@ def _resolve_source(name: str, allow_hub: bool | None, allow_local_paths: bool) 
     embedded = resolve_embedded(name)
     if embedded is not None:
         return str(embedded)
-    looks_like_path = name.startswith(("/", ".", "~")) or os.sep in name and Path(name).expanduser().exists()
-    if looks_like_path or Path(name).expanduser().exists():
+    looks_like_path = name.startswith(("/", ".", "~")) or os.sep in name and _exists(name)
+    if looks_like_path or _exists(name):
         if not allow_local_paths:
             raise ExplorerError("Loading models from local folders is disabled on this server.")
         path = Path(name).expanduser()
-        if not path.exists():
-            raise ExplorerError(f"There is no file or folder at '{name}'.")
+        if not _exists(name):
+            raise ExplorerError(f"There is no file or folder at '{_shown(name)}'.")
         if path.is_file() and path.suffix == ".gguf":
             return str(converted_gguf_dir(path))
         if not (path / "config.json").exists():
@@ -73,10 +73,24 @@ def _resolve_source(name: str, allow_hub: bool | None, allow_local_paths: bool) 
         return str(path)
     if not _HUB_ID.match(name):
         raise ExplorerError(
-            f"'{name}' is not a model name. Use one of {', '.join(EMBEDDED)}, a Hugging Face id like 'gpt2', "
+            f"'{_shown(name)}' is not a model name. Use one of {', '.join(EMBEDDED)}, a Hugging Face id like 'gpt2', "
             "or a local folder."
         )
     return _hub_snapshot(name, allow_hub)
+
+
+def _shown(name: str, limit: int = 100) -> str:
+    """``name`` as quoted back in a message: a pasted essay is not repeated in full."""
+    return name if len(name) <= limit else name[: limit - 1] + "\u2026"
+
+
+def _exists(name: str) -> bool:
+    """Does ``name`` name a file or folder? False, not an exception, for names no file system accepts
+    (too long, NUL bytes)."""
+    try:
+        return Path(name).expanduser().exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _hub_snapshot(repo_id: str, allow_hub: bool | None) -> str:
@@ -137,7 +151,15 @@ def _load_folder(name: str, path: str, device: torch.device, device_map) -> Mode
                 "so its attention cannot be recorded."
             ) from exc
         raise ExplorerError(f"Could not load '{name}': {exc}") from exc
-    except (OSError, KeyError) as exc:
+    except KeyError as exc:
+        if exc.args == (ATTENTION_NAME,):  # e.g. GPT-Neo looks its attention class up by implementation name
+            raise InstrumentationError(
+                f"The model '{name}' ({config.model_type}) picks its own attention classes instead of using "
+                "transformers' attention interface, so its attention cannot be recorded. Try a Llama, Qwen, "
+                "Mistral, GPT-2 or BERT model."
+            ) from exc
+        raise ExplorerError(f"Could not load '{name}': {exc}") from exc
+    except OSError as exc:
         raise ExplorerError(f"Could not load '{name}': {exc}") from exc
     hf.eval()
     if device_map is None:

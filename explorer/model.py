@@ -74,18 +74,35 @@ class Model:
     def vocab_size(self) -> int:
         return int(self.config.vocab_size)
 
+    @property
+    def max_positions(self) -> int | None:
+        """The longest input the model takes (its context length), when its config says; longer texts are cut.
+
+        Models with learned absolute positions (BERT, GPT-2) fail with a shape error past it.
+        """
+        limit = getattr(self.config, "max_position_embeddings", None)
+        return int(limit) if isinstance(limit, int) and limit > 0 else None
+
     # ---- tokenising --------------------------------------------------------------------------------------
     def encode(self, text: str, chat: bool = False, max_tokens: int | None = None) -> Encoded:
         """Tokenise like the model's own tokenizer with its defaults (special tokens included, no padding).
 
         ``chat=True`` wraps the text as one user turn with the tokenizer's chat template, ready for the
-        assistant's reply (for instruct models). ``max_tokens`` keeps the first that many tokens (the library has
-        no cap of its own; the app sets one) and records the original length in ``truncated_from``.
+        assistant's reply (for instruct models). ``max_tokens`` keeps the first that many tokens (the library's only
+        cap of its own is the model's context length, :attr:`max_positions`; the app sets a lower one) and records
+        the original length in ``truncated_from``.
         """
         if not isinstance(text, str):
             raise ExplorerError("The text must be a string.")
         if text.strip() == "":
             raise ExplorerError("The text is empty. Type a sentence to trace.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates: the tokenizer would raise a bare TypeError
+            raise ExplorerError(
+                f"The text contains an invalid character (U+{ord(text[exc.start]):04X}, half of a surrogate pair) "
+                f"at position {exc.start}. Remove it or paste the text again."
+            ) from exc
         tok = self.tokenizer
         with self._tokenizer_lock:
             if chat:
@@ -106,6 +123,8 @@ class Model:
         offsets = [tuple(o) for o in enc["offset_mapping"]] if "offset_mapping" in enc else None
         tokens = readable_tokens(text, ids, offsets, raw, special, unk)
         truncated_from = None
+        if self.max_positions is not None:  # never past the model's context length, whatever the caller asked
+            max_tokens = self.max_positions if max_tokens is None else min(max_tokens, self.max_positions)
         if max_tokens is not None and len(ids) > max_tokens:
             truncated_from, ids, tokens = len(ids), ids[:max_tokens], tokens[:max_tokens]
         return Encoded(text, ids, tokens, truncated_from)
@@ -139,6 +158,12 @@ class Model:
         return self.trace_ids(encoded, mask=mask, keep_inputs=keep_inputs)
 
     def trace_ids(self, encoded: Encoded, mask: MaskOverride = None, keep_inputs: bool = True) -> Trace:
+        rows = self.hf.get_input_embeddings().num_embeddings
+        if max(encoded.token_ids) >= rows:  # a folder whose tokenizer does not belong to its weights
+            raise ExplorerError(
+                f"The tokenizer of '{self.name}' produced token id {max(encoded.token_ids)}, but the model has only "
+                f"{rows} embeddings: its tokenizer files do not match its weights."
+            )
         ids = torch.tensor([encoded.token_ids], device=self.device)
         recorder = Recorder(mask_override=mask, keep_inputs=keep_inputs)
         with torch.inference_mode(), recording(recorder):
@@ -188,6 +213,12 @@ class Model:
             if isinstance(module, torch.nn.Module):
                 return module
         return None
+
+    def head_stats(self, text: str | None = None, **kwargs):
+        """Per-head statistics as a pandas DataFrame (one row per layer, head): see :func:`explorer.stats.head_stats`."""
+        from .stats import head_stats
+
+        return head_stats(self, text, **kwargs)
 
     def generate(self, prompt: str, **kwargs):
         """Step-by-step generation: see :func:`explorer.generation.generate`."""

@@ -41,6 +41,9 @@ class LayerProjections:
     rope: RopeFn | None = None
     q_norm: torch.nn.Module | None = None  # per-head RMSNorm before RoPE (Qwen3)
     k_norm: torch.nn.Module | None = None
+    # Does the attention module's own output already include W_o? (False for BERT: its output dense lives in the
+    # parent block, so the module returns the concatenated heads.) Tells a caller where to compare with the module.
+    output_in_module: bool = True
 
     @property
     def group_size(self) -> int:
@@ -109,7 +112,7 @@ def layer_projections(model: Model, layer: int) -> LayerProjections:
         return LayerProjections(
             layer, _param(attn.query), _param(attn.key), _param(attn.value), _param(out),
             _param(attn.query, "bias"), _param(attn.key, "bias"), _param(attn.value, "bias"), _param(out, "bias"),
-            n_heads, n_heads, head_dim, float(getattr(attn, "scaling", head_dim**-0.5)),
+            n_heads, n_heads, head_dim, float(getattr(attn, "scaling", head_dim**-0.5)), output_in_module=False,
         )
     if hasattr(attn, "c_attn"):  # GPT-2: one Conv1D (in, 3·out) for q, k, v; Conv1D stores weights transposed
         d = cfg.hidden_size

@@ -169,7 +169,7 @@ def _fused_attention(
         return out, lse
     if q.device.type == "cuda":
         try:
-            if bias is None and not is_causal and q.dtype in (torch.float16, torch.bfloat16):
+            if bias is None and q.dtype in (torch.float16, torch.bfloat16):  # flash: no arbitrary masks, no fp32
                 out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, is_causal, scale=scale)[:2]
             else:
                 out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(

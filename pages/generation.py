@@ -1,5 +1,18 @@
-"""Placeholder while the page is being built."""
+"""Generation: step through a causal LM's sampling one token at a time, and compare it with BERT's fill-mask."""
 
 import streamlit as st
 
-st.info("This page is being built.")
+from explorer import ui
+from explorer import ui_generation as gen
+
+st.title("Generation")
+st.caption("A language model writes one token at a time: it turns the context into a distribution over its "
+           "vocabulary, the sampling knobs reshape and cut that distribution, and one token is drawn. Step through it.")
+
+with ui.guard():
+    model = ui.current_model()
+    stepper = None
+    with ui.guard():
+        stepper = gen.generation_section(model)
+    st.divider()
+    gen.gpt_vs_bert(model, stepper)

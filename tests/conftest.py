@@ -43,3 +43,17 @@ def smollm2_sdpa():
 @pytest.fixture(scope="session")
 def minilm_eager():
     return _reference("minilm", "eager")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_mlm_dir(tmp_path_factory):
+    """A tiny randomly initialised BertForMaskedLM (with MiniLM's WordPiece tokenizer), saved as safetensors."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    folder = tmp_path_factory.mktemp("tiny_bert_mlm")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertForMaskedLM(config).eval().save_pretrained(folder, safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(resolve_embedded("minilm"))).save_pretrained(folder)
+    return folder

@@ -39,9 +39,9 @@ def _block_labels(labels: list[str], step: int) -> list[str]:
     return [f"{labels[i]} … {labels[min(i + step, len(labels)) - 1]}" for i in range(0, len(labels), step)]
 
 
-def _tick_axis(labels: list[str]) -> dict:
-    """Show at most MAX_TICKS labels so they never overlap into illegibility; hover names every token."""
-    step = max(1, -(-len(labels) // MAX_TICKS))
+def _tick_axis(labels: list[str], max_ticks: int = MAX_TICKS) -> dict:
+    """Show at most ``max_ticks`` labels so they never overlap into illegibility; hover names every token."""
+    step = max(1, -(-len(labels) // max_ticks))
     idx = range(0, len(labels), step)
     return dict(type="category", tickmode="array", tickvals=[labels[i] for i in idx],
                 ticktext=[_short(labels[i]) for i in idx])

@@ -1,0 +1,78 @@
+"""Figures of the masking page: the masks as token × token matrices, and what flipping one does to the outputs.
+
+Attention maps and their difference use :func:`explorer.figures.heatmap.token_heatmap` (downsampled for long texts).
+The mask matrices show only the first few tokens (the pattern is the same for any length), annotated "0" / "−∞".
+The per-position charts are one bar per token: 1,024 float64 values and short hover strings stay far below 1.5 MB.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from ..tokens import display_label, unique_labels
+from .heatmap import _tick_axis
+from .qkv import BAR_COLOUR, MASKED_COLOUR, NEG_INF, PICKED_COLOUR
+
+MASK_TOKENS = 16  # tokens shown in a mask matrix: enough to see the pattern, small enough to read every cell
+ALLOWED_COLOUR = "#3b82f6"
+
+
+def mask_figure(allowed: np.ndarray, tokens: Sequence[str], *, title: str, height: int = 360) -> go.Figure:
+    """A token × token mask: blue cells (added value 0) may be attended to, grey cells get −∞."""
+    allowed = np.asarray(allowed, dtype=bool)
+    labels = unique_labels(tokens)
+    fig = go.Figure(go.Heatmap(
+        z=allowed.astype(np.float32), x=labels, y=labels, zmin=0, zmax=1, showscale=False,
+        colorscale=[[0.0, MASKED_COLOUR], [0.5, MASKED_COLOUR], [0.5, ALLOWED_COLOUR], [1.0, ALLOWED_COLOUR]],
+        text=np.where(allowed, "0", NEG_INF), texttemplate="%{text}", textfont=dict(color="white", size=11),
+        xgap=1, ygap=1,
+        hovertemplate="query: %{y}<br>key: %{x}<br>added to the score: %{text}<extra></extra>",
+    ))
+    fig.update_layout(
+        title=title, height=height, margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(title="key", tickangle=-60, type="category"),
+        yaxis=dict(title="query", autorange="reversed", type="category"),
+    )
+    return fig
+
+
+def _hover_table(columns: Sequence[Sequence[str]]) -> np.ndarray:
+    return np.stack([np.asarray([display_label(str(v)) for v in col], dtype=object) for col in columns], axis=-1)
+
+
+def kl_chart(changes: pd.DataFrame, *, title: str = "KL(causal ‖ bidirectional) of the next-token prediction") -> go.Figure:
+    """One bar per position: how far the next-token distribution moved; amber where the top token changed."""
+    labels = unique_labels(changes["token"].tolist())
+    custom = _hover_table([changes["top_causal"], changes["top_bidirectional"], changes["actual_next"]])
+    colours = np.where(changes["top_changed"].to_numpy(), PICKED_COLOUR, BAR_COLOUR).tolist()
+    fig = go.Figure(go.Bar(
+        x=labels, y=changes["kl"].to_numpy(dtype=np.float64), marker_color=colours, customdata=custom,
+        hovertemplate="position: %{x}<br>KL: %{y:.4f} nats<br>top (causal): %{customdata[0]}"
+                      "<br>top (bidirectional): %{customdata[1]}<br>actual next: %{customdata[2]}<extra></extra>",
+    ))
+    fig.update_layout(
+        title=title, height=320, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(title="position (its token)", tickangle=-60, **_tick_axis(labels)),
+        yaxis=dict(title="KL (nats)", rangemode="tozero"),
+    )
+    return fig
+
+
+def cosine_chart(changes: pd.DataFrame, *, title: str = "How far each token's final state turns: 1 − cosine") -> go.Figure:
+    """One bar per token: 1 − cos(final state under causal, final state under bidirectional)."""
+    labels = unique_labels(changes["token"].tolist())
+    fig = go.Figure(go.Bar(
+        x=labels, y=changes["cosine_change"].to_numpy(dtype=np.float64), marker_color=BAR_COLOUR,
+        customdata=changes["cosine"].to_numpy(dtype=np.float64),
+        hovertemplate="token: %{x}<br>1 − cosine: %{y:.4f}<br>cosine: %{customdata:.4f}<extra></extra>",
+    ))
+    fig.update_layout(
+        title=title, height=320, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(title="token", tickangle=-60, **_tick_axis(labels)),
+        yaxis=dict(title="1 − cosine", rangemode="tozero"),
+    )
+    return fig

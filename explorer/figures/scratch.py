@@ -1,0 +1,97 @@
+"""Figures for the from-scratch page: parity per layer, entropy per head, and the kernel timing/memory sweep."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ..kernels import KernelTiming
+from ..scratch_checks import PARITY_TOLERANCE, LayerParity
+
+TEXTBOOK_COLOR = "#1f77b4"
+VARIANT_COLOR = "#ff7f0e"
+FLOOR = 1e-9  # differences of exactly 0 cannot sit on a log axis; they are drawn at this floor
+
+
+def parity_chart(parities: Sequence[LayerParity], tolerance: float = PARITY_TOLERANCE) -> go.Figure:
+    """Per layer, the largest scale-relative difference from the model (log scale) and the tolerance line."""
+    layers = [p.layer for p in parities]
+    worst = [max(p.worst, FLOOR) for p in parities]
+    fig = go.Figure(go.Bar(
+        x=layers, y=worst, marker_color=[TEXTBOOK_COLOR if p.passed(tolerance) else "#d62728" for p in parities],
+        customdata=[[p.output, p.output_scale, p.probs, p.qkv] for p in parities],
+        hovertemplate="layer %{x}<br>worst relative difference %{y:.2e}<br>output |Δ| %{customdata[0]:.2e} "
+                      "(scale %{customdata[1]:.3g})<br>attention |Δ| %{customdata[2]:.2e}<br>q/k/v |Δ| "
+                      "%{customdata[3]:.2e}<extra></extra>",
+        name="from scratch vs model",
+    ))
+    fig.add_hline(y=tolerance, line_dash="dash", line_color="#d62728",
+                  annotation_text=f"tolerance {tolerance:.0e}", annotation_position="top left")
+    fig.update_layout(
+        title="From scratch vs the model's own attention, every layer",
+        xaxis=dict(title="layer", dtick=1 if len(layers) <= 32 else None),
+        yaxis=dict(title="max |Δ| ÷ max(1, max |value|)", type="log", exponentformat="power"),
+        height=320, margin=dict(l=10, r=10, t=50, b=10), showlegend=False,
+    )
+    return fig
+
+
+def entropy_chart(textbook: Sequence[float], variant: Sequence[float], max_entropy: float,
+                  variant_label: str = "tutorial variant") -> go.Figure:
+    """Mean attention entropy of each head, textbook vs variant, side by side, with the uniform maximum ln n."""
+    heads = [f"head {h}" for h in range(len(textbook))]
+    fig = go.Figure([
+        go.Bar(x=heads, y=list(map(float, textbook)), name="textbook (÷ √d_k)", marker_color=TEXTBOOK_COLOR,
+               hovertemplate="%{x}: %{y:.3f} nats<extra>textbook</extra>"),
+        go.Bar(x=heads, y=list(map(float, variant)), name=variant_label, marker_color=VARIANT_COLOR,
+               hovertemplate="%{x}: %{y:.3f} nats<extra>variant</extra>"),
+    ])
+    fig.add_hline(y=max_entropy, line_dash="dot", line_color="gray",
+                  annotation_text="uniform over every key (ln n)", annotation_position="top left")
+    fig.update_layout(
+        barmode="group", title="Attention entropy per head (mean over queries; higher = flatter)",
+        yaxis=dict(title="entropy (nats)", range=[0, max_entropy * 1.08]),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+        height=340, margin=dict(l=10, r=10, t=70, b=10),
+    )
+    return fig
+
+
+def sweep_chart(rows: Sequence[KernelTiming], value: str = "seconds") -> go.Figure:
+    """Log-log lines, one per method: median time (``value="seconds"``) or peak memory (``"peak_bytes"``) vs n.
+
+    Methods that materialise the n×n matrix are dashed; dotted guides show the slopes of n and n².
+    """
+    methods = list(dict.fromkeys(r.method for r in rows))
+    fig = go.Figure()
+    for method in methods:
+        mine = sorted((r for r in rows if r.method == method and getattr(r, value) is not None), key=lambda r: r.n)
+        if not mine:
+            continue
+        y = [r.seconds * 1e3 if value == "seconds" else r.peak_bytes / 2**20 for r in mine]
+        dtype = f" ({mine[0].dtype})" if mine[0].dtype != "float32" else ""
+        fig.add_trace(go.Scatter(
+            x=[r.n for r in mine], y=[max(v, FLOOR) for v in y], mode="lines+markers", name=method + dtype,
+            line=dict(dash="dash" if mine[0].materialises else "solid"),
+            hovertemplate=f"{method}<br>n = %{{x:,}}<br>%{{y:.3g}} {'ms' if value == 'seconds' else 'MiB'}<extra></extra>",
+        ))
+    ns = sorted({r.n for r in rows})
+    ys = [t.y for t in fig.data]
+    if len(ns) >= 2 and ys:
+        anchor = float(np.median([y[0] for y in ys]))
+        for power, label in ((1, "∝ n"), (2, "∝ n²")):
+            fig.add_trace(go.Scatter(
+                x=ns, y=[anchor * (n / ns[0]) ** power for n in ns], mode="lines", name=label,
+                line=dict(dash="dot", color="gray", width=1), hoverinfo="skip",
+            ))
+    unit = "median time (ms)" if value == "seconds" else "peak memory above the inputs (MiB)"
+    fig.update_layout(
+        title=("Time" if value == "seconds" else "Memory") + " vs sequence length (log–log)",
+        xaxis=dict(title="n (tokens)", type="log", tickvals=ns, ticktext=[f"{n:,}" for n in ns]),
+        yaxis=dict(title=unit, type="log"),
+        height=380, margin=dict(l=10, r=10, t=50, b=10),
+        legend=dict(font=dict(size=11)),
+    )
+    return fig

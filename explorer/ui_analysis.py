@@ -1,0 +1,124 @@
+"""Streamlit glue for the head-analysis and compare pages: cached analyses, figure downloads, viewed maps, opening
+a head on the heads page.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from . import export, ui
+from .model import Model
+from .rollout import trace_rollout
+from .stats import head_stats
+from .tokens import display_label
+from .trace import Trace
+
+HEADS_PAGE = "pages/heads.py"
+_VIEWED = "_ae_viewed_maps"
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]()#+\-.!|<>~$&:]")
+
+
+# ---- cached analyses (keyed on small inputs: model, device, text, mask, token cap) --------------------------------
+@st.cache_data(show_spinner="Measuring every head…", max_entries=16)
+def _head_stats(_model: Model, _trace: Trace, key: tuple) -> pd.DataFrame:
+    return head_stats(_model, trace=_trace, mask=key[3])
+
+
+@st.cache_data(show_spinner="Rolling attention out through the layers…", max_entries=16)
+def _rollout(_trace: Trace, key: tuple, last_layer: int) -> np.ndarray:
+    return trace_rollout(_trace, last_layer).numpy()
+
+
+def trace_key(model: Model, trace: Trace) -> tuple:
+    """What identifies a trace of the shared cache: model, device, text, mask, token count."""
+    sel = ui.current_selection()
+    return (model.name, str(model.device), trace.text, sel.mask, trace.n_tokens)
+
+
+def cached_head_stats(model: Model, trace: Trace) -> pd.DataFrame:
+    """:func:`explorer.stats.head_stats` of the sidebar's trace, cached per model, text and mask."""
+    return _head_stats(model, trace, trace_key(model, trace))
+
+
+def cached_rollout(model: Model, trace: Trace, last_layer: int) -> np.ndarray:
+    return _rollout(trace, trace_key(model, trace), last_layer)
+
+
+# ---- navigation -----------------------------------------------------------------------------------------------------
+def open_on_heads_page(layer: int, head: int) -> None:
+    """Make (layer, head) the shared selection and go to the heads page."""
+    st.session_state["_ae_layer"] = int(layer)
+    st.session_state["_ae_head"] = int(head)
+    st.switch_page(HEADS_PAGE)
+
+
+# ---- maps the user viewed (exported with the trace) -------------------------------------------------------------
+def remember_view(model: Model, trace: Trace, name: str, spec: tuple) -> None:
+    """Note that a map was shown for this trace. ``spec``: ("attention", layer, head) or ("rollout", last_layer).
+
+    Only the recipe is kept; the maps are rebuilt exactly from the trace when exported.
+    """
+    key = trace_key(model, trace)
+    viewed = st.session_state.get(_VIEWED)
+    if not viewed or viewed["key"] != key:
+        viewed = {"key": key, "maps": {}}
+        st.session_state[_VIEWED] = viewed
+    viewed["maps"][name] = spec
+
+
+def viewed_specs(model: Model, trace: Trace) -> dict[str, tuple]:
+    viewed = st.session_state.get(_VIEWED)
+    return dict(viewed["maps"]) if viewed and viewed["key"] == trace_key(model, trace) else {}
+
+
+def build_maps(model: Model, trace: Trace, specs: dict[str, tuple]) -> dict[str, np.ndarray]:
+    """Rebuild the viewed maps from their recipes."""
+    maps = {}
+    for name, spec in specs.items():
+        if spec[0] == "attention":
+            maps[name] = trace.attention(spec[1], spec[2]).numpy()
+        elif spec[0] == "rollout":
+            maps[name] = cached_rollout(model, trace, spec[1])
+    return maps
+
+
+# ---- downloads ------------------------------------------------------------------------------------------------------
+def figure_downloads(fig: go.Figure, stem: tuple, key: str) -> None:
+    """PNG and standalone-HTML download buttons for a figure; both files are made only when clicked."""
+    png_ok, why = export.png_export_status()
+    row = st.container(horizontal=True, gap="small")
+    row.download_button(
+        "HTML", data=lambda: export.figure_html(fig), file_name=export.file_name(*stem, ext="html"),
+        mime="text/html", key=f"{key}_html", icon=":material/download:", on_click="ignore",
+        help="A standalone page with the interactive figure (plotly.js included; opens offline).",
+    )
+    if png_ok:
+        row.download_button(
+            "PNG", data=lambda: export.figure_png(fig), file_name=export.file_name(*stem, ext="png"),
+            mime="image/png", key=f"{key}_png", icon=":material/download:", on_click="ignore",
+            help="Rendered by kaleido in a headless Chromium: takes a few seconds.",
+        )
+    else:
+        row.caption(f"HTML only here: {why}")
+
+
+def quoted(token: str) -> str:
+    """A token for st.markdown/st.caption: visible whitespace, markdown characters escaped, in quotes."""
+    return "“" + _MARKDOWN_SPECIAL.sub(r"\\\g<0>", display_label(token)) + "”"
+
+
+def square_height(n: int) -> int:
+    """A height that keeps token × token cells roughly square on a wide page."""
+    return max(380, min(760, 160 + 34 * n))
+
+
+def show_figure(fig: go.Figure, stem: tuple, key: str, **kwargs):
+    """Draw a figure with its download buttons under it; returns what ``st.plotly_chart`` returns."""
+    event = st.plotly_chart(fig, key=key, **kwargs)
+    figure_downloads(fig, stem, key=f"dl_{key}")
+    return event

@@ -1,0 +1,62 @@
+"""Helpers for AppTests of pages behind ``st.navigation``: open a page like a server does, read plotly data."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture
+def navigation_like_a_server(monkeypatch):
+    """AppTest builds a fresh PagesManager per run and, seeing a pages/ folder, falls back to legacy multipage mode,
+    which runs a page file without app.py (the sidebar and its state vanish after switch_page). A real server
+    leaves that mode for good once st.navigation has run; do the same here. Use with ``pytest.mark.usefixtures``."""
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+def open_page(page: str, **state) -> AppTest:
+    """Run app.py, set session state (e.g. model_choice, text), switch to ``page``; fail on any error shown."""
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.switch_page(page).run()
+    assert_clean(at)
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+
+def chart_data(at: AppTest, key: str) -> list[dict]:
+    """The traces of the plotly chart drawn with ``key``."""
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        if chart.proto.id and key in chart.proto.id:
+            return spec["data"]
+    raise AssertionError(f"no plotly chart with key {key!r}")
+
+
+def decode(array) -> np.ndarray:
+    """A plotly array from the figure JSON: a list, or a base64 typed array."""
+    if isinstance(array, dict):
+        values = np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
+        shape = array.get("shape")
+        return values.reshape([int(s) for s in str(shape).split(",")]) if shape else values
+    return np.asarray(array, dtype=float)

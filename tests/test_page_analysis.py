@@ -1,0 +1,159 @@
+"""AppTest of the Head analysis and Compare pages: they run without errors and show the engine's numbers."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from explorer import ui
+from explorer.lens import logit_lens
+from explorer.rollout import trace_rollout
+from explorer.stats import FORMULAS, STATISTICS
+from explorer.tokens import unique_labels
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TEXT = ui.DEFAULT_TEXT
+
+
+@pytest.fixture(autouse=True)
+def navigation_like_a_server(monkeypatch):
+    """AppTest builds a fresh PagesManager per run and, seeing a pages/ folder, falls back to legacy multipage mode,
+    which runs a page file without app.py (so the sidebar and its state vanish after switch_page). A real server
+    leaves that mode for good once st.navigation has run; do the same here."""
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+def open_page(page: str, **state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def chart_data(at: AppTest, index: int) -> list[dict]:
+    return json.loads(at.get("plotly_chart")[index].proto.spec)["data"]
+
+
+def decode(array) -> np.ndarray:
+    """A plotly array from the figure JSON: a list, or a base64 typed array."""
+    if isinstance(array, dict):
+        values = np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
+        shape = array.get("shape")
+        return values.reshape([int(s) for s in str(shape).split(",")]) if shape else values
+    return np.asarray(array, dtype=float)
+
+
+@pytest.fixture(scope="module")
+def trace(smollm2):
+    return smollm2.trace(TEXT)
+
+
+def test_statistics_table_and_heatmaps_show_the_engines_numbers(smollm2, trace):
+    at = open_page("pages/analysis.py")
+    expected = smollm2.head_stats(trace=trace).sort_values("induction", ascending=False, kind="stable")
+    shown = at.dataframe[0].value
+    assert list(shown.columns) == ["layer", "head", *STATISTICS]
+    np.testing.assert_allclose(shown[list(STATISTICS)].to_numpy(), expected[list(STATISTICS)].to_numpy(), atol=1e-9)
+    assert shown.iloc[0][["layer", "head"]].tolist() == [18, 6]
+    charts = at.get("plotly_chart")
+    assert len(charts) == len(STATISTICS)
+    for i, name in enumerate(STATISTICS):
+        z = decode(chart_data(at, i)[0]["z"])
+        np.testing.assert_allclose(z.reshape(30, 9), expected.sort_values(["layer", "head"])[name].to_numpy().reshape(30, 9))
+        assert chart_data(at, i)[1]["name"] == "click-target"
+    assert [l.value.strip("$\n") for l in at.latex] == [FORMULAS[name] for name in STATISTICS]
+
+
+def test_sorting_and_opening_a_head_on_the_heads_page():
+    at = open_page("pages/analysis.py")
+    at.selectbox(key="analysis_sort").set_value("previous_token").run()
+    top = at.dataframe[0].value.iloc[0]
+    assert top["previous_token"] == at.dataframe[0].value["previous_token"].max()
+    at.selectbox(key="analysis_open_choice").set_value(0).run()
+    at.button(key="analysis_open").click().run()
+    assert not at.exception
+    assert (at.session_state["_ae_layer"], at.session_state["_ae_head"]) == (int(top["layer"]), int(top["head"]))
+    assert at.session_state["_ae_layer"] == 16  # SmolLM2's strongest previous-token head on this text: 16.0
+
+
+def test_geometry_names_the_key_attention_favours(trace):
+    at = open_page("pages/analysis.py", analysis_section="Q/K geometry", _ae_layer=18, _ae_head=6)
+    query = trace.n_tokens - 1
+    best = int(trace.attention(18, 6)[query].argmax())
+    assert at.metric[0].value == unique_labels(trace.tokens)[best]
+    data = chart_data(at, 0)
+    assert [d["name"] for d in data[:2]] == ["queries", "keys"]
+    assert len(decode(data[0]["x"])) == len(decode(data[1]["x"])) == trace.n_tokens
+    assert any("largest" in i.value or "highest-scoring" in i.value for i in at.info)
+    at.radio(key="analysis_projection").set_value("query").run()
+    keys_x = decode(chart_data(at, 0)[1]["x"])
+    assert int(np.argmax(keys_x)) == best  # along the query, the rightmost key is the top-scoring one
+
+
+def test_logit_lens_shows_the_lens_and_confirms_the_models_prediction(smollm2, trace):
+    at = open_page("pages/analysis.py", analysis_section="Logit lens")
+    lens = logit_lens(smollm2, trace, top_k=3)
+    z = decode(chart_data(at, 0)[0]["z"]).reshape(31, trace.n_tokens)
+    np.testing.assert_allclose(z, lens.probs[:, :, 0], atol=1e-6)
+    assert any(c.value.startswith("✓ The top row equals") for c in at.caption)
+
+
+def test_rollout_map_is_the_engines_rollout(trace):
+    at = open_page("pages/analysis.py", analysis_section="Rollout")
+    z = decode(chart_data(at, 0)[0]["z"]).reshape(trace.n_tokens, trace.n_tokens)  # log colour by default
+    np.testing.assert_allclose(z, np.log10(np.maximum(trace_rollout(trace).numpy(), 1e-12)), atol=1e-5)
+    at.radio(key="analysis_rollout_scale").set_value("linear").run()
+    at.slider(key="analysis_rollout_layer").set_value(3).run()
+    z = decode(chart_data(at, 0)[0]["z"]).reshape(trace.n_tokens, trace.n_tokens)
+    np.testing.assert_allclose(z, trace_rollout(trace, 3).numpy(), atol=1e-6)
+    assert any("Assumptions" in i.value for i in at.info)
+
+
+def test_export_offers_csv_npz_and_figure_downloads(trace):
+    at = open_page("pages/analysis.py", analysis_section="Export", _ae_layer=2, _ae_head=1)
+    labels = [b.label for b in at.get("download_button")]
+    assert "This head's map as CSV (layer 2, head 1)" in labels and "The whole trace as .npz" in labels
+    assert "HTML" in labels
+    z = decode(chart_data(at, 0)[0]["z"]).reshape(trace.n_tokens, trace.n_tokens)
+    np.testing.assert_allclose(z, trace.attention(2, 1).numpy())
+    assert any("attention_L2_H1" in c.value for c in at.caption)  # the viewed map goes into the .npz
+
+
+def test_encoder_gets_a_message_not_an_error_in_the_lens():
+    at = open_page("pages/analysis.py", analysis_section="Logit lens", model_choice="minilm")
+    assert any("encoder" in i.value for i in at.info)
+
+
+def test_compare_masks_shows_the_difference(smollm2):
+    at = open_page("pages/compare.py", compare_mode="masks", _ae_layer=5, _ae_head=2)
+    causal, bidirectional = (smollm2.trace(TEXT, mask=m).attention(5, 2).numpy() for m in ("causal", "bidirectional"))
+    diff = causal - bidirectional
+    assert at.metric[0].value == f"{np.abs(diff).max():.3f}"
+    assert len(at.get("plotly_chart")) == 3
+    np.testing.assert_allclose(decode(chart_data(at, 2)[0]["z"]).reshape(diff.shape), diff, atol=1e-6)
+
+
+def test_compare_texts_and_models():
+    at = open_page("pages/compare.py")
+    assert at.text_area(key="compare_text_b").value == "A cat sat on the mat because it was tired."
+    assert len(at.get("plotly_chart")) == 3  # same length: A, B and the difference
+    at.radio(key="compare_mode").set_value("models").run()
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 2  # different tokenizers: no cell-by-cell difference
+    assert any("different shapes" in i.value for i in at.info)
