@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import os
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Iterator, Literal, Sequence
 
 import torch
@@ -46,6 +46,8 @@ class Step:
         rows: (n_layers, n_heads, context_length) float32 CPU: the newest context token's attention, per head.
         token_id / token: the chosen token and its text as appended to the output (None until chosen).
         how: "sampled", "greedy" or "picked". ``u``: the uniform number a sampled token was drawn with.
+        p_chosen: the token's probability in the final distribution (0 for a picked token the knobs cut);
+        p_model: its probability under the model's own softmax. Both are set when the token is chosen.
     """
 
     index: int
@@ -57,6 +59,8 @@ class Step:
     token: str | None = None
     how: How | None = None
     u: float | None = None
+    p_chosen: float | None = None  # the chosen token's probability in the distribution it was drawn from
+    p_model: float | None = None  # ... and under the model's own softmax (T = 1), before any knob
 
     @property
     def stages(self) -> list[Stage]:
@@ -71,16 +75,6 @@ class Step:
     @property
     def chosen(self) -> bool:
         return self.token_id is not None
-
-    @property
-    def p_chosen(self) -> float | None:
-        """The chosen token's probability in the distribution it was drawn from (0 for a picked, cut token)."""
-        return None if self.token_id is None else float(self.probs[self.token_id])
-
-    @property
-    def p_model(self) -> float | None:
-        """The chosen token's probability under the model's own distribution (softmax at T = 1)."""
-        return None if self.token_id is None else float(torch.softmax(self.logits, -1)[self.token_id])
 
     def attention(self, layer: int, head: int) -> torch.Tensor:
         """(context_length,): the newest context token's attention over the whole context. Sums to 1."""
@@ -242,9 +236,9 @@ class Stepper:
             pending.knobs = replace(pending.knobs, temperature=0.0)
             return self._commit(pending, int(torch.argmax(pending.logits)), "greedy")
         u = uniform(self.seed, pending.index)
-        token_id = draw(pending.probs, u)
+        probs = pending.probs
         pending.u = u
-        return self._commit(pending, token_id, "sampled")
+        return self._commit(pending, draw(probs, u), "sampled", probs)
 
     def choose(self, token_id: int) -> Step:
         """Append a token of the user's choice (any id in the vocabulary, even one the knobs cut)."""
@@ -263,7 +257,9 @@ class Stepper:
         if extra:
             self._crop(extra)
         self._fed = len(self.steps)
-        self._pending = replace(last, token_id=None, token=None, how=None, u=None, knobs=self.knobs)
+        self._pending = replace(
+            last, token_id=None, token=None, how=None, u=None, p_chosen=None, p_model=None, knobs=self.knobs
+        )
         return last
 
     def reset(self) -> None:
@@ -299,9 +295,11 @@ class Stepper:
             raise ExplorerError(f"{reason} Go back a step or reset to continue.")
         return pending
 
-    def _commit(self, pending: Step, token_id: int, how: How) -> Step:
+    def _commit(self, pending: Step, token_id: int, how: How, probs: torch.Tensor | None = None) -> Step:
         pending.token_id = token_id
         pending.how = how
+        pending.p_chosen = float((pending.probs if probs is None else probs)[token_id])
+        pending.p_model = float(torch.softmax(pending.logits, -1)[token_id])
         pending.token = self._piece(token_id)
         self.steps.append(pending)
         self._pending = None

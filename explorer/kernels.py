@@ -133,7 +133,9 @@ def probe_methods(device: str | torch.device, shape: Shape) -> tuple[dict[str, t
             except RuntimeError as exc:
                 reason = str(exc).strip().split("\n")[0][:200]
         if method not in runnable:
-            missing.append(Unavailable(method, reason or "not supported on this device"))
+            if not reason or "No viable backend" in reason:  # torch's wording blames switched-off kernels
+                reason = f"PyTorch {torch.__version__} has no such kernel for {device.type} at this shape and dtype"
+            missing.append(Unavailable(method, reason))
     return runnable, missing
 
 
@@ -143,19 +145,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fn: AttentionFn, device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs after ``warmup`` (CUDA work is waited for)."""
+def median_seconds(fns: dict[str, AttentionFn], device: torch.device, repeats: int,
+                   warmup: int = 1) -> dict[str, float]:
+    """Median wall time of each callable over ``repeats`` rounds, after ``warmup`` rounds (CUDA work is waited for).
+
+    The methods take turns within each round, so a burst of load from elsewhere on the machine hits them alike
+    rather than whichever happened to run during it.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
     with torch.inference_mode():
-        for _ in range(warmup):
-            fn()
-        _sync(device)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for round_ in range(warmup + repeats):
+            for name, fn in fns.items():
+                _sync(device)
+                start = time.perf_counter()
+                fn()
+                _sync(device)
+                if round_ >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def peak_memory(fn: AttentionFn, device: torch.device) -> int | None:
@@ -207,26 +214,24 @@ def sweep(
     runnable, missing = probe_methods(device, shape)
     chosen = [m for m in (methods or all_methods()) if m in runnable]
     rows: list[KernelTiming] = []
-    steps, done = len(lengths) * len(chosen), 0
-    for n in lengths:
-        reference = None
-        for method in chosen:
-            if on_progress:
-                on_progress(done / max(1, steps), f"{method}, n = {n:,}")
-            dtype = runnable[method]
-            q, k, v = make_inputs(n, shape, device, dtype)
-            fn = _method_fn(method, q, k, v, shape)
+    for step, n in enumerate(lengths):
+        if on_progress:
+            on_progress(step / len(lengths), f"n = {n:,}")
+        fns, diffs, reference = {}, {}, None
+        for method in chosen:  # scratch first: the others are compared with it
+            q, k, v = make_inputs(n, shape, device, runnable[method])
+            fns[method] = _method_fn(method, q, k, v, shape)
             with torch.inference_mode():
-                out = fn().float()
-            if method == SCRATCH:
-                reference = out
-            diff = float((out - reference).abs().max()) if reference is not None else None
+                out = fns[method]().float()
+            reference = out if method == SCRATCH else reference
+            diffs[method] = float((out - reference).abs().max()) if reference is not None else None
             del out
-            seconds = median_seconds(fn, device, repeats)
-            peak = peak_memory(fn, device) if measure_memory else None
-            rows.append(KernelTiming(method, n, seconds, peak, MATERIALISES.get(method, False),
-                                     str(dtype).removeprefix("torch."), diff))
-            done += 1
+        seconds = median_seconds(fns, device, repeats)
+        for method, fn in fns.items():
+            rows.append(KernelTiming(method, n, seconds[method], peak_memory(fn, device) if measure_memory else None,
+                                     MATERIALISES.get(method, False), str(runnable[method]).removeprefix("torch."),
+                                     diffs[method]))
+        del fns, reference
     if on_progress:
         on_progress(1.0, "done")
     return rows, missing

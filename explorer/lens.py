@@ -36,7 +36,8 @@ class LensResult:
 
 
 def layer_labels(n_layers: int) -> list[str]:
-    return ["embeddings"] + [f"after layer {l}" for l in range(n_layers - 1)] + [f"after layer {n_layers - 1} (output)"]
+    """Row names: the embeddings, then the residual stream after each layer (the last one is the output)."""
+    return ["embeddings"] + [f"layer {l}" for l in range(n_layers - 1)] + [f"layer {n_layers - 1} = output"]
 
 
 def lens_hidden(model, trace, layer: int) -> torch.Tensor:

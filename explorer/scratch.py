@@ -123,7 +123,7 @@ class MultiHeadAttention(nn.Module):
         self.w_k = _weight(n_kv_heads, d_model, head_dim, init=init)  # (H_kv, d, D): one key projection per kv head
         self.w_v = _weight(n_kv_heads, d_model, head_dim, init=init)  # (H_kv, d, D)
         self.w_o = _weight(n_heads * head_dim, d_model, init=init)  # (H·D, d): mixes the concatenated heads back to d
-        self.b_q = _weight(n_heads, 1, head_dim, init=init) if "q" in biases else None  # (H, 1, D): broadcast over tokens
+        self.b_q = _weight(n_heads, 1, head_dim, init=init) if "q" in biases else None  # (H, 1, D): over tokens
         self.b_k = _weight(n_kv_heads, 1, head_dim, init=init) if "k" in biases else None
         self.b_v = _weight(n_kv_heads, 1, head_dim, init=init) if "v" in biases else None
         self.b_o = _weight(d_model, init=init) if "o" in biases else None
@@ -323,36 +323,51 @@ class TutorialAttention(MultiHeadAttention):
 
         The tutorial layer cannot hold the real weights (it has far fewer), so to run it on real text we give it
         the closest it can get: W = argmin Σ_h ‖x_h W (+ b) − y_h‖² over the heads' slices x_h and the real per-head
-        outputs y_h (GQA key/value heads repeated per query head). R² says how much of the real projections it
-        captures; 1 would mean the heads' own matrices were all equal to begin with.
+        outputs y_h (GQA key/value heads repeated per query head). Returns the R² on x itself (in-sample); use
+        :meth:`shared_r2` on other text for an honest, out-of-sample figure.
         """
         if not self.departures.shared_projection:
             raise ExplorerError("This variant has no shared projection to fit.")
-        real_q, real_k, real_v = textbook.project(x)  # (H, T, D), (H_kv, T, D), (H_kv, T, D): pre-RoPE
-        g = textbook.group_size
-        targets = {"q": real_q, "k": real_k.repeat_interleave(g, -3), "v": real_v.repeat_interleave(g, -3)}
-        slices = self.head_slices(x).reshape(-1, self.head_dim).double()  # (H·T, D): every head's slice, stacked
-        r2 = {}
-        for name, target in targets.items():
-            y = target.reshape(-1, self.head_dim).double()  # (H·T, D)
+        slices, targets = self._slices_and_targets(textbook, x)
+        for name, y in targets.items():
             bias = getattr(self, f"shared_b_{name}")
             design = torch.cat([slices, torch.ones_like(slices[:, :1])], 1) if bias is not None else slices
             gram = design.T @ design  # (D[+1], D[+1])
             gram = gram + ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
             solution = torch.linalg.solve(gram, design.T @ y)  # (D[+1], D)
-            residual = y - design @ solution  # (H·T, D)
-            r2[name] = float(1 - residual.pow(2).sum() / (y - y.mean(0)).pow(2).sum().clamp_min(1e-30))
             with torch.no_grad():
                 getattr(self, f"shared_{name}").copy_(solution[: self.head_dim].to(x.dtype))
                 if bias is not None:
                     bias.copy_(solution[self.head_dim].to(x.dtype))
-        self.fit = SharedFit(r2)
+        self.fit = SharedFit(self.shared_r2(textbook, x))
         return self.fit
 
+    def shared_r2(self, textbook: MultiHeadAttention, x: torch.Tensor) -> dict[str, float]:
+        """R² of the shared projections against the real heads' raw q, k, v on x: 1 − ‖y − ŷ‖² / ‖y − ȳ‖².
+        1 would mean the real heads' matrices were all one matrix applied to their slices."""
+        slices, targets = self._slices_and_targets(textbook, x)
+        r2 = {}
+        for name, y in targets.items():
+            bias = getattr(self, f"shared_b_{name}")
+            predicted = slices @ getattr(self, f"shared_{name}").double()  # (H·T, D)
+            predicted = predicted + bias.double() if bias is not None else predicted
+            r2[name] = float(1 - (y - predicted).pow(2).sum() / (y - y.mean(0)).pow(2).sum().clamp_min(1e-30))
+        return r2
 
-def tutorial_variant(textbook: MultiHeadAttention, departures: Departures, x: torch.Tensor) -> TutorialAttention:
-    """The tutorial module for these departures, its shared projection (if switched on) fitted to the layer on x."""
+    def _slices_and_targets(self, textbook: MultiHeadAttention, x: torch.Tensor):
+        """Every head's slice of x stacked (H·T, D), and the real heads' raw q, k, v stacked the same way (float64)."""
+        real_q, real_k, real_v = textbook.project(x)  # (H, T, D), (H_kv, T, D), (H_kv, T, D): pre-RoPE
+        g = textbook.group_size
+        stacked = lambda t: t.reshape(-1, self.head_dim).double()  # noqa: E731 - (H, T, D) -> (H·T, D)
+        targets = {"q": stacked(real_q), "k": stacked(real_k.repeat_interleave(g, -3)),
+                   "v": stacked(real_v.repeat_interleave(g, -3))}
+        return stacked(self.head_slices(x)), targets
+
+
+def tutorial_variant(textbook: MultiHeadAttention, departures: Departures, fit_x: torch.Tensor) -> TutorialAttention:
+    """The tutorial module for these departures; its shared projection (if switched on) is fitted to the layer on
+    ``fit_x`` (T, d), ideally a different text from the one it is then measured on."""
     variant = TutorialAttention(textbook, departures)
     if departures.shared_projection:
-        variant.fit_shared_projection(textbook, x)
+        variant.fit_shared_projection(textbook, fit_x)
     return variant

@@ -22,6 +22,17 @@ from .scratch import NEG_INF, TUTORIAL_FILL, AttentionOutput, MultiHeadAttention
 from .trace import Trace
 
 PARITY_TOLERANCE = 1e-5
+# A fixed text (≈ 200 tokens, English and Chinese) to fit the tutorial's shared projection on, so that its effect is
+# then measured on the user's text out of sample.
+CALIBRATION_TEXT = (
+    "Attention lets every token look at every other token and decide what matters. In a causal language model each "
+    "position may only look back, which is what makes generation possible one token at a time. The weights of a head "
+    "are learned: some heads follow the previous word, some copy what came after an earlier copy of the current word, "
+    "and many rest on the first token when nothing else is useful. On Monday the committee met in Geneva to discuss "
+    "the budget; after three hours, it agreed to fund the new library, 12 laboratories and 4,500 scholarships. "
+    "大规模语言模型通过注意力机制在上下文中寻找相关的信息。每个注意力头都有自己的查询、键和值投影。 "
+    "The quick brown fox jumps over the lazy dog, and then the dog, no longer lazy, chases the fox across the field."
+)
 
 # ---- the model's own attention output ----------------------------------------------------------------------------
 # One forward hook per attention module, registered once per model and active only inside capture_outputs(): a
@@ -116,7 +127,8 @@ def layer_parity(model: Model, trace: Trace, module_output: torch.Tensor, layer:
     )
 
 
-def parity(model: Model, encoded: Encoded, mask: str | None = None, layers: list[int] | None = None) -> list[LayerParity]:
+def parity(model: Model, encoded: Encoded, mask: str | None = None,
+           layers: list[int] | None = None) -> list[LayerParity]:
     """:class:`LayerParity` for ``layers`` (default: all), from one traced forward of ``encoded``."""
     trace, outputs = trace_with_outputs(model, encoded, mask)
     return [layer_parity(model, trace, outputs[i], i) for i in (range(trace.n_layers) if layers is None else layers)]
@@ -260,4 +272,5 @@ def attention_only(ours: AttentionOutput, scale: float, allowed: torch.Tensor | 
                    fill: float = NEG_INF) -> tuple[torch.Tensor, torch.Tensor]:
     """Re-run just the attention core on ``ours``' q, k, v (for what-ifs that change only scale or fill)."""
     g = ours.q.shape[-3] // ours.k.shape[-3]
-    return attention_core(ours.q, ours.k.repeat_interleave(g, -3), ours.v.repeat_interleave(g, -3), scale, allowed, fill)
+    k, v = ours.k.repeat_interleave(g, -3), ours.v.repeat_interleave(g, -3)  # (H, T, D): one per query head
+    return attention_core(ours.q, k, v, scale, allowed, fill)

@@ -52,17 +52,17 @@ MEANINGS = {
 
 # ---- pure statistics over attention maps (..., n, n) ------------------------------------------------------------
 def _check_square(attn: torch.Tensor) -> torch.Tensor:
+    """The maps as a float tensor, in their own precision (converting every layer to float64 doubles the cost)."""
     attn = torch.as_tensor(attn)
     if attn.dim() < 2 or attn.shape[-1] != attn.shape[-2]:
         raise ExplorerError(f"Expected attention maps of shape (..., n, n), got {tuple(attn.shape)}.")
-    return attn.double()
+    return attn if attn.is_floating_point() else attn.double()
 
 
 def entropy(attn: torch.Tensor) -> torch.Tensor:
     """Mean over queries of the Shannon entropy of each row, in nats (0·ln 0 = 0). Shape (..., n, n) → (...)."""
     a = _check_square(attn)
-    plogp = torch.where(a > 0, a * torch.log(a.clamp_min(1e-300)), torch.zeros_like(a))
-    return (-plogp.sum(-1)).mean(-1)
+    return torch.special.entr(a).sum(-1).mean(-1)  # entr(p) = −p ln p, and 0 at p = 0
 
 
 def previous_token(attn: torch.Tensor) -> torch.Tensor:

@@ -210,10 +210,9 @@ def current_trace(mask: str | None | type(...) = ...) -> Trace:
     model = current_model()
     trace = trace_for(model, sel.text, sel.mask if mask is ... else mask)
     if trace.truncated_from:
-        st.info(
-            f"The text has {trace.truncated_from:,} tokens; showing the first {trace.n_tokens:,} "
-            f"(the app's cap, AE_MAX_TOKENS={settings().max_tokens})."
-        )
+        cap = settings().max_tokens
+        why = f"the app's cap, AE_MAX_TOKENS={cap}" if trace.n_tokens == cap else "the model's context length"
+        st.info(f"The text has {trace.truncated_from:,} tokens; showing the first {trace.n_tokens:,} ({why}).")
     return trace
 
 

@@ -14,7 +14,7 @@ import streamlit as st
 from . import export, ui
 from .model import Model
 from .rollout import trace_rollout
-from .stats import head_stats
+from .stats import induction_probe, induction_scores, stats_frame, text_statistics
 from .tokens import display_label
 from .trace import Trace
 
@@ -24,9 +24,18 @@ _MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]()#+\-.!|<>~$&:]")
 
 
 # ---- cached analyses (keyed on small inputs: model, device, text, mask, token cap) --------------------------------
+@st.cache_data(show_spinner="Running the induction probe…", max_entries=8)
+def _induction(_model: Model, model_key: tuple, mask: str | None) -> np.ndarray:
+    """(layers, heads) induction scores: they do not depend on the text, so once per model and mask."""
+    probe = induction_probe(_model)
+    return induction_scores(_model.trace_ids(probe.encoded, mask=mask, keep_inputs=False), probe)
+
+
 @st.cache_data(show_spinner="Measuring every head…", max_entries=16)
 def _head_stats(_model: Model, _trace: Trace, key: tuple) -> pd.DataFrame:
-    return head_stats(_model, trace=_trace, mask=key[3])
+    values = text_statistics(_trace)
+    values["induction"] = _induction(_model, key[:2], key[3])
+    return stats_frame(values)
 
 
 @st.cache_data(show_spinner="Rolling attention out through the layers…", max_entries=16)
@@ -41,7 +50,8 @@ def trace_key(model: Model, trace: Trace) -> tuple:
 
 
 def cached_head_stats(model: Model, trace: Trace) -> pd.DataFrame:
-    """:func:`explorer.stats.head_stats` of the sidebar's trace, cached per model, text and mask."""
+    """What :func:`explorer.stats.head_stats` computes, for the sidebar's trace: the text statistics cached per
+    model, text and mask, the induction probe once per model and mask."""
     return _head_stats(model, trace, trace_key(model, trace))
 
 

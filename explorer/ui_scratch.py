@@ -11,7 +11,8 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from . import kernels, scratch_checks
+from . import kernels, scratch_checks, ui
+from .errors import ExplorerError
 from .model import Encoded, Model
 from .scratch import Departures, MultiHeadAttention, tutorial_variant
 from .scratch_checks import FillOutcome, LayerParity, ParameterCounts
@@ -26,7 +27,7 @@ def encoded_of(trace: Trace) -> Encoded:
     return Encoded(trace.text, list(trace.token_ids), list(trace.tokens), trace.truncated_from)
 
 
-# ---- parity -----------------------------------------------------------------------------------------------------------
+# ---- parity ----------------------------------------------------------------------------------------------------------
 @st.cache_data(show_spinner="Running the model again, keeping each attention module's own output…", max_entries=16)
 def _parity(_model: Model, _trace: Trace, key: tuple, layers: tuple[int, ...]) -> list[LayerParity]:
     return scratch_checks.parity(_model, encoded_of(_trace), mask=key[3], layers=list(layers))
@@ -37,7 +38,7 @@ def cached_parity(model: Model, trace: Trace, layers: list[int]) -> list[LayerPa
     return _parity(model, trace, trace_key(model, trace), tuple(layers))
 
 
-# ---- the tutorial variant ---------------------------------------------------------------------------------------------
+# ---- the tutorial variant --------------------------------------------------------------------------------------------
 @dataclass
 class VariantView:
     """What the page shows about the variant on one layer (small: one head's maps, per-head numbers)."""
@@ -66,16 +67,18 @@ def _variant_view(_model: Model, _trace: Trace, key: tuple, layer: int, head: in
     record = _trace.record(layer)
     x = record.x.float().to(textbook.w_o.device)
     allowed = record.allowed_matrix().to(x.device)
+    calibration = ui.trace_for(_model, scratch_checks.CALIBRATION_TEXT, key[3])  # the shared fit's text
+    fit_x = calibration.record(layer).x.float().to(x.device)
     with torch.inference_mode():
-        effect = scratch_checks.variant_effect(ours, tutorial_variant(textbook, departures, x)(x, allowed))
+        effect = scratch_checks.variant_effect(ours, tutorial_variant(textbook, departures, fit_x)(x, allowed))
         embed_scale = scratch_checks.attention_only(ours, textbook.d_model**-0.5, allowed)[1]
         counts = r2 = error = diversity_shared = None
         try:
-            shared = tutorial_variant(textbook, Departures(shared_projection=True), x)
+            shared = tutorial_variant(textbook, Departures(shared_projection=True), fit_x)
             counts = scratch_checks.parameter_counts(textbook, shared)
-            r2 = shared.fit.r2
+            r2 = shared.shared_r2(textbook, x)  # on the user's text: out of sample
             diversity_shared = scratch_checks.head_diversity(shared(x, allowed).probs)
-        except Exception as exc:  # noqa: BLE001 - e.g. H·d_k ≠ d_model: shown as the reason, the rest still works
+        except ExplorerError as exc:  # e.g. H·d_k ≠ d_model: shown as the reason, the rest still works
             error = str(exc)
         nothing_masked = record.mask_kind == "bidirectional"  # the table then masks a key itself
         fills = scratch_checks.mask_fill_table(ours, textbook.scale, None if nothing_masked else allowed)
@@ -110,7 +113,7 @@ def fills_frame(fills: list[FillOutcome]) -> pd.DataFrame:
         index=list(dict.fromkeys(f.fill for f in fills)), columns=list(dict.fromkeys(f.dtype for f in fills)))
 
 
-# ---- the kernel sweep -------------------------------------------------------------------------------------------------
+# ---- the kernel sweep ------------------------------------------------------------------------------------------------
 def sweep_key(model: Model, max_n: int, repeats: int, memory: bool) -> tuple:
     return (str(model.device), kernels.Shape.of_model(model), max_n, repeats, memory)
 
@@ -145,6 +148,18 @@ def sweep_frame(rows: list[kernels.KernelTiming]) -> pd.DataFrame:
         "n×n built": "yes" if r.materialises else "no",
         "max |Δ| vs scratch": r.max_abs_diff if r.max_abs_diff is not None else np.nan,
     } for r in rows])
+
+
+def sweep_pivot(rows: list[kernels.KernelTiming], what: str = "time") -> pd.DataFrame:
+    """n × method: "1.23 (0.5×)" median ms with the ratio to SDPA's default dispatch, or peak MiB."""
+    frame = sweep_frame(rows)
+    if what == "time":
+        frame["cell"] = [f"{ms:.3g} ({ratio:.2f}×)" if ratio == ratio else f"{ms:.3g}"
+                         for ms, ratio in zip(frame["median ms"], frame["× SDPA"])]
+    else:
+        frame["cell"] = [f"{mib:.3g}" if mib == mib else "—" for mib in frame["peak MiB"]]
+    order = list(dict.fromkeys(frame["method"]))
+    return frame.pivot(index="n", columns="method", values="cell")[order]
 
 
 def parity_frame(parities: list[LayerParity]) -> pd.DataFrame:

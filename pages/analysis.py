@@ -92,9 +92,9 @@ def geometry(model, trace) -> None:
     attention = trace.attention(layer, head)[query].numpy()
     top, near = result.top_score_key, result.nearest_key
     c1, c2 = st.columns(2)
-    c1.metric("Highest score (what attention favours)", labels[top],
+    c1.metric("Highest score", labels[top],
               help=f"score {result.scores[top]:.3f}, attention {attention[top]:.3f}, ‖k‖ = {result.key_norms[top]:.2f}")
-    c2.metric("Nearest key (Euclidean)", labels[near],
+    c2.metric("Nearest key", labels[near],
               help=f"score {result.scores[near]:.3f}, attention {attention[near]:.3f}, ‖k‖ = {result.key_norms[near]:.2f}")
     st.caption(
         f"Highest-scoring key: {ua.quoted(trace.tokens[top])} at position {top} (score {result.scores[top]:.3f}, "

@@ -26,14 +26,15 @@ def clamp_selectors(n_layers: int, n_heads: int, layer: int, head: int, key: str
     return int(lb), int(hb)
 
 
-def side(label: str, model, trace, layer: int, head: int, matrix: np.ndarray, zmax: float, where) -> None:
+def side(label: str, model, trace, layer: int, head: int, matrix: np.ndarray, zmax: float, where,
+         colour_bar: bool) -> None:
     """One side: what it is, its map on the colour scale shared with the other side, its downloads."""
     with where:
         st.markdown(f"**{label}**")
         st.caption(f"{model.name} · layer {layer}, head {head} · mask {trace.mask}"
                    f"{'' if trace.mask_is_model_default else ' (what-if)'} · {trace.n_tokens} tokens")
         fig = token_heatmap(matrix, trace.tokens, trace.tokens, title=f"{label}: layer {layer}, head {head}",
-                            zmax=zmax, height=ua.square_height(trace.n_tokens))
+                            zmax=zmax, height=ua.square_height(trace.n_tokens), showscale=colour_bar)
         ua.show_figure(fig, (model.name, f"L{layer}H{head}", label.split(" ")[0]), key=f"compare_{label[0]}")
 
 
@@ -74,8 +75,8 @@ with ui.guard():
     b = trace_b.attention(layer_b, head_b).numpy()
     zmax = float(max(a.max(), b.max()))  # one colour scale for both, so equal colours mean equal weights
     left, right = st.columns(2)
-    side(labels[0], model_a, trace_a, layer, head, a, zmax, left)
-    side(labels[1], model_b, trace_b, layer_b, head_b, b, zmax, right)
+    side(labels[0], model_a, trace_a, layer, head, a, zmax, left, colour_bar=False)  # one bar: the scale is shared
+    side(labels[1], model_b, trace_b, layer_b, head_b, b, zmax, right, colour_bar=True)
 
     st.subheader("Difference A − B")
     if a.shape != b.shape:
@@ -88,7 +89,7 @@ with ui.guard():
         c1, c2, c3 = st.columns(3)
         c1.metric("Largest |A − B|", f"{abs(diff[q, k]):.3f}", help=f"query {rows_a[q]}, key {rows_a[k]}")
         c2.metric("Mean |A − B|", f"{np.abs(diff).mean():.4f}")
-        c3.metric("Rows that changed most", rows_a[int(np.abs(diff).sum(-1).argmax())],
+        c3.metric("Most changed row", rows_a[int(np.abs(diff).sum(-1).argmax())],
                   help="The query whose attention row moved the most (sum of |A − B| over keys).")
         if trace_a.tokens != trace_b.tokens:
             st.caption("The two token lists differ: cells are compared by position. Labels show A's tokens.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
 import numpy as np
@@ -9,6 +10,7 @@ import streamlit as st
 
 from explorer import ui
 from explorer.figures import heads as fh
+from explorer.tokens import display_label
 from explorer.trace import Trace
 
 TABS = ["Heads of one layer", "All layers × heads", "One head", "Lines (head view)"]
@@ -40,6 +42,11 @@ def _pick_head_from_grid(key: str) -> None:
         st.session_state[GRID_KEY + "_n"] = st.session_state.get(GRID_KEY + "_n", 0) + 1
 
 
+def _markdown_literal(text: str) -> str:
+    """User text inside a Markdown caption, shown literally (no emphasis, links or $…$ maths)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", text)
+
+
 def _gqa_caption(trace: Trace) -> str:
     groups = fh.gqa_groups([trace.kv_head(h) for h in range(trace.n_heads)])
     parts = ", ".join(f"heads {hs[0]}–{hs[-1]} → kv {kv}" for kv, hs in groups.items())
@@ -67,13 +74,19 @@ with ui.guard():
     if share is not None:
         st.caption(
             f"Layer {layer}: queries put on average **{share:.1%}** of their attention on token 0 "
-            f"(“{trace.tokens[0]}”), averaged over heads and queries 1…{trace.n_tokens - 1}. A large share is "
+            f"(“{_markdown_literal(display_label(trace.tokens[0]))}”), averaged over heads and queries 1…{trace.n_tokens - 1}. A large share is "
             "the usual first-token *sink*, not meaning; its column is outlined."
         )
     if gqa:
         st.caption(_gqa_caption(trace))
     shown = fh.hide_sink(layer_maps) if hide_sink else layer_maps
 
+    if trace.n_tokens > fh.SMALL_CELLS:
+        st.caption(
+            f"Long text ({trace.n_tokens:,} tokens): maps are downsampled, each cell the mean of a block of token "
+            "pairs (the titles say how many). Their colours span 0 to the largest block, leaving out query 0's own "
+            "row; hover shows the values."
+        )
     tabs = st.tabs(TABS, key=TAB_KEY, on_change="rerun")  # only the open tab runs: the model view is costly
     with tabs[0]:
         if tabs[0].open:

@@ -13,7 +13,7 @@ MASK_FORMULAS = {
     "causal": r"M_{ij} = \begin{cases} 0 & j \le i \\ -\infty & j > i \end{cases}",
     "bidirectional": r"M_{ij} = 0 \quad \text{for all } i, j",
 }
-PANEL_WIDTH = 480  # px: two panels side by side on a wide screen, one under the other on a narrow one
+PANEL_WIDTH = 460  # px: two panels side by side on a wide screen, one under the other on a narrow one
 MASK_ROLES = {
     "causal": "Each token sees itself and the tokens before it (GPT-style language models).",
     "bidirectional": "Every token sees every token (BERT-style encoders).",
@@ -42,7 +42,7 @@ with ui.guard():
     st.subheader("The two masks")
     n = causal.n_tokens
     m = min(n, fm.MASK_TOKENS)
-    row = st.container(horizontal=True, gap="large")
+    row = st.container(horizontal=True, gap="medium")
     for kind in ("causal", "bidirectional"):
         with row.container(width=PANEL_WIDTH):
             st.markdown(f"**{kind.capitalize()}**" + (" (what this model was trained with)" if kind == trained else ""))
@@ -62,13 +62,16 @@ with ui.guard():
     row = st.container(horizontal=True, gap="medium")
     for kind, attention in maps.items():
         title = f"{kind}" + (" (trained)" if kind == trained else " (what-if)")
-        row.container(width=PANEL_WIDTH).plotly_chart(token_heatmap(attention, causal.tokens, causal.tokens, title=title, zmax=zmax),
-                            key=f"masking_attention_{kind}")
+        figure = token_heatmap(attention, causal.tokens, causal.tokens, title=title, zmax=zmax,
+                               showscale=kind == "bidirectional")  # one colour bar: both share the scale
+        row.container(width=PANEL_WIDTH).plotly_chart(fm.fit_panel(figure, max_ticks=10, max_height=PANEL_WIDTH),
+                                                      key=f"masking_attention_{kind}")
     difference = attention_difference(causal, bidirectional, layer, head)
-    st.container(width=2 * PANEL_WIDTH).plotly_chart(token_heatmap(difference, causal.tokens, causal.tokens, zmin=None, zmax=None,
-                                  colorscale=DIVERGING, value_name="bidirectional − causal",
-                                  title=f"Difference, layer {layer} head {head}: bidirectional − causal"),
-                    key="masking_difference")
+    figure = token_heatmap(difference, causal.tokens, causal.tokens, zmin=None, zmax=None, colorscale=DIVERGING,
+                           value_name="bidirectional − causal",
+                           title=f"Difference, layer {layer} head {head}: bidirectional − causal")
+    st.container(width=2 * PANEL_WIDTH).plotly_chart(fm.fit_panel(figure, max_ticks=40, max_height=2 * PANEL_WIDTH),
+                                                     key="masking_difference")
     later = share_on_later_tokens(maps["bidirectional"])
     st.caption(
         f"Red: more attention under the bidirectional mask; blue: less. Under it, queries put on average "

@@ -69,9 +69,9 @@ with ui.guard():
         suffix = " (before RoPE)" if steps.uses_rope else ""
         tab_q, tab_k, tab_v, tab_w = st.tabs(["Q", "K", "V", "The weights"])
         tab_q.plotly_chart(fq.vectors_heatmap(q_first[start:stop].numpy(), shown, title=f"Q, head {head}{suffix}",
-                                              value_name="q", highlight=query_label), key="qkv_q_pre")
+                                              value_name="q", highlight=query_label), key="qkv_q_proj")
         tab_k.plotly_chart(fq.vectors_heatmap(k_first[start:stop].numpy(), shown, title=f"K, kv head {kv}{suffix}",
-                                              value_name="k", highlight=query_label), key="qkv_k_pre")
+                                              value_name="k", highlight=query_label), key="qkv_k_proj")
         tab_v.plotly_chart(fq.vectors_heatmap(steps.v[start:stop].numpy(), shown, title=f"V, kv head {kv}",
                                               value_name="v", highlight=query_label), key="qkv_v")
         with tab_w:
@@ -99,9 +99,9 @@ with ui.guard():
                 labels={"q": f"q of {query_label} (position {query})",
                         "k": f"k of {labels[key]} (position {key})"}), key="qkv_rope")
             tab_q.plotly_chart(fq.vectors_heatmap(steps.q[start:stop].numpy(), shown, title="Q after RoPE",
-                                                  value_name="q", highlight=query_label), key="qkv_q")
+                                                  value_name="q", highlight=query_label), key="qkv_q_rope")
             tab_k.plotly_chart(fq.vectors_heatmap(steps.k[start:stop].numpy(), shown, title="K after RoPE",
-                                                  value_name="k", highlight=query_label), key="qkv_k")
+                                                  value_name="k", highlight=query_label), key="qkv_k_rope")
         number += 1
 
     # scores, and the neuron view of one of them ------------------------------------------------------------

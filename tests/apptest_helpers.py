@@ -48,7 +48,7 @@ def chart_data(at: AppTest, key: str) -> list[dict]:
     """The traces of the plotly chart drawn with ``key``."""
     for chart in at.get("plotly_chart"):
         spec = json.loads(chart.proto.spec)
-        if chart.proto.id and key in chart.proto.id:
+        if chart.proto.id.endswith("-" + key):
             return spec["data"]
     raise AssertionError(f"no plotly chart with key {key!r}")
 

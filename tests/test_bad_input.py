@@ -326,3 +326,27 @@ def test_home_page_survives(tid: str, smollm2):
     if tid in LONG:
         assert len(shown) == APP_CAP
         assert any(f"{expected.truncated_from:,} tokens" in i.value for i in at.info)
+
+
+def test_injection_check_catches_raw_html():
+    """The checker above is not vacuous: it flags a page that echoes the text into unsafe markdown or st.html."""
+    from streamlit.testing.v1 import AppTest
+
+    def leaky_page():
+        import streamlit as st
+
+        st.markdown("safe words")
+        st.markdown(f"<b>{st.session_state['text']}</b>", unsafe_allow_html=True)
+
+    def leaky_html():
+        import streamlit as st
+
+        st.html(f"<div>{st.session_state['text']}</div>")
+
+    for script in (leaky_page, leaky_html):
+        at = AppTest.from_function(script)
+        at.session_state["text"] = TEXTS["img-onerror"]
+        at.run()
+        assert not at.exception
+        with pytest.raises(AssertionError, match="unsafe element"):
+            assert_no_injection(at, TEXTS["img-onerror"])

@@ -27,21 +27,20 @@ def test_greedy_matches_transformers_generate(smollm2, smollm2_sdpa):
     assert steps.prompt.token_ids == smollm2.encode(PROMPT).token_ids  # tokenised like model.trace
     with torch.inference_mode():
         sdpa = smollm2_sdpa.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=32)
-        own = smollm2.hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=32)
-    assert steps.token_ids == sdpa[0, ids.shape[1]:].tolist() == own[0, ids.shape[1]:].tolist()
+    assert steps.token_ids == sdpa[0, ids.shape[1]:].tolist()
     assert all(s.how == "greedy" and s.p_chosen == 1.0 for s in steps)
     assert steps.text == smollm2.tokenizer.decode(steps.token_ids)
     assert "".join(s.token for s in steps) == steps.text  # the per-token pieces add up to the text
 
 
 def test_seeded_run_repeats_exactly(smollm2):
-    a = smollm2.generate(PROMPT, max_new_tokens=12, seed=1234, **SAMPLING)
-    b = smollm2.generate(PROMPT, max_new_tokens=12, seed=1234, **SAMPLING)
+    a = smollm2.generate(PROMPT, max_new_tokens=8, seed=1234, **SAMPLING)
+    b = smollm2.generate(PROMPT, max_new_tokens=8, seed=1234, **SAMPLING)
     assert a.token_ids == b.token_ids
     assert all(torch.equal(x.probs, y.probs) and x.u == y.u for x, y in zip(a, b))
     hot = dict(temperature=1.5, top_k=0, top_p=1.0)  # high entropy: two seeds practically never agree
-    assert smollm2.generate(PROMPT, max_new_tokens=12, seed=1, **hot).token_ids != \
-        smollm2.generate(PROMPT, max_new_tokens=12, seed=2, **hot).token_ids
+    assert smollm2.generate(PROMPT, max_new_tokens=6, seed=1, **hot).token_ids != \
+        smollm2.generate(PROMPT, max_new_tokens=6, seed=2, **hot).token_ids
 
 
 def test_steps_reuse_the_cache_and_match_a_full_forward(smollm2, smollm2_sdpa):
@@ -52,14 +51,14 @@ def test_steps_reuse_the_cache_and_match_a_full_forward(smollm2, smollm2_sdpa):
     )
     try:
         stepper = Stepper(smollm2, PROMPT, seed=5, **SAMPLING)
-        for _ in range(6):
+        for _ in range(4):
             stepper.step()
         stepper.pending  # noqa: B018 - computes the next distribution
     finally:
         hook.remove()
     n_prompt = len(stepper.prompt.token_ids)
-    assert fed == [n_prompt] + [1] * 6
-    assert stepper._cache.get_seq_length() == n_prompt + 6
+    assert fed == [n_prompt] + [1] * 4
+    assert stepper._cache.get_seq_length() == n_prompt + 4
     for step in stepper.steps[::2] + [stepper.pending]:
         context = stepper.context_ids[: step.context_length]
         assert (step.logits - _reference_logits(smollm2_sdpa, context)).abs().max().item() <= 2e-4
@@ -67,7 +66,7 @@ def test_steps_reuse_the_cache_and_match_a_full_forward(smollm2, smollm2_sdpa):
 
 
 def test_attention_rows_equal_the_last_row_of_a_trace_and_of_eager(smollm2, smollm2_eager):
-    steps = smollm2.generate(PROMPT, max_new_tokens=6, seed=3, **SAMPLING)
+    steps = smollm2.generate(PROMPT, max_new_tokens=4, seed=3, **SAMPLING)
     for step in steps:
         context = steps.prompt.token_ids + steps.token_ids[: step.index]
         assert step.rows.shape == (30, 9, len(context))
@@ -135,15 +134,15 @@ def test_end_of_text_and_caps(smollm2):
 
 
 def test_chat_template_only_when_asked(smollm2, smollm2_sdpa):
-    plain = Stepper(smollm2, "What is the capital of France?", temperature=0, max_new_tokens=8)
-    chat = Stepper(smollm2, "What is the capital of France?", temperature=0, max_new_tokens=8, chat=True)
+    plain = Stepper(smollm2, "What is the capital of France?", temperature=0, max_new_tokens=5)
+    chat = Stepper(smollm2, "What is the capital of France?", temperature=0, max_new_tokens=5, chat=True)
     assert plain.prompt.token_ids == smollm2.encode("What is the capital of France?").token_ids
     assert chat.prompt.token_ids == smollm2.encode("What is the capital of France?", chat=True).token_ids
     assert "<|im_start|>" in chat.prompt.text and "<|im_start|>" not in plain.prompt.text
-    chat.run(8)
+    chat.run(5)
     ids = torch.tensor([chat.prompt.token_ids])
     with torch.inference_mode():
-        ref = smollm2_sdpa.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=8)
+        ref = smollm2_sdpa.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=5)
     assert chat.generated_ids == ref[0, ids.shape[1]:].tolist()[: len(chat.steps)]
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
+from apptest_helpers import decode, navigation_like_a_server, open_page  # noqa: F401 - fixture
 from streamlit.testing.v1 import AppTest
 
 from explorer import ui
@@ -17,46 +15,13 @@ from explorer.rollout import trace_rollout
 from explorer.stats import FORMULAS, STATISTICS
 from explorer.tokens import unique_labels
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TEXT = ui.DEFAULT_TEXT
-
-
-@pytest.fixture(autouse=True)
-def navigation_like_a_server(monkeypatch):
-    """AppTest builds a fresh PagesManager per run and, seeing a pages/ folder, falls back to legacy multipage mode,
-    which runs a page file without app.py (so the sidebar and its state vanish after switch_page). A real server
-    leaves that mode for good once st.navigation has run; do the same here."""
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
-def open_page(page: str, **state) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.run()
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-    return at
+pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
 
 
 def chart_data(at: AppTest, index: int) -> list[dict]:
+    """The traces of the index-th plotly chart on the page (several charts here share one key prefix)."""
     return json.loads(at.get("plotly_chart")[index].proto.spec)["data"]
-
-
-def decode(array) -> np.ndarray:
-    """A plotly array from the figure JSON: a list, or a base64 typed array."""
-    if isinstance(array, dict):
-        values = np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
-        shape = array.get("shape")
-        return values.reshape([int(s) for s in str(shape).split(",")]) if shape else values
-    return np.asarray(array, dtype=float)
 
 
 @pytest.fixture(scope="module")

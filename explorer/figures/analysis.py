@@ -135,9 +135,10 @@ def qk_plane_figure(
         title=title,
         xaxis=dict(title=plane.axis_titles[0], zeroline=True),
         yaxis=dict(title=plane.axis_titles[1], zeroline=True, scaleanchor="x", scaleratio=1),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
-        margin=dict(l=10, r=10, t=80 if title else 50, b=10),
-        height=560,
+        # Below the plot: above it, a wrapped legend would run into the title on narrow screens.
+        legend=dict(orientation="h", yanchor="top", y=-0.14, x=0),
+        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        height=600,
     )
     return fig
 
@@ -171,7 +172,7 @@ def lens_figure(result: LensResult, input_tokens: Sequence[str], title: str | No
         title=title,
         xaxis=dict(title="position (input token; the cell predicts the token after it)", type="category",
                    tickangle=-60, side="bottom"),
-        yaxis=dict(title="residual stream read", type="category"),
+        yaxis=dict(title="residual stream after", type="category"),
         margin=dict(l=10, r=10, t=40 if title else 10, b=10),
         height=max(360, 110 + 21 * len(result.layer_labels)),
     )

@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..tokens import unique_labels
-from .heatmap import MAX_CELLS, SEQUENTIAL, _block_labels, _short, _tick_axis, token_heatmap
+from .heatmap import MAX_CELLS, SEQUENTIAL, block_mean, _block_labels, _short, _tick_axis, token_heatmap
 
 SMALL_CELLS = 96  # per side, per head, in the small multiples of one layer
 THUMB_CELLS = 32  # per side, per head, in the model view
@@ -89,6 +89,24 @@ def quantise(values: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(v, 0.0, 1.0) * 255).astype(np.uint8)
 
 
+def colour_max(shown: np.ndarray, exact: bool, downsampled: bool = False) -> float:
+    """Top of the colour scale: 1 for exact maps; else the largest shown value outside the first query row.
+
+    Block means (long texts) and renormalised rows have their own range: a fixed 0…1 scale would paint them all
+    dark. The first row is left out because query 0 puts all its attention on itself under a causal mask, which
+    would set the scale and hide everything else. When downsampled, the last row and column of blocks are left out
+    too: they may be partial (n not a multiple of the block), so a 1×1 "block" is one undiluted weight.
+    """
+    if exact:
+        return 1.0
+    body = shown[..., 1:, :] if shown.shape[-2] > 1 else shown
+    if downsampled and body.shape[-2] > 1 and body.shape[-1] > 1:
+        body = body[..., :-1, :-1]
+    finite = body[np.isfinite(body)]
+    top = float(finite.max()) if finite.size else 1.0
+    return top if top > 0 else 1.0
+
+
 # ---- labels --------------------------------------------------------------------------------------------------
 def head_label(head: int, kv_heads: Sequence[int] | None) -> str:
     """"head 4 · kv 1" when query heads share key/value heads (GQA), else "head 4"."""
@@ -133,10 +151,10 @@ def head_heatmap(
     title = f"Layer {layer} · {head_label(head, kv_heads)}"
     if sink_hidden:
         title += " · token 0 hidden, rows renormalised"
-    # 0…1 colours when every cell is one token pair; block means (long texts) and renormalised rows have their
-    # own range, and a fixed 0…1 scale would paint them all dark.
     exact = len(tokens) <= MAX_CELLS and not sink_hidden
-    fig = token_heatmap(attention, tokens, tokens, title=title, zmin=0.0, zmax=1.0 if exact else None,
+    blocks, step, _ = block_mean(np.asarray(attention, dtype=np.float32), MAX_CELLS)
+    zmax = colour_max(blocks, exact, downsampled=step > 1)
+    fig = token_heatmap(attention, tokens, tokens, title=title, zmin=0.0, zmax=zmax,
                         height=height or max(420, min(760, 160 + 16 * len(tokens))))
     if len(tokens):
         fig.update_layout(margin=dict(t=70))
@@ -181,8 +199,7 @@ def layer_small_multiples(
         shared_xaxes=True, shared_yaxes=True,
         horizontal_spacing=0.025, vertical_spacing=gap_px / (height - top_px - bottom_px) if rows > 1 else 0.0,
     )
-    finite = z[np.isfinite(z)]
-    zmax = float(finite.max()) if finite.size and (sink_hidden or rs > 1 or cs > 1) else 1.0  # as head_heatmap
+    zmax = colour_max(z, exact=not sink_hidden and rs == 1 and cs == 1, downsampled=rs > 1 or cs > 1)
     # Each map may be only ~90 px wide (800 px window, sidebar open): 8 key labels fit without overlap; hover
     # names every token. Query labels get the map's height (≥ 170 px), so 16 fit.
     max_x_ticks, max_y_ticks = 8, 16
@@ -253,11 +270,8 @@ def model_view_grid(
     """
     n_layers, n_heads, c = thumbs.shape[0], thumbs.shape[1], thumbs.shape[2]
     pitch = c + max(1, round(c * 0.15))  # cell units from one thumbnail's start to the next
-    # uint8 levels over 0…vmax: 1 for exact maps; the largest value for block means or renormalised rows, whose
-    # range is far below 1 (a 32×32 block of a causal map averages ≤ 1/32 per row).
-    finite = thumbs[np.isfinite(thumbs)]
-    vmax = 1.0 if tokens_per_cell == 1 and not sink_hidden else float(finite.max()) if finite.size else 1.0
-    vmax = vmax if vmax > 0 else 1.0
+    # uint8 levels over 0…vmax (see colour_max); values above vmax (query 0's own row) saturate.
+    vmax = colour_max(thumbs, exact=tokens_per_cell == 1 and not sink_hidden, downsampled=tokens_per_cell > 1)
     q = quantise(thumbs / vmax)
     fig = go.Figure()
     for layer in range(n_layers):

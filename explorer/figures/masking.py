@@ -40,6 +40,22 @@ def mask_figure(allowed: np.ndarray, tokens: Sequence[str], *, title: str, heigh
     return fig
 
 
+def fit_panel(fig: go.Figure, *, max_ticks: int, max_height: int) -> go.Figure:
+    """Fit a :func:`token_heatmap` into a narrow panel: fewer tick labels and a bounded height.
+
+    The shared heatmap labels up to 60 tokens per axis, legible across a full-width chart; in a half-width panel
+    they would overlap. Hover still names every token.
+    """
+    for axis in (fig.layout.xaxis, fig.layout.yaxis):
+        values, text = axis.tickvals, axis.ticktext
+        if values is not None and len(values) > max_ticks:
+            step = -(-len(values) // max_ticks)
+            axis.tickvals, axis.ticktext = values[::step], text[::step]
+    if fig.layout.height and fig.layout.height > max_height:
+        fig.update_layout(height=max_height)
+    return fig
+
+
 def _hover_table(columns: Sequence[Sequence[str]]) -> np.ndarray:
     return np.stack([np.asarray([display_label(str(v)) for v in col], dtype=object) for col in columns], axis=-1)
 

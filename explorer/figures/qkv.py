@@ -67,7 +67,7 @@ def vectors_heatmap(
         xaxis=dict(title="token", tickangle=-60, **_tick_axis(labels)),
         yaxis=dict(title="dimension", autorange="reversed"),
         margin=dict(l=10, r=10, t=40, b=10),
-        height=height or int(min(460, max(220, 150 + 1.2 * z.shape[0]))),
+        height=height or int(min(460, max(270, 150 + 1.2 * z.shape[0]))),
     )
     return fig
 

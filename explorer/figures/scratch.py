@@ -65,6 +65,7 @@ def sweep_chart(rows: Sequence[KernelTiming], value: str = "seconds") -> go.Figu
     Methods that materialise the n×n matrix are dashed; dotted guides show the slopes of n and n².
     """
     methods = list(dict.fromkeys(r.method for r in rows))
+    unit_short = "ms" if value == "seconds" else "MiB"
     fig = go.Figure()
     for method in methods:
         mine = sorted((r for r in rows if r.method == method and getattr(r, value) is not None), key=lambda r: r.n)
@@ -75,7 +76,7 @@ def sweep_chart(rows: Sequence[KernelTiming], value: str = "seconds") -> go.Figu
         fig.add_trace(go.Scatter(
             x=[r.n for r in mine], y=[max(v, FLOOR) for v in y], mode="lines+markers", name=method + dtype,
             line=dict(dash="dash" if mine[0].materialises else "solid"),
-            hovertemplate=f"{method}<br>n = %{{x:,}}<br>%{{y:.3g}} {'ms' if value == 'seconds' else 'MiB'}<extra></extra>",
+            hovertemplate=f"{method}<br>n = %{{x:,}}<br>%{{y:.3g}} {unit_short}<extra></extra>",
         ))
     ns = sorted({r.n for r in rows})
     ys = [t.y for t in fig.data]
@@ -90,8 +91,8 @@ def sweep_chart(rows: Sequence[KernelTiming], value: str = "seconds") -> go.Figu
     fig.update_layout(
         title=("Time" if value == "seconds" else "Memory") + " vs sequence length (log–log)",
         xaxis=dict(title="n (tokens)", type="log", tickvals=ns, ticktext=[f"{n:,}" for n in ns]),
-        yaxis=dict(title=unit, type="log"),
-        height=380, margin=dict(l=10, r=10, t=50, b=10),
-        legend=dict(font=dict(size=11)),
+        yaxis=dict(title=unit, type="log", dtick=1),  # a label at each power of ten only
+        height=460, margin=dict(l=10, r=10, t=50, b=10),
+        legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0, font=dict(size=11)),
     )
     return fig

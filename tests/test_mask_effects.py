@@ -1,0 +1,101 @@
+"""Flipping the mask: the masks, one head under both, and the change in the outputs, against direct computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from explorer import ExplorerError
+from explorer import mask_effects as me
+
+TEXT = "The cat sat on the mat because it was tired."
+
+
+@pytest.fixture(scope="module")
+def smol_pair(smollm2):
+    return smollm2.trace(TEXT, mask="causal"), smollm2.trace(TEXT, mask="bidirectional")
+
+
+@pytest.fixture(scope="module")
+def mini_pair(minilm):
+    return minilm.trace(TEXT, mask="causal"), minilm.trace(TEXT, mask="bidirectional")
+
+
+def test_mask_matrices():
+    causal = me.mask_matrix("causal", 5)
+    assert causal.dtype == bool and np.array_equal(causal, np.tril(np.ones((5, 5), dtype=bool)))
+    assert me.mask_matrix("bidirectional", 3).all()
+    additive = me.additive_mask(causal)
+    assert (additive[causal] == 0).all() and np.isneginf(additive[~causal]).all()
+    with pytest.raises(ExplorerError, match="Unknown mask"):
+        me.mask_matrix("sliding", 3)
+
+
+def test_layer0_under_each_mask_is_the_masked_softmax_of_the_same_scores(smol_pair):
+    """Layer 0 has the same Q and K under both masks (nothing before it depends on the mask)."""
+    causal, bidi = smol_pair
+    torch.testing.assert_close(causal.q(0, 4), bidi.q(0, 4))
+    scores = (causal.q(0, 4) @ causal.k(0, 4).T).double() * causal.scale(0)
+    n = causal.n_tokens
+    tril = torch.tril(torch.ones(n, n, dtype=torch.bool))
+    expected_causal = torch.softmax(scores.masked_fill(~tril, float("-inf")), -1)
+    expected_bidi = torch.softmax(scores, -1)
+    diff = me.attention_difference(causal, bidi, 0, 4)
+    np.testing.assert_allclose(diff, (expected_bidi - expected_causal).numpy(), atol=1e-6)
+    assert me.share_on_later_tokens(expected_causal) == 0.0
+    later = float((expected_bidi * ~tril).sum(-1).mean())
+    assert me.share_on_later_tokens(bidi.attention(0, 4)) == pytest.approx(later, abs=1e-6)
+
+
+def test_next_token_changes_against_the_eager_model(smollm2, smollm2_eager, smol_pair):
+    causal, bidi = smol_pair
+    table = me.next_token_changes(smollm2, causal, bidi)
+    n = causal.n_tokens
+    assert list(table["position"]) == list(range(n)) and list(table["token"]) == causal.tokens
+    assert list(table["actual_next"]) == causal.tokens[1:] + [""]
+    with torch.inference_mode():
+        eager_logits = smollm2_eager(torch.tensor([causal.token_ids])).logits[0].double()
+    log_c = torch.log_softmax(eager_logits, -1)  # the trained (causal) run, by transformers' eager attention
+    log_b = torch.log_softmax(bidi.logits.double(), -1)
+    kl = torch.nn.functional.kl_div(log_b, log_c, log_target=True, reduction="none").sum(-1)
+    np.testing.assert_allclose(table["kl"], kl.numpy(), rtol=1e-3, atol=1e-4)
+    top_c, top_b = log_c.argmax(-1), log_b.argmax(-1)
+    assert list(table["top_causal"]) == [smollm2.decode_token(int(t)) for t in top_c]
+    assert list(table["top_bidirectional"]) == [smollm2.decode_token(int(t)) for t in top_b]
+    np.testing.assert_allclose(table["p_causal"], log_c.max(-1).values.exp().numpy(), rtol=1e-4)
+    np.testing.assert_array_equal(table["top_changed"], (top_c != top_b).numpy())
+    says_next = [int(top_b[i]) == causal.token_ids[i + 1] for i in range(n - 1)] + [False]
+    assert list(table["bidirectional_says_next"]) == says_next
+    # a model that sees the next token mostly says it: the what-if is not a better model, it peeks
+    assert sum(says_next) >= (n - 1) // 2
+    # chunking is only a memory bound
+    small = me.next_token_changes(smollm2, causal, bidi, chunk=3)
+    np.testing.assert_allclose(small["kl"], table["kl"], rtol=1e-4, atol=1e-5)  # float32 matmul blocking
+    summary = me.flip_summary(table)
+    assert summary["mean_kl"] == pytest.approx(float(kl.mean()), rel=1e-3)
+    assert summary["share_top_changed"] == pytest.approx(float((top_c != top_b).double().mean()))
+
+
+def test_final_state_changes_against_the_eager_encoder(minilm, minilm_eager, mini_pair):
+    causal, bidi = mini_pair
+    table = me.final_state_changes(causal, bidi)
+    with torch.inference_mode():
+        trained = minilm_eager(torch.tensor([bidi.token_ids])).last_hidden_state[0].double()
+    what_if = causal.final_hidden.double()
+    cos = (trained * what_if).sum(-1) / (trained.norm(dim=-1) * what_if.norm(dim=-1))
+    np.testing.assert_allclose(table["cosine"], cos.numpy(), atol=1e-5)
+    np.testing.assert_allclose(table["cosine_change"], 1 - cos.numpy(), atol=1e-5)
+    np.testing.assert_allclose(table["norm_bidirectional"], trained.norm(dim=-1).numpy(), rtol=1e-5)
+    assert (table["cosine_change"] > 1e-3).all()  # every token moves when it loses its right context
+    assert me.flip_summary(table)["max_cosine_change"] == pytest.approx(float((1 - cos).max()), abs=1e-5)
+
+
+def test_wrong_inputs_are_clear_errors(smollm2, minilm, smol_pair, mini_pair):
+    causal, bidi = smol_pair
+    with pytest.raises(ExplorerError, match="Expected a causal and a bidirectional"):
+        me.attention_difference(bidi, causal, 0, 0)
+    with pytest.raises(ExplorerError, match="different texts"):
+        me.final_state_changes(causal, smollm2.trace("Another text.", mask="bidirectional"))
+    with pytest.raises(ExplorerError, match="not a causal language model"):
+        me.next_token_changes(minilm, *mini_pair)

@@ -1,0 +1,169 @@
+"""AppTest of the Attention heads page on the real embedded models: widgets drive the figures, and the figures
+show the engine's numbers (recomputed here from a trace of our own, not the page's cached one)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+import explorer
+from explorer import ui
+from explorer.figures import heads as fh
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGE = "pages/heads.py"
+TEXT = ui.DEFAULT_TEXT
+
+
+@pytest.fixture(autouse=True)
+def navigation_like_a_server(monkeypatch):
+    """AppTest builds a fresh PagesManager per run and, seeing a pages/ folder, falls back to legacy multipage mode,
+    which runs the page file without app.py (the sidebar and its state vanish after switch_page). A server that
+    has run st.navigation leaves that mode; do the same here."""
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture(scope="module")
+def smollm2_trace():
+    return explorer.load("smollm2", device="cpu").trace(TEXT)
+
+
+@pytest.fixture(scope="module")
+def minilm_trace():
+    return explorer.load("minilm", device="cpu").trace(TEXT)
+
+
+def open_heads(query: dict | None = None, **state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update(query or {})
+    at.run()
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.switch_page(PAGE).run()
+    assert_ok(at)
+    return at
+
+
+def assert_ok(at: AppTest) -> None:
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+
+def show_tab(at: AppTest, label: str) -> None:
+    at.session_state["heads_tab"] = label
+    at.run()
+    assert_ok(at)
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def decode(array) -> np.ndarray:
+    """A plotly array from the figure JSON: a list, or a base64 typed array."""
+    if isinstance(array, dict):
+        values = np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
+        shape = array.get("shape")
+        return values.reshape([int(s) for s in str(shape).split(",")]) if shape else values
+    return np.asarray(array, dtype=np.float64)
+
+
+def test_smollm2_widgets_drive_every_view(smollm2_trace):
+    tr = smollm2_trace
+    at = open_heads()
+    # default tab: all heads of layer 0, exact maps, GQA labels and caption, sink share caption
+    (small,) = charts(at)
+    assert len(small["data"]) == 9
+    for h in (0, 4, 8):
+        np.testing.assert_allclose(decode(small["data"][h]["z"]), tr.attention(0, h).numpy(), atol=1e-6)
+    titles = [a["text"] for a in small["layout"]["annotations"]][:9]
+    assert titles[4] == "head 4 · kv 1"
+    captions = " ".join(c.value for c in at.caption)
+    assert "9 query heads share 3 key/value heads" in captions
+    assert f"{float(tr.attentions(0)[:, 1:, 0].mean()):.1%}" in captions
+
+    at.number_input(key="heads_layer").set_value(3).run()
+    at.number_input(key="heads_head").set_value(7).run()
+    assert_ok(at)
+    (small,) = charts(at)
+    np.testing.assert_allclose(decode(small["data"][7]["z"]), tr.attention(3, 7).numpy(), atol=1e-6)
+    assert f"{float(tr.attentions(3)[:, 1:, 0].mean()):.1%}" in " ".join(c.value for c in at.caption)
+
+    show_tab(at, "One head")
+    (big,) = charts(at)
+    np.testing.assert_allclose(decode(big["data"][0]["z"]), tr.attention(3, 7).numpy(), atol=1e-6)
+    assert "Layer 3 · head 7 · kv 2" in big["layout"]["title"]["text"]
+    assert "shared with heads 6, 8" in " ".join(c.value for c in at.caption)
+    assert at.query_params["layer"] == "3" and at.query_params["head"] == "7"  # the link reproduces the view
+
+    at.toggle(key="heads_hide_sink").set_value(True).run()
+    assert_ok(at)
+    (big,) = charts(at)
+    a = tr.attention(3, 7).numpy().astype(np.float64)
+    expected = np.full_like(a, np.nan)
+    expected[1:, 1:] = a[1:, 1:] / a[1:, 1:].sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(decode(big["data"][0]["z"]), expected, atol=1e-6, equal_nan=True)
+    assert "token 0 hidden" in big["layout"]["title"]["text"]
+    at.toggle(key="heads_hide_sink").set_value(False).run()
+
+    show_tab(at, "Lines (head view)")
+    (lines_fig,) = charts(at)
+    a = tr.attention(3, 7).numpy()
+    lines = [d for d in lines_fig["data"] if d.get("mode") == "lines"]
+    assert len(lines) == int((a > 0).sum())
+    for line in lines:
+        q, k = line["y"]
+        assert line["line"]["width"] == pytest.approx(fh.LINE_WIDTH_PER_UNIT * float(a[q, k]), rel=1e-5)
+
+    show_tab(at, "All layers × heads")
+    (grid,) = charts(at)
+    per_level = grid["layout"]["meta"]["value_per_level"]
+    for layer, head in [(0, 0), (3, 7), (29, 8)]:
+        z = decode(grid["data"][layer * 9 + head]["z"]) * per_level
+        np.testing.assert_allclose(z, tr.attention(layer, head).numpy(), atol=per_level / 2 + 1e-7)
+    overlay = grid["data"][-1]
+    assert overlay["type"] == "scatter" and overlay["customdata"][3 * 9 + 7][:2] == [3, 7]
+
+
+def test_minilm_heads_without_gqa(minilm_trace):
+    tr = minilm_trace
+    at = open_heads(model_choice="minilm")
+    at.number_input(key="heads_layer").set_value(5).run()
+    assert_ok(at)
+    (small,) = charts(at)
+    assert len(small["data"]) == 12
+    assert [a["text"] for a in small["layout"]["annotations"]][:12] == [f"head {h}" for h in range(12)]
+    for h in (0, 11):
+        np.testing.assert_allclose(decode(small["data"][h]["z"]), tr.attention(5, h).numpy(), atol=1e-6)
+    assert "key/value heads" not in " ".join(c.value for c in at.caption)
+    at.number_input(key="heads_head").set_value(11).run()
+    show_tab(at, "One head")
+    (big,) = charts(at)
+    np.testing.assert_allclose(decode(big["data"][0]["z"]), tr.attention(5, 11).numpy(), atol=1e-6)
+    assert big["layout"]["title"]["text"].startswith("Layer 5 · head 11")
+
+
+def test_out_of_range_layer_in_the_url_warns_and_shows_layer_zero(smollm2_trace):
+    at = open_heads({"layer": "99", "head": "2"})
+    assert any("out of range" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.number_input(key="heads_layer").value == 0
+    (small,) = charts(at)
+    np.testing.assert_allclose(decode(small["data"][2]["z"]), smollm2_trace.attention(0, 2).numpy(), atol=1e-6)
+
+
+def test_garbage_layer_and_a_head_out_of_range_for_the_model(minilm_trace):
+    at = open_heads({"model": "minilm", "layer": "x1", "head": "40"})
+    assert any("Head 40 is out of range" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.number_input(key="heads_head").value == 0

@@ -1,0 +1,73 @@
+"""AppTest of the Masking page with the real models: the masks, one head under both, and the flip's effect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from apptest_helpers import assert_clean, chart_data, decode, navigation_like_a_server, open_page  # noqa: F401
+
+from explorer.mask_effects import final_state_changes, next_token_changes
+from explorer.tokens import display_label
+
+pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
+
+TEXT = "The cat sat on the mat because it was tired."
+PAGE = "pages/masking.py"
+
+
+def _metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_smollm2_masks_heads_and_next_token_changes(smollm2):
+    at = open_page(PAGE, model_choice="smollm2", text=TEXT, mask="bidirectional")  # the sidebar mask is ignored
+    at.number_input(key="masking_layer").set_value(12).run()
+    at.number_input(key="masking_head").set_value(4).run()
+    assert_clean(at)
+    causal, bidi = smollm2.trace(TEXT, mask="causal"), smollm2.trace(TEXT, mask="bidirectional")
+    n = causal.n_tokens
+    assert any("what-if" in w.value and "trained with the **causal** mask" in w.value for w in at.warning)
+
+    z = decode(chart_data(at, "masking_matrix_causal")[0]["z"]).reshape(n, n)
+    np.testing.assert_array_equal(z, np.tril(np.ones((n, n))))
+    assert chart_data(at, "masking_matrix_causal")[0]["text"][0][1] == "\u2212\u221e"
+    assert decode(chart_data(at, "masking_matrix_bidirectional")[0]["z"]).min() == 1
+
+    shown_c = decode(chart_data(at, "masking_attention_causal")[0]["z"]).reshape(n, n)
+    shown_b = decode(chart_data(at, "masking_attention_bidirectional")[0]["z"]).reshape(n, n)
+    np.testing.assert_allclose(shown_c, causal.attention(12, 4).numpy(), atol=1e-6)
+    np.testing.assert_allclose(shown_b, bidi.attention(12, 4).numpy(), atol=1e-6)
+    difference = chart_data(at, "masking_difference")[0]
+    np.testing.assert_allclose(decode(difference["z"]).reshape(n, n), shown_b - shown_c, atol=1e-6)
+    assert difference["zmin"] == -difference["zmax"]  # diverging, centred on 0
+
+    expected = next_token_changes(smollm2, causal, bidi)
+    table = at.dataframe[0].value
+    np.testing.assert_allclose(table["KL (nats)"], expected["kl"], rtol=1e-6)
+    assert list(table["top (bidirectional)"]) == [display_label(t) for t in expected["top_bidirectional"]]
+    assert list(table["top (causal)"]) == [display_label(t) for t in expected["top_causal"]]
+    np.testing.assert_allclose(decode(chart_data(at, "masking_kl")[0]["y"]), expected["kl"], rtol=1e-6)
+    assert _metric(at, "Mean KL (nats)") == f"{expected['kl'].mean():.3f}"
+    assert _metric(at, "Top token changed") == f"{expected['top_changed'].mean():.0%}"
+
+
+def test_minilm_shows_the_cosine_change_of_final_states(minilm):
+    at = open_page(PAGE, model_choice="minilm", text=TEXT)
+    causal, bidi = minilm.trace(TEXT, mask="causal"), minilm.trace(TEXT, mask="bidirectional")
+    assert any("trained with the **bidirectional** mask" in w.value for w in at.warning)
+    expected = final_state_changes(causal, bidi)
+    np.testing.assert_allclose(at.dataframe[0].value["1 − cosine"], expected["cosine_change"], rtol=1e-9)
+    np.testing.assert_allclose(decode(chart_data(at, "masking_cosine")[0]["y"]), expected["cosine_change"],
+                               rtol=1e-9)
+    assert _metric(at, "Mean 1 − cosine") == f"{expected['cosine_change'].mean():.3f}"
+    assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("masking_kl")]
+
+
+def test_long_text_stays_within_the_payload_budget(smollm2):
+    text = " ".join(f"word{i} is followed by another" for i in range(400))
+    at = open_page(PAGE, model_choice="smollm2", text=text)
+    sizes = {c.proto.id.rsplit("-", 1)[-1]: len(c.proto.spec) for c in at.get("plotly_chart")}
+    assert max(sizes.values()) <= 1_500_000, sizes
+    assert len(at.dataframe[0].value) == 1024
+    mask = decode(chart_data(at, "masking_matrix_causal")[0]["z"])
+    assert mask.size == 16 * 16  # only the first tokens: the pattern, legible

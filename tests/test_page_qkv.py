@@ -1,0 +1,103 @@
+"""AppTest of the Q, K, V page with the real models: change the widgets, and every number shown is the engine's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from apptest_helpers import assert_clean, chart_data, decode, navigation_like_a_server, open_page  # noqa: F401
+
+from explorer.tokens import display_label
+from explorer.walkthrough import formula_steps, token_window
+
+pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
+
+TEXT = "The cat sat on the mat because it was tired."
+PAGE = "pages/qkv.py"
+MAX_FIGURE_BYTES = 1_500_000
+
+
+def _select(at, layer: int, head: int, query: int, key: int):
+    at.number_input(key="qkv_layer").set_value(layer).run()
+    at.number_input(key="qkv_head").set_value(head).run()
+    at.selectbox(key="qkv_query").set_value(query).run()
+    at.selectbox(key="qkv_key").set_value(key).run()
+    assert_clean(at)
+    return at
+
+
+def _metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_smollm2_page_shows_the_engines_numbers(smollm2):
+    at = _select(open_page(PAGE, model_choice="smollm2", text=TEXT), layer=17, head=6, query=9, key=2)
+    trace = smollm2.trace(TEXT)
+    s = formula_steps(smollm2, trace, 17, 6, 9)
+    n = trace.n_tokens
+
+    table = at.dataframe[0].value
+    assert len(table) == n and list(table["token"]) == [display_label(t) for t in trace.tokens]
+    np.testing.assert_allclose(table["p (softmax)"], trace.attention(17, 6)[9].numpy(), atol=1e-6)
+    np.testing.assert_allclose(table["q·k"], s.scores.numpy(), rtol=1e-6)
+    assert np.isneginf(table["+ mask"].to_numpy()[10:]).all()
+
+    # Q, K, V heatmaps (dims × tokens), before and after RoPE
+    for key, values in (("qkv_q_proj", s.q_pre), ("qkv_k_proj", s.k_pre), ("qkv_q_rope", s.q),
+                        ("qkv_k_rope", s.k), ("qkv_v", s.v)):
+        z = decode(chart_data(at, key)[0]["z"]).reshape(s.head_dim, n)
+        np.testing.assert_allclose(z, values.numpy().T, rtol=1e-6, atol=1e-6, err_msg=key)
+    np.testing.assert_allclose(decode(chart_data(at, "qkv_q_rope")[0]["z"]).reshape(64, n), trace.q(17, 6).numpy().T,
+                               atol=1e-6)
+    rope = chart_data(at, "qkv_rope")
+    np.testing.assert_allclose(decode(rope[0]["y"]), s.q_pre[9].numpy(), rtol=1e-6)  # q before RoPE
+    np.testing.assert_allclose(decode(rope[3]["y"]), s.k[2].numpy(), rtol=1e-6)  # k after RoPE
+
+    # the score row through scale, mask and softmax: masked keys are not drawn as bars but marked −∞
+    probs = decode(chart_data(at, "qkv_probs")[0]["y"])
+    np.testing.assert_allclose(probs[:10], trace.attention(17, 6)[9, :10].numpy(), atol=1e-6)
+    assert np.isnan(probs[10])
+    masked = chart_data(at, "qkv_masked")
+    assert masked[1]["x"] == ["10\u2009."] and masked[1]["text"] == ["\u2212\u221e"]
+    np.testing.assert_allclose(decode(chart_data(at, "qkv_scaled")[0]["y"]), (s.scores / 8).numpy(), rtol=1e-6)
+
+    # the neuron view: q, k and their products sum to the score shown
+    neuron = chart_data(at, "qkv_neuron")
+    np.testing.assert_allclose(decode(neuron[0]["y"]), trace.q(17, 6)[9].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(decode(neuron[1]["y"]), trace.k(17, 6)[2].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(decode(neuron[2]["y"]).sum(), float(s.scores[2]), rtol=1e-5)
+    assert _metric(at, "Score q·k") == f"{float(s.scores[2]):.4f}"
+
+    # the head's output and the layer's output
+    np.testing.assert_allclose(decode(chart_data(at, "qkv_head_out")[0]["y"]), trace.head_output(17, 6)[9].numpy(),
+                               atol=1e-5)
+    assert _metric(at, "‖attention output‖") == f"{float(s.layer_out.norm()):.3f}"
+    assert any("max |Δp|" in c.value for c in at.caption)
+    assert any(r"W_q^{(6)}" in l.value for l in at.latex) and any(r"W_k^{(2)}" in l.value for l in at.latex)
+
+
+def test_minilm_page_has_biases_no_rope_and_the_engines_numbers(minilm):
+    at = _select(open_page(PAGE, model_choice="minilm", text=TEXT), layer=3, head=5, query=4, key=6)
+    trace = minilm.trace(TEXT)
+    s = formula_steps(minilm, trace, 3, 5, 4)
+    keys = [c.proto.id for c in at.get("plotly_chart")]
+    assert not any(k.endswith(("qkv_rope", "qkv_q_rope", "qkv_k_rope")) for k in keys)
+    np.testing.assert_allclose(at.dataframe[0].value["p (softmax)"], trace.attention(3, 5)[4].numpy(), atol=1e-6)
+    assert len(chart_data(at, "qkv_masked")) == 1  # nothing masked in an encoder: no −∞ markers
+    np.testing.assert_allclose(decode(chart_data(at, "qkv_q_proj")[0]["z"]).reshape(32, -1), trace.q(3, 5).numpy().T,
+                               atol=1e-5)
+    assert _metric(at, "Score q·k") == f"{float(s.scores[6]):.4f}"
+    assert any("+ b_q" in l.value for l in at.latex)
+
+
+def test_long_text_shows_a_window_and_stays_small(smollm2):
+    text = " ".join(f"word{i} is followed by another" for i in range(400))
+    at = open_page(PAGE, model_choice="smollm2", text=text)
+    trace = smollm2.trace(text, max_tokens=1024)
+    assert trace.n_tokens == 1024
+    query = at.selectbox(key="qkv_query").value
+    start, stop = token_window(1024, query, at.slider(key="qkv_window").value)
+    x = decode(chart_data(at, "qkv_x")[0]["z"]).reshape(576, -1)
+    np.testing.assert_allclose(x, trace.x(0)[start:stop].numpy().T, atol=1e-6)
+    assert len(at.dataframe[0].value) == 1024
+    sizes = {c.proto.id.rsplit("-", 1)[-1]: len(c.proto.spec) for c in at.get("plotly_chart")}
+    assert max(sizes.values()) <= MAX_FIGURE_BYTES, sizes
