@@ -96,9 +96,19 @@ def npz_maps(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 # ---- figures ------------------------------------------------------------------------------------------------------
+def for_export(fig: go.Figure) -> go.Figure:
+    """A copy that stands alone: outside Streamlit there is no theme to grow the margins for tick labels."""
+    out = go.Figure(fig)
+    out.update_xaxes(automargin=True)
+    out.update_yaxes(automargin=True)
+    if not out.layout.template or not out.layout.template.data:
+        out.update_layout(template="plotly_white")
+    return out
+
+
 def figure_html(fig: go.Figure) -> str:
     """A standalone HTML page of the figure, plotly.js inlined (opens offline)."""
-    return fig.to_html(include_plotlyjs=True, full_html=True, config={"displaylogo": False})
+    return for_export(fig).to_html(include_plotlyjs=True, full_html=True, config={"displaylogo": False})
 
 
 def _browser_path() -> str | None:
@@ -132,6 +142,6 @@ def figure_png(fig: go.Figure, scale: float = 2.0) -> bytes:
     width = fig.layout.width or 1000
     height = fig.layout.height or 600
     try:
-        return fig.to_image(format="png", width=width, height=height, scale=scale)
+        return for_export(fig).to_image(format="png", width=width, height=height, scale=scale)
     except Exception as exc:  # noqa: BLE001 - kaleido/Chromium failures vary; the user gets one clear message
         raise ExplorerError(f"PNG export failed ({type(exc).__name__}); use the HTML download instead.") from exc

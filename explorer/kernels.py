@@ -72,6 +72,8 @@ class KernelTiming:
 
 @dataclass(frozen=True)
 class Unavailable:
+    """A method that does not run on this device, and why."""
+
     method: str
     reason: str
 
@@ -112,6 +114,7 @@ def _method_fn(method: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s
 
 
 def all_methods() -> list[str]:
+    """Every method the sweep knows, the from-scratch reference first."""
     return [SCRATCH, SDPA_DEFAULT, *SDPA_BACKENDS, RECORDER]
 
 
@@ -130,7 +133,7 @@ def probe_methods(device: str | torch.device, shape: Shape) -> tuple[dict[str, t
                 _method_fn(method, q, k, v, shape)()
                 runnable[method] = dtype
                 break
-            except RuntimeError as exc:
+            except (RuntimeError, NotImplementedError) as exc:
                 reason = str(exc).strip().split("\n")[0][:200]
         if method not in runnable:
             if not reason or "No viable backend" in reason:  # torch's wording blames switched-off kernels

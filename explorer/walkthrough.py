@@ -1,6 +1,6 @@
 """One attention head's formula, step by step, with the real numbers of one query token.
 
-    x ──W_q, W_k, W_v──▶ Q, K, V ──(RoPE)──▶ s_j = q_i·k_j ──×scale──▶ + M_ij ──softmax──▶ p_ij ──Σ p·v──▶ o_i ──W_o──▶
+    x ─W─▶ Q, K, V ─RoPE─▶ s_j = q_i·k_j ─×scale─▶ + M_ij ─softmax─▶ p_ij ─Σ p·v─▶ o_i ─W_o─▶
 
 Everything is recomputed from the attention module's input ``x`` (kept in the trace) and the layer's weights
 (:mod:`explorer.projections`), so each intermediate that the fused kernel never materialised can be shown; the
@@ -88,7 +88,7 @@ class FormulaSteps:
         return self.q[self.query]
 
     def products(self, key: int) -> torch.Tensor:
-        """(D,) q_query ⊙ k_key: the per-dimension terms whose sum is the raw score of ``key`` (BertViz's neuron view)."""
+        """(D,) q_query ⊙ k_key: the per-dimension terms whose sum is the raw score of ``key`` (the neuron view)."""
         if not 0 <= key < self.n_tokens:
             raise ExplorerError(f"Key {key} is out of range: the text has tokens 0–{self.n_tokens - 1}.")
         return self.q_query * self.k[key]

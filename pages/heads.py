@@ -135,8 +135,7 @@ with ui.guard():
                            "and is not drawn.")
             st.plotly_chart(
                 fh.head_view_lines(shown[head], trace.tokens, start=start, stop=stop,
-                                   title=f"Layer {layer} · {fh.head_label(head, kv_heads)}"
-                                   + (" · token 0 hidden, rows renormalised" if hide_sink else "")),
+                                   title=f"Layer {layer} · {fh.head_label(head, kv_heads)}", sink_hidden=hide_sink),
                 key="heads_lines", config={"displayModeBar": False},
             )
             st.caption("Line width is proportional to the attention weight; lines into token 0 (the usual sink) are "

@@ -57,7 +57,8 @@ with ui.guard():
     st.subheader("One head under both masks")
     controls = st.container(horizontal=True, vertical_alignment="bottom")
     layer, head = ui.layer_head_selectors(causal, key="masking", container=controls)
-    maps = {"causal": causal.attention(layer, head).numpy(), "bidirectional": bidirectional.attention(layer, head).numpy()}
+    maps = {"causal": causal.attention(layer, head).numpy(),
+            "bidirectional": bidirectional.attention(layer, head).numpy()}
     zmax = max(float(a.max()) for a in maps.values())
     row = st.container(horizontal=True, gap="medium")
     for kind, attention in maps.items():
@@ -70,7 +71,7 @@ with ui.guard():
     figure = token_heatmap(difference, causal.tokens, causal.tokens, zmin=None, zmax=None, colorscale=DIVERGING,
                            value_name="bidirectional − causal",
                            title=f"Difference, layer {layer} head {head}: bidirectional − causal")
-    st.container(width=2 * PANEL_WIDTH).plotly_chart(fm.fit_panel(figure, max_ticks=40, max_height=2 * PANEL_WIDTH),
+    st.container(width=2 * PANEL_WIDTH).plotly_chart(fm.fit_panel(figure, max_ticks=24, max_height=720),
                                                      key="masking_difference")
     later = share_on_later_tokens(maps["bidirectional"])
     st.caption(

@@ -125,13 +125,16 @@ with ui.guard():
     number += 1
 
     # scale, mask, softmax -------------------------------------------------------------------------------------
-    root = D**0.5
-    scale_formula = (rf"\tilde s_j = \frac{{s_j}}{{\sqrt{{d_k}}}} = \frac{{s_j}}{{\sqrt{{{D}}}}} = s_j \times {steps.scale:.4g}"
-                     if abs(steps.scale * root - 1) < 1e-6 else rf"\tilde s_j = s_j \times {steps.scale:.6g}")
-    with ui_qkv.step(number, "Scale", [scale_formula],
+    if abs(steps.scale * D**0.5 - 1) < 1e-6:
+        relation = "=" if f"{steps.scale:.4g}" == f"{steps.scale:.12g}" else r"\approx"
+        scale_formulas = [rf"\tilde s_j = \frac{{s_j}}{{\sqrt{{d_k}}}} = \frac{{s_j}}{{\sqrt{{{D}}}}}",
+                          rf"{relation} s_j \times {steps.scale:.4g}"]
+    else:  # e.g. GPT-2 variants that also divide by the layer index
+        scale_formulas = [rf"\tilde s_j = s_j \times {steps.scale:.6g}"]
+    with ui_qkv.step(number, "Scale", scale_formulas,
                      "Keeps the scores' spread independent of the head size, so the softmax is not saturated."):
-        st.plotly_chart(fq.key_bars(steps.scaled[start:stop].numpy(), shown, title="scaled score", value_name="scaled",
-                                    picked=labels[key]), key="qkv_scaled")
+        st.plotly_chart(fq.key_bars(steps.scaled[start:stop].numpy(), shown, title="scaled score",
+                                    value_name="scaled", picked=labels[key]), key="qkv_scaled")
     number += 1
     mask_formula = {
         "causal": r"M_{ij} = \begin{cases} 0 & j \le i \\ -\infty & j > i \end{cases}",

@@ -3,7 +3,6 @@ fused kernels that never build the n×n matrix."""
 
 import inspect
 
-import numpy as np
 import streamlit as st
 
 from explorer import kernels, scratch, ui
@@ -57,7 +56,8 @@ def textbook_tab(model, trace, layer: int) -> None:
     module_name = type(model.attention_modules[layer]).__name__
     st.caption(f"Reference: the output of the model's own attention module (`{module_name}`), captured with a "
                f"forward hook during a second run of your text; compared {parity.compared_at}. "
-               f"q/k/v after RoPE differ from the trace's by at most {parity.qkv:.1e}.")
+               f"q/k/v{' after RoPE' if module.rope is not None else ''} differ from the trace's recorded ones by "
+               f"at most {parity.qkv:.1e}.")
     if st.toggle("Check every layer", key="scratch_all_layers",
                  help="Loads each layer's weights in turn and compares it with the model (one more forward)."):
         parities = us.cached_parity(model, trace, list(range(trace.n_layers)))
@@ -81,7 +81,6 @@ def variant_tab(model, trace, layer: int, head: int) -> None:
         large_negative_fill=row.toggle("(3) mask fill −1e20", value=True, key="scratch_dep_fill"),
     )
     view = us.cached_variant_view(model, trace, layer, head, departures)
-    n = trace.n_tokens
     st.subheader(f"Layer {layer} on your text, textbook vs this variant")
     metrics = st.container(horizontal=True)
     metrics.metric("Output differs by", f"{view.output_relative_diff:.1%}", width=200,
@@ -97,7 +96,8 @@ def variant_tab(model, trace, layer: int, head: int) -> None:
         st.caption("With (2) on, the variant cannot hold the real weights. It gets the shared projection that best "
                    "fits this layer (least squares) on a fixed calibration paragraph, and is measured here on your "
                    "text: the closest the tutorial's layer can come.")
-    st.plotly_chart(fs.entropy_chart(view.entropy_textbook, view.entropy_variant, float(np.log(max(2, n)))),
+    uniform = float(trace.allowed(layer).sum(-1).double().log().mean())  # entropy of uniform attention
+    st.plotly_chart(fs.entropy_chart(view.entropy_textbook, view.entropy_variant, uniform),
                     key="scratch_entropy_chart")
     maps = st.container(horizontal=True)  # side by side where they fit, stacked where not
     for matrix, name in ((view.map_textbook, "textbook"), (view.map_variant, "variant")):
@@ -164,7 +164,7 @@ def kernels_tab(model) -> None:
                                    "twice.")
     repeats = row.number_input("Repeats (median)", 1, 20, 3, key="scratch_repeats", width=160)
     memory = row.checkbox("Measure memory", value=True, key="scratch_memory",
-                             help="CUDA: the allocator's peak. CPU: torch's profiler, from every allocation and free.")
+                          help="CUDA: the allocator's peak. CPU: torch's profiler, from every allocation and free.")
     key = us.sweep_key(model, int(max_n), int(repeats), bool(memory))
     run = row.button("Time the kernels", type="primary", key="scratch_run_sweep", icon=":material/timer:")
     st.caption(f"Shape: {shape.n_heads} heads × d_k = {shape.head_dim}, {'causal' if shape.causal else 'no'} mask, "

@@ -99,3 +99,14 @@ def test_wrong_inputs_are_clear_errors(smollm2, minilm, smol_pair, mini_pair):
         me.final_state_changes(causal, smollm2.trace("Another text.", mask="bidirectional"))
     with pytest.raises(ExplorerError, match="not a causal language model"):
         me.next_token_changes(minilm, *mini_pair)
+
+
+def test_fit_panel_thins_labels_bounds_height_and_keeps_the_downsampling_note():
+    from explorer.figures.heatmap import token_heatmap
+    from explorer.figures.masking import fit_panel
+
+    tokens = [f"t{i}" for i in range(900)]
+    figure = fit_panel(token_heatmap(np.eye(900), tokens, tokens, title="causal"), max_ticks=10, max_height=460)
+    assert len(figure.layout.xaxis.tickvals) <= 10 and len(figure.layout.yaxis.ticktext) <= 10
+    assert figure.layout.height == 460
+    assert figure.layout.title.text == "causal<br><sup>(downsampled: each cell averages 3×3 token pairs)</sup>"

@@ -12,9 +12,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
 import explorer
 from explorer import kernels, scratch_checks
+from explorer.model import Encoded
 from explorer.projections import layer_projections
 from explorer.recorder import causal_allowed
 from explorer.scratch import (
@@ -103,6 +105,35 @@ def test_parity_follows_a_mask_override(minilm):
     """Under a what-if causal mask, the from-scratch module uses the mask the trace ran with."""
     results = scratch_checks.parity(minilm, minilm.encode(TEXT), mask="causal", layers=[0, 5])
     assert all(r.passed() for r in results)
+
+
+TINY = {
+    "gpt2": lambda: GPT2LMHeadModel(GPT2Config(vocab_size=128, n_positions=64, n_embd=32, n_layer=2, n_head=4)),
+    "qwen2": lambda: Qwen2ForCausalLM(Qwen2Config(  # q/k/v biases, GQA, RoPE
+        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64)),
+}
+
+
+@pytest.mark.parametrize("arch", TINY)
+def test_tiny_architectures_match_their_own_attention(arch, tmp_path):
+    """GPT-2 (fused c_attn, learned positions) and Qwen2 (q/k/v biases + GQA + RoPE), random weights."""
+    from test_tiny_models import _tokenizer_files  # the suite's minimal WordLevel tokenizer
+
+    torch.manual_seed(0)
+    hf = TINY[arch]().eval()
+    hf.config.architectures = [type(hf).__name__]
+    hf.save_pretrained(tmp_path)
+    _tokenizer_files(tmp_path)
+    model = explorer.load(str(tmp_path), device="cpu")
+    ids = [5, 17, 99, 23, 5, 17, 64, 8]  # token ids directly: the architecture, not the tokenizer, is under test
+    results = scratch_checks.parity(model, Encoded("", ids, [f"w{i}" for i in ids]))
+    assert len(results) == 2 and all(r.passed() for r in results), results
+    module = MultiHeadAttention.from_model(model, 1)
+    assert (module.b_q is not None) and (module.b_o is not None) == (arch == "gpt2")
+    assert module.n_kv_heads == (2 if arch == "qwen2" else 4)
+    assert isinstance(module.rope, Rotary) if arch == "qwen2" else module.rope is None
+    assert module.n_parameters() == sum(p.numel() for p in model.attention_modules[1].parameters())
 
 
 def test_rotary_from_scratch_equals_the_models_own(smollm2):

@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..tokens import unique_labels
-from .heatmap import MAX_CELLS, SEQUENTIAL, block_mean, _block_labels, _short, _tick_axis, token_heatmap
+from .heatmap import MAX_CELLS, SEQUENTIAL, _block_labels, _short, block_mean, token_heatmap
 
 SMALL_CELLS = 96  # per side, per head, in the small multiples of one layer
 THUMB_CELLS = 32  # per side, per head, in the model view
@@ -33,6 +33,10 @@ LINE_WIDTH_PER_UNIT = 10.0  # px of line width for an attention weight of 1 (wid
 SINK_COLOUR = "#f59e0b"  # amber: visible on Viridis and on light and dark backgrounds
 SELECTED_COLOUR = "#ff4b4b"  # Streamlit's accent red
 LINE_COLOUR = "#3b82f6"
+# Category ticks that plotly thins when it draws, to one per 1.2 × font size of axis length: labels never overlap,
+# whatever the window's width (a fixed count, as token_heatmap's, overlaps on a 400 px plot). With x labels at
+# -90° that spacing is enough. Hover still names every token.
+WIDTH_AWARE_TICKS = dict(type="category", tickmode="auto", nticks=0, tickvals=None, ticktext=None)
 
 
 # ---- numbers -------------------------------------------------------------------------------------------------
@@ -150,16 +154,25 @@ def head_heatmap(
     """One head large: query rows, key columns, hover = query token, key token, weight; column 0 outlined."""
     title = f"Layer {layer} · {head_label(head, kv_heads)}"
     if sink_hidden:
-        title += " · token 0 hidden, rows renormalised"
+        title += " (token 0 hidden, rows renormalised)"
     exact = len(tokens) <= MAX_CELLS and not sink_hidden
     blocks, step, _ = block_mean(np.asarray(attention, dtype=np.float32), MAX_CELLS)
     zmax = colour_max(blocks, exact, downsampled=step > 1)
     fig = token_heatmap(attention, tokens, tokens, title=title, zmin=0.0, zmax=zmax,
-                        height=height or max(420, min(760, 160 + 16 * len(tokens))))
+                        height=height or max(420, min(900, 160 + 16 * len(tokens))))
     if len(tokens):
-        fig.update_layout(margin=dict(t=70))
+        fig.update_layout(margin=dict(t=95 if " (" in (fig.layout.title.text or "") else 70))
         mark_sink(fig, hidden=sink_hidden)
+    fig.update_xaxes(tickangle=-90, **WIDTH_AWARE_TICKS)
+    fig.update_yaxes(**WIDTH_AWARE_TICKS)
+    if fig.layout.title.text:  # the "downsampled" note on its own line: one long line is cut off in narrow windows
+        fig.update_layout(title_text=_two_line_title(fig.layout.title.text))
     return fig
+
+
+def _two_line_title(title: str) -> str:
+    head, sep, note = title.partition(" (")
+    return f"{head}<br><span style='font-size:12px'>({note}</span>" if sep else title
 
 
 # ---- small multiples of one layer ----------------------------------------------------------------------------
@@ -192,7 +205,7 @@ def layer_small_multiples(
     # Fixed pixel sizes. The maps share their axes (same tokens), so only the left column names queries and only
     # the bottom map of each column names keys: labels never run into a neighbouring map, even at 800 px.
     plot_px = 240 if n_side > 24 else max(170, 60 + 12 * n_side)
-    gap_px, top_px, bottom_px = 34, 80, 10
+    gap_px, top_px, bottom_px = 34, 100 if rs > 1 or cs > 1 or sink_hidden else 80, 10
     height = top_px + bottom_px + rows * plot_px + (rows - 1) * gap_px
     fig = make_subplots(
         rows=rows, cols=columns, subplot_titles=[head_label(h, kv_heads) for h in range(n_heads)],
@@ -200,9 +213,6 @@ def layer_small_multiples(
         horizontal_spacing=0.025, vertical_spacing=gap_px / (height - top_px - bottom_px) if rows > 1 else 0.0,
     )
     zmax = colour_max(z, exact=not sink_hidden and rs == 1 and cs == 1, downsampled=rs > 1 or cs > 1)
-    # Each map may be only ~90 px wide (800 px window, sidebar open): 8 key labels fit without overlap; hover
-    # names every token. Query labels get the map's height (≥ 170 px), so 16 fit.
-    max_x_ticks, max_y_ticks = 8, 16
     for h in range(n_heads):
         r, c = divmod(h, columns)
         fig.add_trace(
@@ -214,10 +224,10 @@ def layer_small_multiples(
             row=r + 1, col=c + 1,
         )
         axis = "" if h == 0 else str(h + 1)
-        fig.update_xaxes(tickangle=-60, tickfont=dict(size=9), ticks="", **_tick_axis(col_labels, max_x_ticks),
+        fig.update_xaxes(tickangle=-90, tickfont=dict(size=9), ticks="", **WIDTH_AWARE_TICKS,
                          row=r + 1, col=c + 1,
                          showticklabels=h + columns >= n_heads)
-        fig.update_yaxes(autorange="reversed", tickfont=dict(size=9), ticks="", **_tick_axis(row_labels, max_y_ticks),
+        fig.update_yaxes(autorange="reversed", tickfont=dict(size=9), ticks="", **WIDTH_AWARE_TICKS,
                          row=r + 1, col=c + 1)
         mark_sink(fig, xref=f"x{axis}", yref=f"y{axis}", hidden=sink_hidden, label=False)
         if h == selected_head:
@@ -227,10 +237,11 @@ def layer_small_multiples(
     if selected_head is not None and 0 <= selected_head < n_heads:
         fig.layout.annotations[selected_head].font.color = SELECTED_COLOUR
     title = f"Layer {layer}: all {n_heads} heads"
-    if rs > 1 or cs > 1:
-        title += f" (downsampled: each cell averages {rs}×{cs} token pairs)"
+    notes: list[str] = [f"downsampled: each cell averages {rs}×{cs} token pairs"] if rs > 1 or cs > 1 else []
     if sink_hidden:
-        title += " · token 0 hidden, rows renormalised"
+        notes.append("token 0 hidden, rows renormalised")
+    if notes:
+        title += f"<br><span style='font-size:12px'>({'; '.join(notes)})</span>"
     fig.update_layout(
         title=title,
         coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=zmax, colorbar=dict(title="attention", thickness=12)),
@@ -311,7 +322,7 @@ def model_view_grid(
         notes.append("token 0 hidden, rows renormalised")
     head_ticks = [head_label(h, kv_heads).replace("head ", "h").replace(" · ", "·") for h in range(n_heads)]
     fig.update_layout(
-        title="Every layer × head" + (f" ({'; '.join(notes)})" if notes else ""),
+        title="Every layer × head" + (f"<br><span style='font-size:12px'>({'; '.join(notes)})</span>" if notes else ""),
         coloraxis=dict(
             colorscale=SEQUENTIAL, cmin=0, cmax=255,
             colorbar=dict(title="attention", thickness=12, tickvals=[0, 64, 128, 191, 255],
@@ -325,7 +336,7 @@ def model_view_grid(
                    zeroline=False),
         height=n_layers * px + 110,
         width=None,
-        margin=dict(l=10, r=10, t=90, b=10),
+        margin=dict(l=10, r=10, t=115 if notes else 90, b=10),
         dragmode=False,
         hovermode="closest",
     )
@@ -350,6 +361,7 @@ def head_view_lines(
     stop: int | None = None,
     max_lines: int = MAX_LINES,
     title: str | None = None,
+    sink_hidden: bool = False,
 ) -> go.Figure:
     """BertViz's head view: queries on the left, keys on the right, a line per (query, key), width ∝ attention.
 
@@ -394,12 +406,12 @@ def head_view_lines(
             x=[x] * len(rows), y=rows, mode="markers+text", text=short, textposition=pos, showlegend=False,
             marker=dict(size=5, color="rgba(128,128,128,0.9)"), hovertext=labels, hoverinfo="text",
         ))
-    notes = []
+    notes = ["token 0 hidden, rows renormalised"] if sink_hidden else []
     if start > 0 or stop < n:
         notes.append(f"tokens {start}–{stop - 1} of {n}")
     if total > len(weights):
         notes.append(f"the {len(weights)} strongest of {total} lines")
-    full = (title or "Head view") + (f" ({'; '.join(notes)})" if notes else "")
+    full = (title or "Head view") + (f"<br><span style='font-size:12px'>({'; '.join(notes)})</span>" if notes else "")
     fig.update_layout(
         title=full,
         xaxis=dict(range=[-0.75, 1.75], visible=False, fixedrange=True),
@@ -407,7 +419,7 @@ def head_view_lines(
         annotations=[dict(x=0, y=1, xref="x", yref="paper", text="<b>query</b>", showarrow=False, yanchor="bottom"),
                      dict(x=1, y=1, xref="x", yref="paper", text="<b>key</b>", showarrow=False, yanchor="bottom")],
         height=max(320, 90 + 22 * len(rows)),
-        margin=dict(l=10, r=10, t=70, b=10),
+        margin=dict(l=10, r=10, t=90 if notes else 70, b=10),
         hovermode="closest",
     )
     return fig

@@ -19,6 +19,7 @@ from .qkv import BAR_COLOUR, MASKED_COLOUR, NEG_INF, PICKED_COLOUR
 
 MASK_TOKENS = 16  # tokens shown in a mask matrix: enough to see the pattern, small enough to read every cell
 ALLOWED_COLOUR = "#3b82f6"
+DOWNSAMPLED = " (downsampled"  # how token_heatmap appends its downsampling note to a title
 
 
 def mask_figure(allowed: np.ndarray, tokens: Sequence[str], *, title: str, height: int = 360) -> go.Figure:
@@ -28,7 +29,8 @@ def mask_figure(allowed: np.ndarray, tokens: Sequence[str], *, title: str, heigh
     fig = go.Figure(go.Heatmap(
         z=allowed.astype(np.float32), x=labels, y=labels, zmin=0, zmax=1, showscale=False,
         colorscale=[[0.0, MASKED_COLOUR], [0.5, MASKED_COLOUR], [0.5, ALLOWED_COLOUR], [1.0, ALLOWED_COLOUR]],
-        text=np.where(allowed, "0", NEG_INF), texttemplate="%{text}", textfont=dict(color="white", size=11),
+        text=np.where(allowed, "0", NEG_INF), texttemplate="%{text}",
+        textfont=dict(color="white", size=11 if len(labels) <= 12 else 9),
         xgap=1, ygap=1,
         hovertemplate="query: %{y}<br>key: %{x}<br>added to the score: %{text}<extra></extra>",
     ))
@@ -53,6 +55,10 @@ def fit_panel(fig: go.Figure, *, max_ticks: int, max_height: int) -> go.Figure:
             axis.tickvals, axis.ticktext = values[::step], text[::step]
     if fig.layout.height and fig.layout.height > max_height:
         fig.update_layout(height=max_height)
+    title = fig.layout.title.text
+    if title and DOWNSAMPLED in title:  # the heatmap's downsampling note, on its own line so it is not cut off
+        head, note = title.split(DOWNSAMPLED, 1)
+        fig.update_layout(title_text=f"{head}<br><sup>{DOWNSAMPLED.strip()}{note}</sup>", margin_t=60)
     return fig
 
 
@@ -60,7 +66,11 @@ def _hover_table(columns: Sequence[Sequence[str]]) -> np.ndarray:
     return np.stack([np.asarray([display_label(str(v)) for v in col], dtype=object) for col in columns], axis=-1)
 
 
-def kl_chart(changes: pd.DataFrame, *, title: str = "KL(causal ‖ bidirectional) of the next-token prediction") -> go.Figure:
+KL_TITLE = "KL(causal ‖ bidirectional) of the next-token prediction"
+COSINE_TITLE = "How far each token's final state turns: 1 − cosine"
+
+
+def kl_chart(changes: pd.DataFrame, *, title: str = KL_TITLE) -> go.Figure:
     """One bar per position: how far the next-token distribution moved; amber where the top token changed."""
     labels = unique_labels(changes["token"].tolist())
     custom = _hover_table([changes["top_causal"], changes["top_bidirectional"], changes["actual_next"]])
@@ -78,7 +88,7 @@ def kl_chart(changes: pd.DataFrame, *, title: str = "KL(causal ‖ bidirectional
     return fig
 
 
-def cosine_chart(changes: pd.DataFrame, *, title: str = "How far each token's final state turns: 1 − cosine") -> go.Figure:
+def cosine_chart(changes: pd.DataFrame, *, title: str = COSINE_TITLE) -> go.Figure:
     """One bar per token: 1 − cos(final state under causal, final state under bidirectional)."""
     labels = unique_labels(changes["token"].tolist())
     fig = go.Figure(go.Bar(

@@ -19,8 +19,9 @@ def parity_chart(parities: Sequence[LayerParity], tolerance: float = PARITY_TOLE
     """Per layer, the largest scale-relative difference from the model (log scale) and the tolerance line."""
     layers = [p.layer for p in parities]
     worst = [max(p.worst, FLOOR) for p in parities]
-    fig = go.Figure(go.Bar(
-        x=layers, y=worst, marker_color=[TEXTBOOK_COLOR if p.passed(tolerance) else "#d62728" for p in parities],
+    fig = go.Figure(go.Scatter(  # markers, not bars: on a log axis a bar's length depends on where the axis starts
+        x=layers, y=worst, mode="markers+lines", line=dict(color=TEXTBOOK_COLOR, width=1),
+        marker=dict(size=9, color=[TEXTBOOK_COLOR if p.passed(tolerance) else "#d62728" for p in parities]),
         customdata=[[p.output, p.output_scale, p.probs, p.qkv] for p in parities],
         hovertemplate="layer %{x}<br>worst relative difference %{y:.2e}<br>output |Δ| %{customdata[0]:.2e} "
                       "(scale %{customdata[1]:.3g})<br>attention |Δ| %{customdata[2]:.2e}<br>q/k/v |Δ| "
@@ -31,7 +32,8 @@ def parity_chart(parities: Sequence[LayerParity], tolerance: float = PARITY_TOLE
                   annotation_text=f"tolerance {tolerance:.0e}", annotation_position="top left")
     fig.update_layout(
         title="From scratch vs the model's own attention, every layer",
-        xaxis=dict(title="layer", dtick=1 if len(layers) <= 32 else None),
+        xaxis=dict(title="layer", dtick=1 if len(layers) <= 32 else None,
+                   range=[min(layers) - 0.5, max(layers) + 0.5] if layers else None),
         yaxis=dict(title="max |Δ| ÷ max(1, max |value|)", type="log", exponentformat="power"),
         height=320, margin=dict(l=10, r=10, t=50, b=10), showlegend=False,
     )
@@ -40,7 +42,8 @@ def parity_chart(parities: Sequence[LayerParity], tolerance: float = PARITY_TOLE
 
 def entropy_chart(textbook: Sequence[float], variant: Sequence[float], max_entropy: float,
                   variant_label: str = "tutorial variant") -> go.Figure:
-    """Mean attention entropy of each head, textbook vs variant, side by side, with the uniform maximum ln n."""
+    """Mean attention entropy of each head, textbook vs variant, side by side, with ``max_entropy``: what uniform
+    attention over every allowed key would give (mean over queries of ln(number of allowed keys))."""
     heads = [f"head {h}" for h in range(len(textbook))]
     fig = go.Figure([
         go.Bar(x=heads, y=list(map(float, textbook)), name="textbook (÷ √d_k)", marker_color=TEXTBOOK_COLOR,
@@ -49,10 +52,11 @@ def entropy_chart(textbook: Sequence[float], variant: Sequence[float], max_entro
                hovertemplate="%{x}: %{y:.3f} nats<extra>variant</extra>"),
     ])
     fig.add_hline(y=max_entropy, line_dash="dot", line_color="gray",
-                  annotation_text="uniform over every key (ln n)", annotation_position="top left")
+                  annotation_text="uniform over the allowed keys", annotation_position="top left")
+    top = max([max_entropy, *map(float, textbook), *map(float, variant)])
     fig.update_layout(
         barmode="group", title="Attention entropy per head (mean over queries; higher = flatter)",
-        yaxis=dict(title="entropy (nats)", range=[0, max_entropy * 1.08]),
+        yaxis=dict(title="entropy (nats)", range=[0, top * 1.1]),
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
         height=340, margin=dict(l=10, r=10, t=70, b=10),
     )
