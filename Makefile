@@ -30,6 +30,9 @@ browser:
 
 bench: setup ## Speed and memory benchmarks (ratios against baselines measured in the same run)
 	$(BIN)/python benchmarks/bench_trace.py
+	$(BIN)/python benchmarks/bench_load.py
+	$(BIN)/python benchmarks/bench_generation.py
+	$(BIN)/python benchmarks/bench_kernels.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -53,24 +54,6 @@ VERBS = ["watched", "remembered", "carried", "painted", "questioned", "followed"
 OBJECTS = ["the bright red kite", "a letter from Paris", "the broken clock", "seven blue stones", "the last train",
            "an unfinished song", "the map of the city", "a box of old photographs"]
 
-# Tracks each rerun of the app in the page: counts transitions of the script state to notRunning.
-RUN_COUNTER_JS = """
-() => {
-  if (window.__aeRuns !== undefined) return;
-  window.__aeRuns = 0;
-  const watch = () => {
-    const app = document.querySelector('[data-testid="stApp"]');
-    if (!app) { setTimeout(watch, 50); return; }
-    let last = app.getAttribute('data-test-script-state');
-    new MutationObserver(() => {
-      const now = app.getAttribute('data-test-script-state');
-      if (now !== last && now === 'notRunning') window.__aeRuns += 1;
-      last = now;
-    }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
-  };
-  watch();
-}
-"""
 
 
 def sentence(session: int, round_: int) -> str:
@@ -174,26 +157,39 @@ class Stats:
 
 
 class Visitor:
+    """One browser context = one Streamlit session, looping through the actions above."""
+
     def __init__(self, index: int, page, stats: Stats, timeout_s: float):
-        self.index, self.page, self.stats, self.timeout_ms = index, page, stats, timeout_s * 1000
+        self.index, self.page, self.stats, self.timeout_s = index, page, stats, timeout_s
+        self.timeout_ms = timeout_s * 1000
         self.round = 0
+        self.runs_finished = 0  # completed script runs, counted from the server's messages on the websocket
+        page.on("websocket", lambda ws: ws.on("framereceived", self._on_frame))
+
+    def _on_frame(self, payload) -> None:
+        # Every script run ends with a ForwardMsg "script_finished"; runs cut short by a newer rerun do not count.
+        if isinstance(payload, (bytes, bytearray)):
+            msg = ForwardMsg.FromString(bytes(payload))
+            if msg.WhichOneof("type") == "script_finished" and msg.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+                self.runs_finished += 1
 
     async def settle(self, runs_before: int, expect: str | None) -> None:
-        """Wait for a rerun after ``runs_before`` to finish (or none to start within 3 s), then for ``expect``."""
+        """Wait for a script run after ``runs_before`` to finish, then for the page to be drawn (``expect``)."""
         pg = self.page
-        try:
-            await pg.wait_for_function(f"window.__aeRuns > {runs_before}", timeout=3000)
-        except Exception:  # noqa: BLE001 - a rerun too fast to see, or none needed: the checks below decide
-            pass
+        deadline = time.monotonic() + self.timeout_s
+        while self.runs_finished <= runs_before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no script run finished within {self.timeout_s:.0f} s")
+            await asyncio.sleep(0.02)
         await pg.wait_for_selector(IDLE, timeout=self.timeout_ms)
         await pg.wait_for_function("!document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=self.timeout_ms)
         if expect:
             await pg.wait_for_selector(expect, timeout=self.timeout_ms, state="visible")
 
     async def act(self, kind: str, action, expect: str | None) -> None:
-        """Do ``action``, time it to a settled page, and count what went wrong."""
+        """Do ``action`` (each one reruns the script), time it to a drawn page, and count what went wrong."""
         pg = self.page
-        runs = await pg.evaluate("window.__aeRuns")
+        runs = self.runs_finished
         t0 = time.perf_counter()
         try:
             await action()
@@ -242,10 +238,9 @@ class Visitor:
         """The first visit (the first one also loads the model into the server): timed apart from the loop."""
         pg = self.page
         pg.set_default_timeout(self.timeout_ms)
-        await pg.add_init_script(f"({RUN_COUNTER_JS})()")
         t0 = time.perf_counter()
         await pg.goto(url)
-        await pg.wait_for_selector(IDLE, timeout=self.timeout_ms)
+        await self.settle(0, None)
         await pg.wait_for_selector("[data-testid='stDataFrame']", timeout=self.timeout_ms)
         self.stats.add("first load", time.perf_counter() - t0)
 

@@ -165,7 +165,7 @@ class Stepper:
         self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
         self._supports_logits_to_keep = "logits_to_keep" in inspect.signature(model.hf.forward).parameters
         self.steps: list[Step] = []
-        self.reset()
+        self._start()
 
     # ---- facts for the page ---------------------------------------------------------------------------------
     @property
@@ -217,8 +217,11 @@ class Stepper:
         if self.done:
             return None
         if self._pending is None:
-            last = self.steps[-1]
-            self._pending = self._forward([last.token_id], index=len(self.steps))
+            try:
+                self._pending = self._forward([self.steps[-1].token_id], index=len(self.steps))
+            except Exception:
+                self._rebuild_cache(len(self.prompt.token_ids) + self._fed)  # drop any half-written layers
+                raise
             self._fed += 1
         return self._pending
 
@@ -263,13 +266,9 @@ class Stepper:
         return last
 
     def reset(self) -> None:
-        """Back to the prompt alone (one prefill over the prompt; the seed and knobs are kept)."""
-        from transformers import DynamicCache
-
-        self.steps = []
-        self._cache = DynamicCache(config=self.model.hf.config)
-        self._fed = 0
-        self._pending = self._forward(self.prompt.token_ids, index=0)
+        """Back to the prompt alone, by undoing every step (no new forward pass; the seed and knobs are kept)."""
+        while self.steps:
+            self.back()
 
     def run(self, n: int) -> list[Step]:
         """Take up to ``n`` sampled steps (fewer when generation ends)."""
@@ -284,6 +283,14 @@ class Stepper:
         return Generation(self.prompt, list(self.steps), self.text, self.stop_reason or "max_new_tokens", self.seed)
 
     # ---- internals ----------------------------------------------------------------------------------------------
+    def _start(self) -> None:
+        """The prefill: one forward over the prompt into a fresh cache, giving the first step's distribution."""
+        from transformers import DynamicCache
+
+        self._cache = DynamicCache(config=self.model.hf.config)
+        self._fed = 0
+        self._pending = self._forward(self.prompt.token_ids, index=0)
+
     def _require_pending(self) -> Step:
         pending = self.pending
         if pending is None:
@@ -347,13 +354,15 @@ class Stepper:
             self._rebuild_cache(expected)
 
     def _rebuild_cache(self, length: int) -> None:
-        """Re-run the context into a fresh cache (for caches that cannot be cropped, e.g. full sliding windows)."""
+        """Re-run the first ``length`` context tokens into a fresh cache: for caches that cannot be cropped (full
+        sliding windows), and after a failed step that may have written some layers and not others."""
         from transformers import DynamicCache
 
         self._cache = DynamicCache(config=self.model.hf.config)
-        ids = self.context_ids[:length]
+        ids = torch.tensor([self.context_ids[:length]], device=self.model.device)
+        kwargs = {"logits_to_keep": 1} if self._supports_logits_to_keep else {}
         with torch.inference_mode():
-            self.model.hf(input_ids=torch.tensor([ids], device=self.model.device), cache=self._cache, use_cache=True)
+            self.model.hf(input_ids=ids, cache=self._cache, use_cache=True, **kwargs)
 
 
 def generate(
@@ -406,7 +415,8 @@ def _last_query_rows(records: list[AttentionRecord], context_length: int) -> tor
 
 def _last_query_row(record: AttentionRecord) -> torch.Tensor:
     allowed = record.allowed[-1:] if record.allowed is not None else None
-    return attention_probs(record.q[:, -1:], record.k, record.lse[:, -1:], record.scale, record.mask_kind, allowed)[:, 0]
+    q, lse = record.q[:, -1:], record.lse[:, -1:]
+    return attention_probs(q, record.k, lse, record.scale, record.mask_kind, allowed)[:, 0]
 
 
 def _eos_ids(model: Model) -> set[int]:

@@ -22,7 +22,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}(/[\w.\-]{1,96})?$")
 
 
 def load(
-    name_or_path: str = "smollm2",
+    name_or_path: str | os.PathLike = "smollm2",
     device: str = "auto",
     *,
     allow_hub: bool | None = None,
@@ -44,6 +44,10 @@ def load(
     Raises:
         ExplorerError: unknown name, missing files, no CUDA, a model that cannot be instrumented.
     """
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
+    if name_or_path is not None and not isinstance(name_or_path, str):
+        raise ExplorerError(f"A model is given by name or path, not by a {type(name_or_path).__name__}.")
     name = (name_or_path or "").strip()
     if not name:
         raise ExplorerError("No model given. Choose 'smollm2', 'minilm', a Hugging Face id or a local folder.")

@@ -157,7 +157,7 @@ def _fused_attention(
     T, S = q.shape[2], k.shape[2]
     is_causal = kind == "causal" and allowed is None and T == S
     bias = None
-    if allowed is None and kind == "causal" and T != S:
+    if allowed is None and kind == "causal" and T != S and T > 1:  # a single new query (decoding) sees every key
         allowed = causal_allowed(T, S, q.device)
     if allowed is not None:
         bias = torch.zeros(T, S, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))

@@ -73,7 +73,11 @@ class Stage:
 
 
 def stages(logits: torch.Tensor, knobs: Knobs) -> list[Stage]:
-    """Run ``logits`` (vocab,) through the pipeline and return its five stages (see the module docstring)."""
+    """Run ``logits`` (vocab,) through the pipeline and return its five stages (see the module docstring).
+
+    Each cut touches only the tokens it keeps (a scatter into zeros), so a step costs a few passes over the
+    vocabulary: this runs once per generated token.
+    """
     z = _check_logits(logits)
     raw = torch.softmax(z, dim=-1)
     out = [Stage("softmax", "softmax", raw)]
@@ -83,22 +87,20 @@ def stages(logits: torch.Tensor, knobs: Knobs) -> list[Stage]:
         tempered[int(torch.argmax(z))] = 1.0
         out.append(Stage("temperature", "T = 0: greedy", tempered))
     else:
-        # float64 keeps tiny temperatures (huge z/T) and huge ones (nearly flat) well conditioned.
-        tempered = torch.softmax(z.double() / knobs.temperature, dim=-1).float()
+        # softmax subtracts the maximum first, so z/T stays well conditioned for tiny and huge T alike.
+        tempered = raw if knobs.temperature == 1.0 else torch.softmax(z / knobs.temperature, dim=-1)
         out.append(Stage("temperature", f"÷ T = {knobs.temperature:g}", tempered, active=knobs.temperature != 1.0))
 
     vocab = z.shape[-1]
     if 0 < knobs.top_k < vocab:
-        kept = torch.zeros(vocab, dtype=torch.bool)
         # Ranked on the logits: the same order as every temperature, and still meaningful at T = 0.
-        kept[torch.topk(z, knobs.top_k).indices] = True
-        out.append(_cut("top-k", f"top-k = {knobs.top_k}", tempered, kept))
+        out.append(_keep("top-k", f"top-k = {knobs.top_k}", tempered, torch.topk(z, knobs.top_k).indices))
     else:
         out.append(Stage("top-k", "top-k: off", tempered, active=False))
 
     before = out[-1].probs
     if knobs.top_p < 1.0:
-        out.append(_cut("top-p", f"top-p = {knobs.top_p:g}", before, nucleus(before, knobs.top_p)))
+        out.append(_keep("top-p", f"top-p = {knobs.top_p:g}", before, _nucleus_indices(before, knobs.top_p)))
     else:
         out.append(Stage("top-p", "top-p: off", before, active=False))
 
@@ -111,21 +113,35 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
     A token is kept when the mass of the tokens ranked above it is still below ``top_p``.
     """
-    candidates = torch.nonzero(probs > 0).squeeze(1)  # after a top-k cut, only k tokens need sorting
-    order = candidates[torch.argsort(probs[candidates], descending=True, stable=True)]
-    ranked = probs[order].double()
-    mass_before = torch.cumsum(ranked, dim=0) - ranked
-    keep_sorted = mass_before < top_p
-    keep_sorted[0] = True
     kept = torch.zeros_like(probs, dtype=torch.bool)
-    kept[order[keep_sorted]] = True
+    kept[_nucleus_indices(probs, top_p)] = True
     return kept
 
 
-def _cut(name: str, label: str, before: torch.Tensor, kept: torch.Tensor) -> Stage:
-    masked = torch.where(kept, before, torch.zeros_like(before))
-    mass = float(masked.double().sum())
-    probs = (masked.double() / mass).float()
+def _nucleus_indices(probs: torch.Tensor, top_p: float, window: int = 1024) -> torch.Tensor:
+    """The nucleus's token ids, most probable first. Ranks a growing top window rather than sorting the whole
+    vocabulary: the nucleus is usually far smaller than the vocabulary."""
+    vocab = probs.shape[-1]
+    window = min(window, vocab)
+    while True:
+        ranked, ids = torch.topk(probs, window)  # sorted, largest first
+        ranked = ranked.double()
+        keep = ((torch.cumsum(ranked, dim=0) - ranked) < top_p) & (ranked > 0)  # a prefix of the ranking
+        keep[0] = True
+        n = int(keep.sum())
+        if n < window or window == vocab:
+            return ids[:n]
+        window = min(vocab, window * 8)
+
+
+def _keep(name: str, label: str, before: torch.Tensor, ids: torch.Tensor) -> Stage:
+    """The stage that keeps only ``ids`` of ``before``, renormalised."""
+    kept_probs = before[ids].double()
+    mass = float(kept_probs.sum())
+    probs = torch.zeros_like(before)
+    probs[ids] = (kept_probs / mass).float()
+    kept = torch.zeros_like(before, dtype=torch.bool)
+    kept[ids] = True
     return Stage(name, label, probs, kept=kept, mass_kept=mass)
 
 
@@ -134,12 +150,10 @@ def draw(probs: torch.Tensor, u: float) -> int:
 
     Tokens with zero probability have empty intervals, so they are never drawn.
     """
-    cdf = torch.cumsum(probs.double(), dim=0)
-    index = int(torch.searchsorted(cdf, torch.tensor([u * float(cdf[-1])], dtype=torch.float64), right=True)[0])
-    index = min(index, probs.shape[-1] - 1)
-    while float(probs[index]) <= 0.0 and index > 0:  # only reachable through rounding at the very top of the cdf
-        index -= 1
-    return index
+    support = torch.nonzero(probs > 0).squeeze(1)  # in token order; after a cut, only the kept tokens
+    cdf = torch.cumsum(probs[support].double(), dim=0)
+    position = int(torch.searchsorted(cdf, torch.tensor([u * float(cdf[-1])], dtype=torch.float64), right=True)[0])
+    return int(support[min(position, support.shape[0] - 1)])
 
 
 def uniform(seed: int, step: int) -> float:
@@ -188,6 +202,7 @@ def _check_logits(logits: torch.Tensor) -> torch.Tensor:
     z = logits.detach().float().cpu().reshape(-1)
     if z.numel() == 0:
         raise ExplorerError("There are no logits to sample from.")
-    if torch.isnan(z).any() or torch.isposinf(z).any():
+    top = float(z.max())  # NaN if any is NaN; +inf if any is; -inf if every token is masked
+    if not math.isfinite(top):
         raise ExplorerError("The model produced NaN or infinite logits; it cannot be sampled from.")
     return z

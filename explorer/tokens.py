@@ -64,3 +64,8 @@ def display_label(token: str) -> str:
 def unique_labels(tokens: Sequence[str]) -> list[str]:
     """Axis labels that stay distinct when a token repeats (plotly merges equal category labels)."""
     return [f"{i}\u2009{display_label(t)}" for i, t in enumerate(tokens)]
+
+
+def plotly_safe(label: str) -> str:
+    """A label for plotly text (ticks, hover, titles): plotly reads a few HTML tags there; tokens are data."""
+    return label.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

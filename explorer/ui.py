@@ -106,8 +106,11 @@ def _init_from_query_params() -> None:
         st.session_state["model_choice"] = OTHER_MODEL
         st.session_state["model_custom"] = model[:200]
     device = qp.get("device", s.default_device)
+    if device == "auto":
+        device = "cuda" if cuda_available() else "cpu"
     if device == "cuda" and not cuda_available():
-        st.session_state["_ae_notice"] = "The link asked for CUDA, but this server has no GPU: using the CPU."
+        source = "The link" if "device" in qp else "This server's AE_DEFAULT_DEVICE"
+        st.session_state["_ae_notice"] = f"{source} asked for CUDA, but there is no GPU here: using the CPU."
         device = "cpu"
     st.session_state["device"] = device if device in device_options() else device_options()[0]
     st.session_state["text"] = qp.get("text", DEFAULT_TEXT)[:MAX_TEXT_CHARS]
@@ -240,3 +243,18 @@ def layer_head_selectors(trace: Trace, key: str, head: bool = True, container=No
         st.session_state[shared] = value
         chosen.append(int(value))
     return (chosen[0], chosen[1] if head else 0)
+
+
+def require_entrypoint() -> None:
+    """Make sure the page runs under ``app.py``'s navigation and sidebar.
+
+    Because page files live in ``pages/``, Streamlit runs a fresh server's *first* script run in its legacy
+    multipage mode: a deep link such as ``/heads?text=…`` would run the page file alone, without the sidebar or
+    the URL's state. ``app.py``'s ``st.navigation`` switches the process to the current mode; if a page finds
+    itself running before that happened, it flips the switch and reruns, so the same URL runs through ``app.py``.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()

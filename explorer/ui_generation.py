@@ -28,6 +28,14 @@ FILLED = "_gen_filled"
 DEFAULT_PROMPT = "The capital of France is"
 DEFAULT_MASKED = f"The capital of France is {PLACEHOLDER}."
 N_CANDIDATES = 12
+PROBABILITY = {"probability": st.column_config.NumberColumn(format="%.3g")}  # small ones stay readable
+FORMULAS = {
+    "temperature": r"p_i = \frac{e^{z_i/T}}{\sum_j e^{z_j/T}}",
+    "top-k": r"p^{(k)}_i \propto p_i \, [\, i \in \text{top } k \,]",
+    "top-p": r"p'_i \propto p^{(k)}_i \, [\, i \in V_p \,]",
+    "nucleus": r"\begin{aligned} V_p &= \text{the fewest top tokens} \\"
+               r" &\phantom{=}\ \text{with} \textstyle\sum_{i \in V_p} p^{(k)}_i \ge p \end{aligned}",
+}
 STOP_MESSAGES = {
     "eos": "The model ended the text (it chose its end-of-sequence token).",
     "max_new_tokens": "This run reached the app's limit of {cap} new tokens (AE_MAX_GENERATION_STEPS).",
@@ -57,16 +65,16 @@ def prompt_and_knobs() -> Inputs:
         with st.container(width=250):
             st.slider("Temperature T", 0.0, 3.0, 0.8, 0.05, key="gen_temperature", persist_state="session",
                       help="0 = greedy (always the most probable token). Below 1 sharpens, above 1 flattens.")
-            st.latex(r"p_i = \frac{e^{z_i/T}}{\sum_j e^{z_j/T}}")
+            st.latex(FORMULAS["temperature"])
         with st.container(width=250):
             st.number_input("top-k", 0, 100_000, 50, 1, key="gen_top_k", persist_state="session",
                             help="Keep only the k most probable tokens. 0 = off.")
-            st.latex(r"p^{(k)}_i \propto p_i \, [\, i \in \text{top } k \,]")
+            st.latex(FORMULAS["top-k"])
         with st.container(width=250):
             st.slider("top-p (nucleus)", 0.0, 1.0, 0.9, 0.01, key="gen_top_p", persist_state="session",
                       help="Keep the smallest set of most probable tokens whose mass reaches p. 1 = off.")
-            st.latex(r"p'_i \propto p^{(k)}_i \, [\, i \in V_p \,]")
-            st.latex(r"\begin{aligned} V_p &= \text{the fewest top tokens} \\ &\phantom{=}\ \text{with} \textstyle\sum_{i \in V_p} p^{(k)}_i \ge p \end{aligned}")
+            st.latex(FORMULAS["top-p"])
+            st.latex(FORMULAS["nucleus"])
         with st.container(width=110):
             st.number_input("Seed", 0, 2**31 - 1, 0, 1, key="gen_seed", persist_state="session",
                             help="The same seed, prompt and knobs give the same tokens.")
@@ -176,6 +184,9 @@ def generation_section(model: Model) -> Stepper | None:
         return None
     inputs = prompt_and_knobs()
     stepper = current_stepper(model, inputs)
+    if stepper.prompt.truncated_from:
+        st.info(f"The prompt has {stepper.prompt.truncated_from:,} tokens; generation continues from the first "
+                f"{len(stepper.prompt.token_ids):,} (the app's cap, AE_MAX_TOKENS).")
     controls(stepper)
     st.subheader("The text so far")
     generated_text(stepper)
@@ -286,7 +297,7 @@ def gpt_vs_bert(model: Model, stepper: Stepper | None) -> None:
             raw = step.stages[0].probs
             ids = fig.top_candidates(step.stages, 5)
             st.dataframe({"next token": [fig.candidate_label(_text(stepper, i)) for i in ids],
-                          "probability": [round(float(raw[i]), 4) for i in ids]}, hide_index=True)
+                          "probability": [float(raw[i]) for i in ids]}, hide_index=True, column_config=PROBABILITY)
             st.caption(f"After: {_quoted(stepper.context_tokens[-1])} (the model's own softmax, T = 1).")
     with bert:
         st.markdown("**Masked LM (BERT-style)**: sees the whole sentence at once and fills in a hidden word from "
@@ -322,7 +333,7 @@ def _fill_mask_panel(model: Model) -> None:
     result = filled[2]
     prediction = result.predictions[0]
     st.dataframe({f"{PLACEHOLDER} =": [fig.candidate_label(c.token) for c in prediction.candidates],
-                  "probability": [round(c.prob, 4) for c in prediction.candidates]}, hide_index=True)
+                  "probability": [c.prob for c in prediction.candidates]}, hide_index=True, column_config=PROBABILITY)
     last = prediction.rows.shape[0] - 1
     st.plotly_chart(
         fig.attention_row_chart(prediction.rows[last].mean(0).numpy(), result.tokens, query=prediction.position,

@@ -6,13 +6,15 @@ import streamlit as st
 
 from explorer import export, ui
 from explorer import ui_analysis as ua
-from explorer.figures.analysis import CLICK_TRACE, layer_head_heatmap, lens_figure, qk_plane_figure
+from explorer.figures.analysis import layer_head_heatmap, lens_figure, qk_plane_figure
 from explorer.figures.heatmap import token_heatmap
 from explorer.geometry import qk_plane, score_vs_distance
 from explorer.lens import logit_lens
 from explorer.rollout import ASSUMPTIONS
 from explorer.stats import FORMULAS, MEANINGS, STATISTICS
 from explorer.tokens import display_label, unique_labels
+
+ui.require_entrypoint()
 
 SECTIONS = ["Statistics", "Q/K geometry", "Logit lens", "Rollout", "Export"]
 STAT_LABELS = {"entropy": "Entropy", "previous_token": "Previous token", "first_token": "First token",
@@ -21,6 +23,7 @@ LENS_WINDOW = 24  # positions shown at once: a readable table
 
 
 def statistics(model, trace) -> None:
+    """The table and the layer × head maps of every statistic; clicking a head opens it on the heads page."""
     frame = ua.cached_head_stats(model, trace)
     st.caption(
         f"Entropy, previous token, first token and self are averaged over the {trace.n_tokens} tokens of your text. "
@@ -72,6 +75,7 @@ def statistics(model, trace) -> None:
 
 
 def geometry(model, trace) -> None:
+    """One head's queries and keys in a shared plane, and the highest-scoring vs the nearest key."""
     cols = st.columns([2, 2, 2])
     with cols[0], st.container(horizontal=True):
         layer, head = ui.layer_head_selectors(trace, key="analysis_geo")
@@ -115,6 +119,7 @@ def geometry(model, trace) -> None:
 
 
 def lens(model, trace) -> None:
+    """The logit lens: the top next-token guess read from every layer's residual stream."""
     if not model.is_causal_lm:
         st.info(f"The logit lens reads next-token predictions; **{model.name}** is an encoder with no language-model "
                 "head. Choose smollm2 in the sidebar.", icon=":material/info:")
@@ -145,6 +150,7 @@ def lens(model, trace) -> None:
 
 
 def rollout(model, trace) -> None:
+    """Attention rollout through the layers, with its formula and assumptions."""
     cols = st.columns([2, 1])
     last = cols[0].slider("Roll out through layer", 0, trace.n_layers - 1, trace.n_layers - 1, key="analysis_rollout_layer")
     scale = cols[1].radio("Colour", ["log", "linear"], horizontal=True, key="analysis_rollout_scale",
@@ -169,6 +175,7 @@ def rollout(model, trace) -> None:
 
 
 def export_section(model, trace) -> None:
+    """The current head's map, and downloads: its CSV and the whole trace as .npz."""
     with st.columns([1, 2])[0], st.container(horizontal=True):
         layer, head = ui.layer_head_selectors(trace, key="analysis_export")
     matrix = trace.attention(layer, head).numpy()

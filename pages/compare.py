@@ -9,6 +9,8 @@ from explorer.embedded import EMBEDDED
 from explorer.figures.heatmap import DIVERGING, token_heatmap
 from explorer.tokens import unique_labels
 
+ui.require_entrypoint()
+
 MODES = {"texts": "Two texts", "models": "Two models", "masks": "The two masks"}
 
 
@@ -74,8 +76,10 @@ with ui.guard():
     a = trace_a.attention(layer, head).numpy()
     b = trace_b.attention(layer_b, head_b).numpy()
     zmax = float(max(a.max(), b.max()))  # one colour scale for both, so equal colours mean equal weights
-    left, right = st.columns(2)
-    side(labels[0], model_a, trace_a, layer, head, a, zmax, left, colour_bar=False)  # one bar: the scale is shared
+    stacked = not st.toggle("Side by side", value=True, key="compare_side_by_side",
+                            help="Turn off on narrow screens to draw A above B at full width.")
+    left, right = (st.container(), st.container()) if stacked else st.columns(2)
+    side(labels[0], model_a, trace_a, layer, head, a, zmax, left, colour_bar=stacked)  # shared scale: one bar if paired
     side(labels[1], model_b, trace_b, layer_b, head_b, b, zmax, right, colour_bar=True)
 
     st.subheader("Difference A − B")
@@ -85,7 +89,7 @@ with ui.guard():
     else:
         diff = a - b
         q, k = np.unravel_index(np.abs(diff).argmax(), diff.shape)
-        rows_a, rows_b = unique_labels(trace_a.tokens), unique_labels(trace_b.tokens)
+        rows_a = unique_labels(trace_a.tokens)
         c1, c2, c3 = st.columns(3)
         c1.metric("Largest |A − B|", f"{abs(diff[q, k]):.3f}", help=f"query {rows_a[q]}, key {rows_a[k]}")
         c2.metric("Mean |A − B|", f"{np.abs(diff).mean():.4f}")

@@ -5,6 +5,8 @@ import streamlit as st
 from explorer import ui
 from explorer import ui_generation as gen
 
+ui.require_entrypoint()
+
 st.title("Generation")
 st.caption("A language model writes one token at a time: it turns the context into a distribution over its "
            "vocabulary, the sampling knobs reshape and cut that distribution, and one token is drawn. Step through it.")

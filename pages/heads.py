@@ -13,6 +13,8 @@ from explorer.figures import heads as fh
 from explorer.tokens import display_label
 from explorer.trace import Trace
 
+ui.require_entrypoint()
+
 TABS = ["Heads of one layer", "All layers × heads", "One head", "Lines (head view)"]
 TAB_KEY = "heads_tab"
 GRID_KEY = "heads_grid"

@@ -3,6 +3,9 @@
 import streamlit as st
 
 from explorer import ui
+from explorer.tokens import display_label
+
+ui.require_entrypoint()
 
 st.title("Attention Explorer")
 st.markdown(
@@ -24,7 +27,8 @@ with ui.guard():
         + f" · mask: {trace.mask}{'' if trace.mask_is_model_default else ' (what-if)'} · device: {model.device}"
     )
     st.dataframe(
-        {"position": list(range(trace.n_tokens)), "token": trace.tokens, "id": trace.token_ids},
+        {"position": list(range(trace.n_tokens)), "token": [display_label(t) for t in trace.tokens],
+         "id": trace.token_ids},
         hide_index=True,
         height=min(400, 38 + 35 * trace.n_tokens),
     )

@@ -9,6 +9,8 @@ from explorer.figures import masking as fm
 from explorer.figures.heatmap import DIVERGING, token_heatmap
 from explorer.mask_effects import attention_difference, flip_summary, mask_matrix, share_on_later_tokens
 
+ui.require_entrypoint()
+
 MASK_FORMULAS = {
     "causal": r"M_{ij} = \begin{cases} 0 & j \le i \\ -\infty & j > i \end{cases}",
     "bidirectional": r"M_{ij} = 0 \quad \text{for all } i, j",

@@ -9,6 +9,8 @@ from explorer.figures import qkv as fq
 from explorer.tokens import unique_labels
 from explorer.walkthrough import formula_steps, token_window
 
+ui.require_entrypoint()
+
 WINDOW_DEFAULT = 32
 WINDOW_MAX = 128  # d_model × 128 float32 cells stays well under the 1.5 MB figure budget
 
@@ -77,9 +79,7 @@ with ui.guard():
         with tab_w:
             st.caption(f"The {D} columns of W_q, W_k, W_v that make this head (shown as {D} rows × {d} inputs).")
             for name, w in (("W_q", steps.w_q), ("W_k", steps.w_k), ("W_v", steps.w_v)):
-                weights = fq.vectors_heatmap(w.T.numpy(), [str(i) for i in range(d)], title=name, value_name=name)
-                weights.update_xaxes(title_text="input dimension")
-                st.plotly_chart(weights, key=f"qkv_{name}")
+                st.plotly_chart(fq.weights_heatmap(w.numpy(), title=name), key=f"qkv_{name}")
 
     number = 3
     if steps.uses_rope:
@@ -142,8 +142,9 @@ with ui.guard():
     }.get(trace.mask, r"M_{ij} \in \{0, -\infty\}")
     hidden = int((~steps.allowed).sum())
     with ui_qkv.step(number, "Add the mask", [r"\hat s_j = \tilde s_j + M_{ij}", mask_formula],
-                     f"This run used the {trace.mask} mask: {hidden} of {n} keys get −∞ for this query "
-                     "(shown as grey ×), so the softmax gives them exactly 0."
+                     (f"This run used the {trace.mask} mask: {hidden} of {n} keys get −∞ for this query "
+                      "(shown as grey ×), so the softmax gives them exactly 0." if hidden else
+                      f"This run used the {trace.mask} mask: this query may attend to every key.")
                      + ("" if trace.mask_is_model_default else " The model was trained with another mask: a what-if.")):
         st.plotly_chart(fq.key_bars(steps.masked[start:stop].numpy(), shown, title="scaled score + mask",
                                     value_name="masked score", allowed=allowed[start:stop], picked=labels[key]),

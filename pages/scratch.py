@@ -12,6 +12,8 @@ from explorer.figures import scratch as fs
 from explorer.figures.heatmap import token_heatmap
 from explorer.scratch_checks import PARITY_TOLERANCE
 
+ui.require_entrypoint()
+
 TABS = ["Textbook vs the model", "The tutorial variant", "Kernels and devices"]
 TUTORIAL_CODE = '''\
 # (2) one small d_k × d_k matrix per projection, shared by every head

@@ -233,6 +233,8 @@ CASES: list[Case] = [
     Case("model-name-url", _load_and_trace(lambda _: "https://example.com/model"), error="is not a model name"),
     Case("model-name-too-long", _load_and_trace(lambda _: "x" * 5000), error="is not a model name"),
     Case("model-name-with-nul", _load_and_trace(lambda _: "smol\x00lm2"), error="is not a model name"),
+    Case("model-not-a-string", _load_and_trace(lambda _: 42), error="by name or path, not by a int"),
+    Case("model-as-path-object", _load_and_trace(lambda p: Path(_non_model_folder(p))), error="not a model folder"),
     Case("missing-folder", _load_and_trace(lambda p: str(p / "nowhere")), error="no file or folder"),
     Case("non-model-folder", _load_and_trace(_non_model_folder), error=r"not a model folder.*config\.json"),
     Case("pickle-only-folder", _pickle_refused, error=r"no \.safetensors weights.*never pickled"),
@@ -261,7 +263,8 @@ def test_engine_survives(case: Case, request, tmp_path):
     assert case.error is None, f"expected a refusal matching {case.error!r}, got a trace"
     assert_valid_trace(trace, model, text)
     if case.cut_to is not None:
-        assert trace.n_tokens == case.cut_to(model) and trace.truncated_from > trace.n_tokens
+        assert trace.n_tokens == case.cut_to(model)
+        assert trace.truncated_from == len(model.tokenizer(text)["input_ids"])  # the uncut length, as reported
     else:
         assert trace.truncated_from is None
 
@@ -321,7 +324,7 @@ def test_home_page_survives(tid: str, smollm2):
     assert not at.error, [e.value for e in at.error]
     expected = smollm2.encode(text, max_tokens=APP_CAP)
     shown = at.dataframe[0].value
-    assert list(shown["token"]) == expected.tokens
+    assert list(shown["token"]) == [display_label(t) for t in expected.tokens]
     assert list(shown["id"]) == expected.token_ids
     if tid in LONG:
         assert len(shown) == APP_CAP

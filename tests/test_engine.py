@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -46,16 +45,6 @@ def test_labels_are_visible_and_unique():
 def test_greedy_prediction_is_real(smollm2):
     trace = smollm2.trace("The capital of France is")
     assert smollm2.decode_token(int(trace.logits[-1].argmax())) == " Paris"
-
-
-def test_reload_from_cache_is_fast():
-    explorer.load("smollm2", device="cpu")  # converted already (by the session fixture or an earlier run)
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        explorer.load("smollm2", device="cpu")
-        times.append(time.perf_counter() - t0)
-    assert sorted(times)[1] <= 2.0, times
 
 
 def test_interrupted_conversion_leaves_no_cache(tmp_path, monkeypatch):

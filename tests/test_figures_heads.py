@@ -77,11 +77,13 @@ def test_sink_share_is_the_mean_attention_to_token_zero(short):
     assert expected > 0.2  # SmolLM2 parks a large share on token 0 in later layers: the reason for the marking
 
 
+@pytest.mark.parametrize("with_nan", [False, True])
 @pytest.mark.parametrize("cells", [7, 96, 400])
-def test_block_mean_stack_matches_the_heatmap_block_mean(long, cells):
+def test_block_mean_stack_matches_the_heatmap_block_mean(long, cells, with_nan):
     maps = long.attentions(9).numpy()[:3, :700, :1000]  # uneven sizes: padded blocks
     maps = maps.copy()
-    maps[1] = fh.hide_sink(maps[1])  # NaN cells must be skipped like nanmean does
+    if with_nan:
+        maps[1] = fh.hide_sink(maps[1])  # NaN cells must be skipped like nanmean does
     got, rs, cs = fh.block_mean_stack(maps, cells)
     for h in range(3):
         ref, rs_ref, cs_ref = block_mean(maps[h], cells)
@@ -248,3 +250,15 @@ def test_every_figure_fits_the_payload_budget_at_1024_tokens(long):
         size = len(pio.to_json(fig, validate=False))
         assert size <= PAYLOAD_LIMIT, (name, size)
     assert np.asarray(figures["one head"].data[0].z).shape == (math.ceil(1024 / math.ceil(1024 / MAX_CELLS)),) * 2
+
+
+def test_token_text_is_escaped_for_plotly():
+    """Plotly renders <b>, <a>, <br> in ticks and hover: tokens are user data and must show literally."""
+    tokens = ["<b>x</b>", "a&b", "<br>"]
+    a = np.array([[1, 0, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5]], dtype=np.float32)
+    lines = fh.head_view_lines(a, tokens)
+    texts = [d for d in lines.data if d.mode == "markers+text"][0].text
+    assert list(texts) == ["0\u2009&lt;b&gt;x&lt;/b&gt;", "1\u2009a&amp;b", "2\u2009&lt;br&gt;"]
+    small = fh.layer_small_multiples(a[None], tokens, layer=0)
+    assert list(small.data[0].x) == list(texts)
+    assert all("<b>" not in label and "<br>" not in label for label in small.data[0].y)

@@ -98,7 +98,13 @@ def test_back_choose_reset(smollm2, smollm2_sdpa):
     after = stepper.pending
     assert stepper.context_ids == stepper.prompt.token_ids + [first[0], unlikely]
     assert (after.logits - _reference_logits(smollm2_sdpa, stepper.context_ids)).abs().max().item() <= 2e-4
-    stepper.reset()
+    fed: list[int] = []
+    hook = smollm2.hf.register_forward_pre_hook(lambda *args, **kwargs: fed.append(1), with_kwargs=True)
+    try:
+        stepper.reset()
+    finally:
+        hook.remove()
+    assert fed == [] and stepper._cache.get_seq_length() == len(stepper.prompt.token_ids)  # undone, not re-run
     assert stepper.steps == [] and stepper.back() is None
     assert stepper.step().token_id == first[0]
     with pytest.raises(ExplorerError, match="vocabulary"):

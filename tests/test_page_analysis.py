@@ -118,6 +118,8 @@ def test_compare_texts_and_models():
     at = open_page("pages/compare.py")
     assert at.text_area(key="compare_text_b").value == "A cat sat on the mat because it was tired."
     assert len(at.get("plotly_chart")) == 3  # same length: A, B and the difference
+    at.toggle(key="compare_side_by_side").set_value(False).run()  # stacked: same maps, each with its colour bar
+    assert len(at.get("plotly_chart")) == 3 and chart_data(at, 0)[0]["showscale"] is True
     at.radio(key="compare_mode").set_value("models").run()
     assert not at.exception and not at.error
     assert len(at.get("plotly_chart")) == 2  # different tokenizers: no cell-by-cell difference

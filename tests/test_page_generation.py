@@ -9,6 +9,7 @@ from apptest_helpers import assert_clean, chart_data, decode, navigation_like_a_
 from streamlit.testing.v1 import AppTest
 
 from explorer import ui_generation
+from explorer.figures.generation import candidate_label
 from explorer.fill_mask import fill_mask
 from explorer.generation import Stepper
 
@@ -124,7 +125,8 @@ def test_fill_mask_beside_next_token(page, tiny_bert_mlm_dir):
     table = next(d.value for d in page.dataframe if "[MASK] =" in d.value.columns)
     model = explorer.load(str(tiny_bert_mlm_dir), device="cpu")
     expected = fill_mask(model, ui_generation.DEFAULT_MASKED, top=8).predictions[0].candidates
-    assert table["probability"].tolist() == pytest.approx([round(c.prob, 4) for c in expected], abs=1e-4)
+    assert table["probability"].tolist() == pytest.approx([c.prob for c in expected], rel=1e-5)
+    assert table["[MASK] ="].tolist() == [candidate_label(c.token) for c in expected]
 
 
 def test_encoder_model_says_what_works():

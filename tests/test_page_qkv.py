@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from apptest_helpers import assert_clean, chart_data, decode, navigation_like_a_server, open_page  # noqa: F401
 
 from explorer.tokens import display_label
@@ -48,6 +49,10 @@ def test_smollm2_page_shows_the_engines_numbers(smollm2):
         np.testing.assert_allclose(z, values.numpy().T, rtol=1e-6, atol=1e-6, err_msg=key)
     np.testing.assert_allclose(decode(chart_data(at, "qkv_q_rope")[0]["z"]).reshape(64, n), trace.q(17, 6).numpy().T,
                                atol=1e-6)
+    w_q = smollm2.attention_modules[17].q_proj.weight[6 * 64 : 7 * 64].detach().numpy()  # head 6's rows
+    np.testing.assert_array_equal(decode(chart_data(at, "qkv_W_q")[0]["z"]).reshape(64, 576), w_q)
+    w_k = smollm2.attention_modules[17].k_proj.weight[2 * 64 : 3 * 64].detach().numpy()  # its kv head 2
+    np.testing.assert_array_equal(decode(chart_data(at, "qkv_W_k")[0]["z"]).reshape(64, 576), w_k)
     rope = chart_data(at, "qkv_rope")
     np.testing.assert_allclose(decode(rope[0]["y"]), s.q_pre[9].numpy(), rtol=1e-6)  # q before RoPE
     np.testing.assert_allclose(decode(rope[3]["y"]), s.k[2].numpy(), rtol=1e-6)  # k after RoPE
@@ -91,13 +96,17 @@ def test_minilm_page_has_biases_no_rope_and_the_engines_numbers(minilm):
 
 def test_long_text_shows_a_window_and_stays_small(smollm2):
     text = " ".join(f"word{i} is followed by another" for i in range(400))
-    at = open_page(PAGE, model_choice="smollm2", text=text)
-    trace = smollm2.trace(text, max_tokens=1024)
-    assert trace.n_tokens == 1024
+    # the sidebar's causal mask is smollm2's own; the masking page's test then reuses this cached trace
+    at = open_page(PAGE, model_choice="smollm2", text=text, mask="causal")
+    ids = smollm2.encode(text, max_tokens=1024).token_ids
+    assert len(ids) == 1024
     query = at.selectbox(key="qkv_query").value
     start, stop = token_window(1024, query, at.slider(key="qkv_window").value)
+    assert stop - start == 32 and start <= query < stop
+    with torch.inference_mode():  # layer 0's x, independently: the embeddings through the first block's norm
+        x0 = smollm2.base.layers[0].input_layernorm(smollm2.base.embed_tokens(torch.tensor(ids[start:stop])))
     x = decode(chart_data(at, "qkv_x")[0]["z"]).reshape(576, -1)
-    np.testing.assert_allclose(x, trace.x(0)[start:stop].numpy().T, atol=1e-6)
+    np.testing.assert_allclose(x, x0.numpy().T, atol=1e-5)
     assert len(at.dataframe[0].value) == 1024
     sizes = {c.proto.id.rsplit("-", 1)[-1]: len(c.proto.spec) for c in at.get("plotly_chart")}
     assert max(sizes.values()) <= MAX_FIGURE_BYTES, sizes

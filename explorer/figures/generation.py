@@ -192,6 +192,7 @@ def coloured_text_html(prompt: str, pieces: Sequence[str], probs: Sequence[float
 def colour_legend_html() -> str:
     """A small legend for :func:`coloured_text_html`."""
     stops = "".join(
-        f'<span style="background:{probability_colour(p)};padding:1px 6px">{p:.0%}</span>' for p in (0, 0.25, 0.5, 0.75, 1)
+        f'<span style="background:{probability_colour(p)};padding:1px 6px">{p:.0%}</span>'
+        for p in (0, 0.25, 0.5, 0.75, 1)
     )
     return f'<div style="font-size:0.8rem;opacity:0.85">probability when chosen: {stops}</div>'

@@ -23,8 +23,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..tokens import unique_labels
-from .heatmap import MAX_CELLS, SEQUENTIAL, _block_labels, _short, block_mean, token_heatmap
+from ..tokens import plotly_safe, unique_labels
+from .heatmap import MAX_CELLS, SEQUENTIAL, _short, block_mean, token_heatmap
 
 SMALL_CELLS = 96  # per side, per head, in the small multiples of one layer
 THUMB_CELLS = 32  # per side, per head, in the model view
@@ -76,6 +76,13 @@ def block_mean_stack(maps: np.ndarray, max_cells: int) -> tuple[np.ndarray, int,
         return maps, 1, 1
     pr, pc = (-rows) % rs, (-cols) % cs
     pad = [(0, 0)] * (maps.ndim - 2) + [(0, pr), (0, pc)]
+    if not np.isnan(maps).any():  # fast path (the model view runs this on every layer): sums over known counts
+        padded = np.pad(maps, pad)
+        blocks = padded.reshape(*padded.shape[:-2], padded.shape[-2] // rs, rs, padded.shape[-1] // cs, cs)
+        row_count = np.minimum(rs, rows - np.arange(0, rows, rs))
+        col_count = np.minimum(cs, cols - np.arange(0, cols, cs))
+        total = blocks.sum(axis=(-3, -1), dtype=np.float64)
+        return (total / np.outer(row_count, col_count)).astype(np.float32), rs, cs
     padded = np.pad(maps, pad, constant_values=np.nan)
     lead = padded.shape[:-2]
     blocks = padded.reshape(*lead, padded.shape[-2] // rs, rs, padded.shape[-1] // cs, cs)
@@ -198,9 +205,10 @@ def layer_small_multiples(
         columns = group if 2 <= group <= 6 else 4 if n_heads >= 8 else min(3, n_heads)
     rows = math.ceil(n_heads / columns)
     z, rs, cs = block_mean_stack(attentions, max_cells)
-    labels = unique_labels(tokens)
-    row_labels = _block_labels(labels, rs)
-    col_labels = _block_labels(labels, cs)
+    # Downsampled blocks are labelled by their positions only ("66–76"): token pairs like "66 a … 76 until" would
+    # take a third of a map's width in a narrow window.
+    row_labels = _position_blocks(len(tokens), rs) if rs > 1 else _safe_labels(tokens)
+    col_labels = _position_blocks(len(tokens), cs) if cs > 1 else _safe_labels(tokens)
     n_side = len(row_labels)
     # Fixed pixel sizes. The maps share their axes (same tokens), so only the left column names queries and only
     # the bottom map of each column names keys: labels never run into a neighbouring map, even at 800 px.
@@ -233,6 +241,8 @@ def layer_small_multiples(
         if h == selected_head:
             fig.add_shape(type="rect", xref=f"x{axis} domain", yref=f"y{axis} domain", x0=-0.01, x1=1.01,
                           y0=-0.01, y1=1.01, line=dict(color=SELECTED_COLOUR, width=3))
+    for title in fig.layout.annotations:  # subplot titles: small enough for ~90 px maps in a narrow window
+        title.font.size = 12
     # Subplot titles are annotations; the selected head's title is coloured too, so it reads without the frame.
     if selected_head is not None and 0 <= selected_head < n_heads:
         fig.layout.annotations[selected_head].font.color = SELECTED_COLOUR
@@ -249,6 +259,15 @@ def layer_small_multiples(
         margin=dict(l=10, r=10, t=top_px, b=bottom_px),
     )
     return fig
+
+
+def _safe_labels(tokens: Sequence[str]) -> list[str]:
+    """Unique token labels, escaped: plotly reads a few HTML tags in ticks and hover, and tokens are user data."""
+    return [plotly_safe(label) for label in unique_labels(tokens)]
+
+
+def _position_blocks(n: int, step: int) -> list[str]:
+    return [f"{i}–{min(i + step, n) - 1}" for i in range(0, n, step)]
 
 
 # ---- model view: every layer × head --------------------------------------------------------------------------
@@ -320,7 +339,8 @@ def model_view_grid(
                      "token pairs")
     if sink_hidden:
         notes.append("token 0 hidden, rows renormalised")
-    head_ticks = [head_label(h, kv_heads).replace("head ", "h").replace(" · ", "·") for h in range(n_heads)]
+    # "h4<br>kv1": two short lines stay narrow enough for ~25 px columns in a narrow window
+    head_ticks = [f"h{h}" + (f"<br>kv{kv_heads[h]}" if kv_heads is not None else "") for h in range(n_heads)]
     fig.update_layout(
         title="Every layer × head" + (f"<br><span style='font-size:12px'>({'; '.join(notes)})</span>" if notes else ""),
         coloraxis=dict(
@@ -330,13 +350,14 @@ def model_view_grid(
         ),
         meta=dict(value_per_level=vmax / 255),  # z × value_per_level = attention (what tests and exports read)
         xaxis=dict(tickmode="array", tickvals=[h * pitch + (c - 1) / 2 for h in range(n_heads)], ticktext=head_ticks,
-                   side="top", showgrid=False, zeroline=False, range=[-1.5, n_heads * pitch]),
+                   side="top", showgrid=False, zeroline=False, range=[-1.5, n_heads * pitch], tickangle=0,
+                   tickfont=dict(size=10)),
         yaxis=dict(tickmode="array", tickvals=[layer * pitch + (c - 1) / 2 for layer in range(n_layers)],
                    ticktext=[f"L{layer}" for layer in range(n_layers)], range=[n_layers * pitch, -1.5], showgrid=False,
                    zeroline=False),
         height=n_layers * px + 110,
         width=None,
-        margin=dict(l=10, r=10, t=115 if notes else 90, b=10),
+        margin=dict(l=10, r=10, t=(135 if notes else 100), b=10),  # two-line title above two-line head ticks
         dragmode=False,
         hovermode="closest",
     )
@@ -374,7 +395,8 @@ def head_view_lines(
     stop = n if stop is None else min(stop, n)
     start = max(0, min(start, stop))
     window = a[start:stop, start:stop]
-    labels = unique_labels(tokens)[start:stop]
+    raw_labels = unique_labels(tokens)[start:stop]
+    labels = [plotly_safe(label) for label in raw_labels]
     qi, kj = np.nonzero(np.nan_to_num(window, nan=0.0) > 0)
     weights = window[qi, kj]
     total = len(weights)
@@ -400,7 +422,7 @@ def head_view_lines(
                       "<extra></extra>",
     ))
     rows = list(range(len(labels)))
-    short = [_short(t, 18) for t in labels]
+    short = [plotly_safe(_short(t, 18)) for t in raw_labels]  # cut, then escape: never half an "&lt;"
     for x, pos in ((0, "middle left"), (1, "middle right")):
         fig.add_trace(go.Scatter(
             x=[x] * len(rows), y=rows, mode="markers+text", text=short, textposition=pos, showlegend=False,
