@@ -216,6 +216,12 @@ def current_trace(mask: str | None | type(...) = ...) -> Trace:
         cap = settings().max_tokens
         why = f"the app's cap, AE_MAX_TOKENS={cap}" if trace.n_tokens == cap else "the model's context length"
         st.info(f"The text has {trace.truncated_from:,} tokens; showing the first {trace.n_tokens:,} ({why}).")
+    if mask is ... and not trace.mask_is_model_default:
+        st.warning(
+            f"What-if: {model.name} was trained with a {model.default_mask} mask and is running under a "
+            f"{trace.mask} one here. The numbers are real, but not what the model normally computes.",
+            icon=":material/science:",
+        )
     return trace
 
 

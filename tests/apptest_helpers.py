@@ -7,25 +7,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-
-
-@pytest.fixture
-def navigation_like_a_server(monkeypatch):
-    """AppTest builds a fresh PagesManager per run and, seeing a pages/ folder, falls back to legacy multipage mode,
-    which runs a page file without app.py (the sidebar and its state vanish after switch_page). A real server
-    leaves that mode for good once st.navigation has run; do the same here. Use with ``pytest.mark.usefixtures``."""
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 def open_page(page: str, **state) -> AppTest:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from streamlit.runtime.pages_manager import PagesManager
 
 import explorer
 from explorer.embedded import resolve_embedded
@@ -57,3 +58,17 @@ def tiny_bert_mlm_dir(tmp_path_factory):
     BertForMaskedLM(config).eval().save_pretrained(folder, safe_serialization=True)
     AutoTokenizer.from_pretrained(str(resolve_embedded("minilm"))).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def navigation_like_a_server(monkeypatch):
+    """AppTest builds a fresh PagesManager per run and, seeing a pages/ folder, falls back to legacy multipage mode,
+    which runs a page file without app.py (the sidebar and its state vanish after switch_page). A real server
+    leaves that mode for good once st.navigation has run; do the same here. Use with ``pytest.mark.usefixtures``."""
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)

@@ -24,7 +24,6 @@ import pytest
 import torch
 
 import explorer
-from apptest_helpers import navigation_like_a_server  # noqa: F401  (fixture: keep app.py's sidebar on every run)
 from explorer import ExplorerError, InstrumentationError
 from explorer.embedded import resolve_embedded
 from explorer.settings import Settings

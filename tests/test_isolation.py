@@ -18,7 +18,6 @@ import pytest
 import torch
 
 import explorer
-from apptest_helpers import navigation_like_a_server  # noqa: F401  (fixture: keep app.py's sidebar on every run)
 from explorer import ExplorerError
 from explorer.trace_cache import TraceCache
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from apptest_helpers import decode, navigation_like_a_server, open_page  # noqa: F401 - fixture
+from apptest_helpers import decode, open_page
 from streamlit.testing.v1 import AppTest
 
 from explorer import ui

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 
 import pytest
-from apptest_helpers import assert_clean, chart_data, decode, navigation_like_a_server, open_page  # noqa: F401
+from apptest_helpers import assert_clean, chart_data, decode, open_page
 from streamlit.testing.v1 import AppTest
 
 from explorer import ui_generation

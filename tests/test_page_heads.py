@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 import explorer
@@ -21,18 +20,7 @@ PAGE = "pages/heads.py"
 TEXT = ui.DEFAULT_TEXT
 
 
-@pytest.fixture(autouse=True)
-def navigation_like_a_server(monkeypatch):
-    """AppTest builds a fresh PagesManager per run and, seeing a pages/ folder, falls back to legacy multipage mode,
-    which runs the page file without app.py (the sidebar and its state vanish after switch_page). A server that
-    has run st.navigation leaves that mode; do the same here."""
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from apptest_helpers import assert_clean, chart_data, decode, navigation_like_a_server, open_page  # noqa: F401
+from apptest_helpers import assert_clean, chart_data, decode, open_page
 
 from explorer.mask_effects import final_state_changes, next_token_changes
 from explorer.tokens import display_label

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from apptest_helpers import assert_clean, chart_data, decode, navigation_like_a_server, open_page  # noqa: F401
+from apptest_helpers import assert_clean, chart_data, decode, open_page
 
 from explorer.tokens import display_label
 from explorer.walkthrough import formula_steps, token_window

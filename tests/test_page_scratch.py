@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from apptest_helpers import chart_data, decode, navigation_like_a_server, open_page  # noqa: F401 - fixture
+from apptest_helpers import chart_data, decode, open_page
 
 from explorer import kernels, scratch_checks, ui
 from explorer.scratch import Departures, MultiHeadAttention, tutorial_variant
