@@ -63,7 +63,7 @@ def display_label(token: str) -> str:
 
 def unique_labels(tokens: Sequence[str]) -> list[str]:
     """Axis labels that stay distinct when a token repeats (plotly merges equal category labels)."""
-    return [f"{i}\u2009{display_label(t)}" for i, t in enumerate(tokens)]
+    return [f"{i}\u2002{display_label(t)}" for i, t in enumerate(tokens)]  # en space: a thin one reads as "0The"
 
 
 def plotly_safe(label: str) -> str:

@@ -12,9 +12,11 @@ from streamlit.testing.v1 import AppTest
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
-def open_page(page: str, **state) -> AppTest:
-    """Run app.py, set session state (e.g. model_choice, text), switch to ``page``; fail on any error shown."""
+def open_page(page: str, query: dict | None = None, **state) -> AppTest:
+    """Run app.py (with URL ``query`` params), set session state (e.g. model_choice, text), switch to ``page``;
+    fail on any error shown."""
     at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update(query or {})
     at.run()
     for key, value in state.items():
         at.session_state[key] = value

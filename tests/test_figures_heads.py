@@ -216,7 +216,7 @@ def test_head_view_line_widths_are_proportional_to_attention(short):
     assert sink_lines and all(ln.line.color == fh.SINK_COLOUR for ln in sink_lines)
     token_columns = [d for d in fig.data if d.mode == "markers+text"]
     assert [list(d.x)[0] for d in token_columns] == [0, 1]
-    assert [t.split("\u2009", 1)[0] for t in token_columns[0].text] == [str(i) for i in range(short.n_tokens)]
+    assert [t.split("\u2002", 1)[0] for t in token_columns[0].text] == [str(i) for i in range(short.n_tokens)]
 
 
 def test_head_view_window_keeps_the_strongest_lines_and_says_so(long):
@@ -231,7 +231,7 @@ def test_head_view_window_keeps_the_strongest_lines_and_says_so(long):
         assert ln.line.width == pytest.approx(fh.LINE_WIDTH_PER_UNIT * float(window[ln.y[0], ln.y[1]]), rel=1e-6)
     assert "tokens 100–139 of 1024" in fig.layout.title.text and "50 strongest" in fig.layout.title.text
     labels = [d for d in fig.data if d.mode == "markers+text"][0].hovertext
-    assert labels[0].startswith("100\u2009")
+    assert labels[0].startswith("100\u2002")
     assert len(pio.to_json(fig, validate=False)) <= PAYLOAD_LIMIT
 
 
@@ -258,7 +258,7 @@ def test_token_text_is_escaped_for_plotly():
     a = np.array([[1, 0, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5]], dtype=np.float32)
     lines = fh.head_view_lines(a, tokens)
     texts = [d for d in lines.data if d.mode == "markers+text"][0].text
-    assert list(texts) == ["0\u2009&lt;b&gt;x&lt;/b&gt;", "1\u2009a&amp;b", "2\u2009&lt;br&gt;"]
+    assert list(texts) == ["0\u2002&lt;b&gt;x&lt;/b&gt;", "1\u2002a&amp;b", "2\u2002&lt;br&gt;"]
     small = fh.layer_small_multiples(a[None], tokens, layer=0)
     assert list(small.data[0].x) == list(texts)
     assert all("<b>" not in label and "<br>" not in label for label in small.data[0].y)

@@ -3,9 +3,7 @@ show the engine's numbers (recomputed here from a trace of our own, not the page
 
 from __future__ import annotations
 
-import base64
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +13,8 @@ import explorer
 from explorer import ui
 from explorer.figures import heads as fh
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+from apptest_helpers import assert_clean, decode, open_page
+
 PAGE = "pages/heads.py"
 TEXT = ui.DEFAULT_TEXT
 
@@ -34,38 +33,17 @@ def minilm_trace():
 
 
 def open_heads(query: dict | None = None, **state) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.query_params.update(query or {})
-    at.run()
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.switch_page(PAGE).run()
-    assert_ok(at)
-    return at
-
-
-def assert_ok(at: AppTest) -> None:
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
+    return open_page(PAGE, query, **state)
 
 
 def show_tab(at: AppTest, label: str) -> None:
     at.session_state["heads_tab"] = label
     at.run()
-    assert_ok(at)
+    assert_clean(at)
 
 
 def charts(at: AppTest) -> list[dict]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
-
-
-def decode(array) -> np.ndarray:
-    """A plotly array from the figure JSON: a list, or a base64 typed array."""
-    if isinstance(array, dict):
-        values = np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
-        shape = array.get("shape")
-        return values.reshape([int(s) for s in str(shape).split(",")]) if shape else values
-    return np.asarray(array, dtype=np.float64)
 
 
 def test_smollm2_widgets_drive_every_view(smollm2_trace):
@@ -84,7 +62,7 @@ def test_smollm2_widgets_drive_every_view(smollm2_trace):
 
     at.number_input(key="heads_layer").set_value(3).run()
     at.number_input(key="heads_head").set_value(7).run()
-    assert_ok(at)
+    assert_clean(at)
     (small,) = charts(at)
     np.testing.assert_allclose(decode(small["data"][7]["z"]), tr.attention(3, 7).numpy(), atol=1e-6)
     assert f"{float(tr.attentions(3)[:, 1:, 0].mean()):.1%}" in " ".join(c.value for c in at.caption)
@@ -97,7 +75,7 @@ def test_smollm2_widgets_drive_every_view(smollm2_trace):
     assert at.query_params["layer"] == "3" and at.query_params["head"] == "7"  # the link reproduces the view
 
     at.toggle(key="heads_hide_sink").set_value(True).run()
-    assert_ok(at)
+    assert_clean(at)
     (big,) = charts(at)
     a = tr.attention(3, 7).numpy().astype(np.float64)
     expected = np.full_like(a, np.nan)
@@ -129,7 +107,7 @@ def test_minilm_heads_without_gqa(minilm_trace):
     tr = minilm_trace
     at = open_heads(model_choice="minilm")
     at.number_input(key="heads_layer").set_value(5).run()
-    assert_ok(at)
+    assert_clean(at)
     (small,) = charts(at)
     assert len(small["data"]) == 12
     assert [a["text"] for a in small["layout"]["annotations"]][:12] == [f"head {h}" for h in range(12)]

@@ -62,7 +62,7 @@ def test_smollm2_page_shows_the_engines_numbers(smollm2):
     np.testing.assert_allclose(probs[:10], trace.attention(17, 6)[9, :10].numpy(), atol=1e-6)
     assert np.isnan(probs[10])
     masked = chart_data(at, "qkv_masked")
-    assert masked[1]["x"] == ["10\u2009."] and masked[1]["text"] == ["\u2212\u221e"]
+    assert masked[1]["x"] == ["10\u2002."] and masked[1]["text"] == ["\u2212\u221e"]
     np.testing.assert_allclose(decode(chart_data(at, "qkv_scaled")[0]["y"]), (s.scores / 8).numpy(), rtol=1e-6)
 
     # the neuron view: q, k and their products sum to the score shown

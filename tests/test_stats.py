@@ -259,7 +259,7 @@ def test_head_map_csv_round_trips_exactly_with_safe_labels():
     text = export.head_map_csv(matrix, tokens)
     back = export.read_head_map_csv(text)
     np.testing.assert_array_equal(back.to_numpy(dtype=np.float32), matrix)
-    assert list(back.columns) == ["0\u2009=SUM(A1)", "1\u2009 cat", "2\u2009 cat", "3\u2009\u21b5"]
+    assert list(back.columns) == ["0\u2002=SUM(A1)", "1\u2002 cat", "2\u2002 cat", "3\u2002\u21b5"]
     assert all(not line.startswith(("=", "+", "-", "@")) for line in text.splitlines())
 
 
