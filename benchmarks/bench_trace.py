@@ -26,7 +26,7 @@ import explorer  # noqa: E402
 from explorer.embedded import resolve_embedded  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import median_time, text_of_tokens  # noqa: E402
+from _common import median_time, median_times_alternating, text_of_tokens  # noqa: E402
 
 
 def peak_rss_during(fn) -> tuple[int, object]:
@@ -83,8 +83,8 @@ def main() -> None:
             with torch.inference_mode():
                 return eager(ids, output_attentions=True).attentions
 
-        t_sdpa = median_time(plain, repeats)
-        t_trace = median_time(traced, repeats)
+        # Alternate the two in each round so drifts in machine load hit both alike; report the median round.
+        t_sdpa, t_trace = median_times_alternating([plain, traced], repeats)
         if n <= args.eager_max_n:
             t_eager = median_time(eager_attn, repeats)
             eager_cols = f"{t_eager:>10.3f}s {t_eager / t_sdpa:>6.2f}×"
