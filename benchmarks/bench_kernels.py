@@ -12,6 +12,7 @@ largest |Δ| of each method's output from the from-scratch one. Shape: SmolLM2's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -21,6 +22,26 @@ import torch  # noqa: E402
 
 from explorer import kernels  # noqa: E402
 from explorer.devices import resolve_device  # noqa: E402
+
+
+@contextlib.contextmanager
+def profiler_chatter_silenced():
+    """Point file descriptor 2 at /dev/null and yield a stream on the real stderr.
+
+    torch 2.13's profiler (the CPU memory measurement) writes two 'USDT ... profiler_start/stop' lines per session
+    straight to fd 2, which would bury the progress lines. Done here, in the script, not in the engine: swapping a
+    process-wide fd inside a multi-session server would race.
+    """
+    sys.stderr.flush()
+    real = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        with os.fdopen(os.dup(real), "w") as stream:
+            yield stream
+    finally:
+        os.dup2(real, 2)
+        os.close(real)
 
 
 def main() -> None:
@@ -38,9 +59,10 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__} on {name}; {shape.n_heads} heads × d_k = {shape.head_dim}, causal, "
           f"median of {args.repeats}; baseline = {kernels.SDPA_DEFAULT}", flush=True)
-    rows, missing = kernels.sweep(device, shape, args.lengths, repeats=args.repeats,
-                                  measure_memory=not args.no_memory,
-                                  on_progress=lambda f, what: print(f"  … {what}", file=sys.stderr, flush=True))
+    with profiler_chatter_silenced() as progress:
+        rows, missing = kernels.sweep(device, shape, args.lengths, repeats=args.repeats,
+                                      measure_memory=not args.no_memory,
+                                      on_progress=lambda f, what: print(f"  … {what}", file=progress, flush=True))
     methods = list(dict.fromkeys(r.method for r in rows))
     by = {(r.method, r.n): r for r in rows}
     width = max(len(m) + 8 for m in methods)

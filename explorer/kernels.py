@@ -13,9 +13,7 @@ bookkeeping is not timed), float32 unless a back end only runs in float16 (flash
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -170,21 +168,6 @@ def median_seconds(fns: dict[str, AttentionFn], device: torch.device, repeats: i
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence C-level stderr: torch 2.13's profiler prints two 'USDT ... profiler_start/stop' lines per session
-    straight to file descriptor 2, which would bury a benchmark's table."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def peak_memory(fn: AttentionFn, device: torch.device) -> int | None:
     """Peak bytes allocated while ``fn`` runs, above what was allocated before (its output included).
 
@@ -203,7 +186,7 @@ def peak_memory(fn: AttentionFn, device: torch.device) -> int | None:
             return None
         from torch.profiler import ProfilerActivity, profile
 
-        with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             fn()
         # Each op reports its own net allocation; frees of temporaries made inside it are netted into the op
         # that frees them. Count growth when an op starts and shrinkage when it ends: an upper bound on the peak
