@@ -13,6 +13,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     ATTENTION_EXPLORER_CACHE=/opt/attention-explorer/cache \
     HF_HOME=/tmp/huggingface
+# Reuse freed activation blocks instead of re-mmapping them on every forward pass (~20% faster on CPU; see Makefile).
+ENV MALLOC_MMAP_THRESHOLD_=1073741824
 
 WORKDIR /app
 

