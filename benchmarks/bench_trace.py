@@ -24,9 +24,10 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 import explorer  # noqa: E402
 from explorer.embedded import resolve_embedded  # noqa: E402
+from explorer.kernels import median_seconds  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import median_time, median_times_alternating, text_of_tokens  # noqa: E402
+from _common import median_time, text_of_tokens  # noqa: E402
 
 
 def peak_rss_during(fn) -> tuple[int, object]:
@@ -85,8 +86,9 @@ def main() -> None:
             with torch.inference_mode():
                 return eager(ids, output_attentions=True).attentions
 
-        # Alternate the two in each round so drifts in machine load hit both alike; report the median round.
-        t_sdpa, t_trace = median_times_alternating([plain, traced], repeats)
+        # The two take turns in each round, so drifts in machine load hit both alike.
+        medians = median_seconds({"sdpa": plain, "trace": traced}, torch.device("cpu"), repeats)
+        t_sdpa, t_trace = medians["sdpa"], medians["trace"]
         if n <= args.eager_max_n:
             t_eager = median_time(eager_attn, repeats)
             eager_cols = f"{t_eager:>10.3f}s {t_eager / t_sdpa:>6.2f}×"

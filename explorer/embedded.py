@@ -126,9 +126,8 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     save_file({k: v.contiguous() for k, v in state.items()}, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     config = model.config
     config.architectures = [type(model).__name__]  # GGUF configs lack it; it tells later loads the model kind
-    for attr in ("quantization_config",):
-        if hasattr(config, attr):
-            delattr(config, attr)
+    if hasattr(config, "quantization_config"):  # the weights are saved dequantised
+        delattr(config, "quantization_config")
     config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     if model.generation_config is not None:

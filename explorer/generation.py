@@ -25,7 +25,7 @@ from typing import Iterator, Literal, Sequence
 
 import torch
 
-from .errors import ExplorerError, InstrumentationError
+from .errors import ExplorerError, InstrumentationError, check_layer_head
 from .model import Encoded, Model
 from .recorder import AttentionRecord, Recorder, attention_probs, recording
 from .sampling import Knobs, Stage, draw, stages, uniform
@@ -88,10 +88,7 @@ class Step:
 
     def _check(self, layer: int, head: int) -> None:
         n_layers, n_heads = self.rows.shape[:2]
-        if not 0 <= layer < n_layers:
-            raise ExplorerError(f"Layer {layer} is out of range: this model has layers 0–{n_layers - 1}.")
-        if not 0 <= head < n_heads:
-            raise ExplorerError(f"Head {head} is out of range: this model has heads 0–{n_heads - 1}.")
+        check_layer_head(layer, n_layers, head, n_heads)
 
 
 @dataclass

@@ -60,8 +60,7 @@ def _resolve_source(name: str, allow_hub: bool | None, allow_local_paths: bool) 
     embedded = resolve_embedded(name)
     if embedded is not None:
         return str(embedded)
-    looks_like_path = name.startswith(("/", ".", "~")) or os.sep in name and _exists(name)
-    if looks_like_path or _exists(name):
+    if name.startswith(("/", ".", "~")) or _exists(name):
         if not allow_local_paths:
             raise ExplorerError("Loading models from local folders is disabled on this server.")
         path = Path(name).expanduser()

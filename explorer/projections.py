@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .errors import ExplorerError
+from .errors import ExplorerError, check_layer_head
 from .model import Model
 
 # (q, k, positions) -> (q, k), each (heads, T, D): the model's own rotary embedding
@@ -92,8 +92,7 @@ def _param(module: torch.nn.Module | None, name: str = "weight") -> torch.Tensor
 
 def layer_projections(model: Model, layer: int) -> LayerProjections:
     """The projections of ``layer`` of a loaded model, or an ExplorerError naming what is not supported."""
-    if not 0 <= layer < model.n_layers:
-        raise ExplorerError(f"Layer {layer} is out of range: this model has layers 0–{model.n_layers - 1}.")
+    check_layer_head(layer, model.n_layers)
     attn = model.attention_modules[layer]
     cfg = model.config
     n_heads = int(cfg.num_attention_heads)

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import ExplorerError
+from .errors import ExplorerError, check_layer_head
 
 RESIDUAL_WEIGHT = 0.5
 ASSUMPTIONS = (
@@ -49,8 +49,7 @@ def rollout(layers: Sequence[torch.Tensor], residual: float = RESIDUAL_WEIGHT) -
 def trace_rollout(trace, last_layer: int | None = None, residual: float = RESIDUAL_WEIGHT) -> torch.Tensor:
     """(n, n) rollout of a trace from layer 0 through ``last_layer`` (default: the last). float64."""
     last = trace.n_layers - 1 if last_layer is None else last_layer
-    if not 0 <= last < trace.n_layers:
-        raise ExplorerError(f"Layer {last} is out of range: this model has layers 0–{trace.n_layers - 1}.")
+    check_layer_head(last, trace.n_layers)
     result = None
     for layer in range(last + 1):  # one layer's maps at a time: never all layers in memory at once
         mixed = mixing_matrix(trace.attentions(layer), residual)

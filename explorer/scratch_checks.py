@@ -3,8 +3,8 @@
 * :func:`parity` runs the model once on a text, capturing each attention module's own output with a forward hook,
   and compares :class:`explorer.scratch.MultiHeadAttention` (loaded with that layer's weights, fed that layer's
   input from the same trace) with it, layer by layer.
-* :func:`head_entropy`, :func:`head_diversity`, :func:`parameter_counts` and :func:`mask_fill_table` measure what
-  each of the tutorial's departures does.
+* :func:`variant_effect` (entropy per head is :func:`explorer.stats.entropy`), :func:`head_diversity`,
+  :func:`parameter_counts` and :func:`mask_fill_table` measure what each of the tutorial's departures does.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from .model import Encoded, Model
 from .projections import layer_projections
 from .scratch import NEG_INF, TUTORIAL_FILL, AttentionOutput, MultiHeadAttention, TutorialAttention, attention_core
+from .stats import entropy
 from .trace import Trace
 
 PARITY_TOLERANCE = 1e-5
@@ -109,8 +110,7 @@ def run_scratch(module: MultiHeadAttention, trace: Trace, layer: int) -> Attenti
 
 def layer_parity(model: Model, trace: Trace, module_output: torch.Tensor, layer: int) -> LayerParity:
     """Compare the textbook module, loaded with ``layer``'s weights, with the model at that layer."""
-    module = MultiHeadAttention.from_model(model, layer)
-    ours = run_scratch(module, trace, layer)
+    _, ours = textbook_output_for(model, trace, layer)
     record = trace.record(layer)
     in_module = layer_projections(model, layer).output_in_module
     mine = ours.out if in_module else ours.concat  # BERT's module stops before W_o: compare the concatenated heads
@@ -135,12 +135,6 @@ def parity(model: Model, encoded: Encoded, mask: str | None = None,
 
 
 # ---- measuring the departures ---------------------------------------------------------------------------------------
-def head_entropy(probs: torch.Tensor) -> torch.Tensor:
-    """(…, H, T, S) → (H,) mean over queries of −Σ_j p_ij ln p_ij, in nats (0·ln 0 = 0; masked cells are 0)."""
-    row_entropy = -torch.special.xlogy(probs, probs).sum(-1)  # (…, H, T)
-    return row_entropy.flatten(0, -2).mean(-1) if row_entropy.dim() > 2 else row_entropy.mean(-1)
-
-
 def head_diversity(probs: torch.Tensor) -> float:
     """How different a layer's heads are: total-variation distance ½Σ_j|p_ij − p'_ij| between two heads' rows,
     averaged over queries and over every pair of heads. 0: all heads attend alike; 1: never to the same keys."""
@@ -252,8 +246,8 @@ def variant_effect(textbook_out: AttentionOutput, variant_out: AttentionOutput) 
     """Entropy per head, head diversity and output difference, textbook vs variant (same input and mask)."""
     diff = (variant_out.out - textbook_out.out).norm() / textbook_out.out.norm().clamp_min(1e-30)
     return VariantEffect(
-        entropy_textbook=head_entropy(textbook_out.probs).float().cpu(),
-        entropy_variant=head_entropy(variant_out.probs).float().cpu(),
+        entropy_textbook=entropy(textbook_out.probs).float().cpu(),
+        entropy_variant=entropy(variant_out.probs).float().cpu(),
         diversity_textbook=head_diversity(textbook_out.probs),
         diversity_variant=head_diversity(variant_out.probs),
         output_relative_diff=float(diff),

@@ -11,7 +11,7 @@ from typing import Callable, Literal
 
 import torch
 
-from .errors import ExplorerError
+from .errors import ExplorerError, check_layer_head
 from .recorder import AttentionRecord, attention_probs
 
 Mask = Literal["causal", "bidirectional", "custom"]
@@ -143,10 +143,7 @@ class Trace:
         return self._logits
 
     def _check(self, layer: int, head: int) -> None:
-        if not 0 <= layer < self.n_layers:
-            raise ExplorerError(f"Layer {layer} is out of range: this model has layers 0–{self.n_layers - 1}.")
-        if not 0 <= head < self.n_heads:
-            raise ExplorerError(f"Head {head} is out of range: this model has heads 0–{self.n_heads - 1}.")
+        check_layer_head(layer, self.n_layers, head, self.n_heads)
 
     def nbytes(self) -> int:
         """Approximate memory held by the trace's tensors (for cache accounting)."""

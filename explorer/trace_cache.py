@@ -50,6 +50,14 @@ class TraceCache:
                 self._building.pop(key).set()
         return trace
 
+    def get(self, key: Hashable) -> Trace | None:
+        """The cached trace for ``key`` (counted as a use), or None; never builds."""
+        with self._lock:
+            trace = self._items.get(key)
+            if trace is not None:
+                self._items.move_to_end(key)
+            return trace
+
     def _evict(self) -> None:
         # Sizes are measured afresh each time (holding the lock): a trace's logits (n × vocab floats) are computed
         # on first use, after the trace was stored, and must count from then on.

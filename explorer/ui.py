@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -19,6 +20,7 @@ from .errors import ExplorerError
 from .loading import load
 from .model import Model
 from .settings import Settings
+from .tokens import display_label
 from .trace import Trace
 from .trace_cache import TraceCache
 
@@ -28,6 +30,7 @@ DEFAULT_TEXT = "The cat sat on the mat because it was tired."
 MASK_LABELS = {"model": "Model default", "causal": "Causal", "bidirectional": "Bidirectional"}
 MAX_TEXT_CHARS = 100_000  # beyond this we refuse before tokenising; the token cap handles the rest
 OTHER_MODEL = "other…"
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]()#+\-.!|<>~$&:]")
 
 
 @st.cache_resource(show_spinner=False)
@@ -86,9 +89,21 @@ def trace_for(model: Model, text: str, mask: str | None) -> Trace:
         raise ExplorerError(
             f"The text has {len(text):,} characters; the app accepts at most {MAX_TEXT_CHARS:,}. Shorten it."
         )
-    cap = settings().max_tokens
+    cache, cap = _trace_cache(), settings().max_tokens
+    if mask is not None and mask == model.default_mask:
+        # The model's own mask asked for by name (Masking, Compare): the trace under mask=None (the sidebar's) is
+        # the same computation unless the model's own mask is something else (sliding windows), so reuse it.
+        own = cache.get((model.name, str(model.device), text, None, cap))
+        if own is not None and all(r.mask_kind == mask for r in own.records):
+            return own
     key = (model.name, str(model.device), text, mask, cap)
-    return _trace_cache().get_or_build(key, lambda: model.trace(text, mask=mask, max_tokens=cap))
+    return cache.get_or_build(key, lambda: model.trace(text, mask=mask, max_tokens=cap))
+
+
+def trace_key(trace: Trace) -> tuple:
+    """A small key for st.cache_data on analyses of a sidebar trace: model, device, text, the sidebar's mask (None:
+    the model's own; analyses re-trace with it), token count."""
+    return (trace.model_name, str(trace.device), trace.text, current_selection().mask, trace.n_tokens)
 
 
 # ---- session state and URL --------------------------------------------------------------------------------
@@ -126,8 +141,9 @@ def device_options() -> list[str]:
     return ["cpu", "cuda"] if cuda_available() else ["cpu"]
 
 
-def sidebar() -> Selection:
-    """Draw the shared controls (in ``app.py``, so they persist across pages) and return the selection."""
+def sidebar() -> None:
+    """Draw the shared controls (in ``app.py``, so they persist across pages); pages read them back through
+    :func:`current_selection`."""
     _init_from_query_params()
     s = settings()
     with st.sidebar:
@@ -140,9 +156,8 @@ def sidebar() -> Selection:
             format_func=lambda n: f"{n} (embedded)" if n in EMBEDDED else "Other: Hugging Face id or folder",
             help="\n\n".join(f"**{m.name}**: {m.description}" for m in EMBEDDED.values()),
         )
-        model = st.session_state["model_choice"]
-        if model == OTHER_MODEL:
-            model = st.text_input("Model id or folder", key="model_custom", placeholder="e.g. gpt2").strip()
+        if st.session_state["model_choice"] == OTHER_MODEL:
+            st.text_input("Model id or folder", key="model_custom", placeholder="e.g. gpt2")
         st.radio("Device", device_options(), key="device", horizontal=True,
                  help="CUDA appears when PyTorch sees a GPU. The numbers agree within float32 tolerance.")
         st.text_area("Text", key="text", height=120, max_chars=MAX_TEXT_CHARS,
@@ -152,15 +167,12 @@ def sidebar() -> Selection:
     notice = st.session_state.pop("_ae_notice", None)
     if notice:
         st.warning(notice)
-    mask = st.session_state["mask"]
-    return Selection(model or "", st.session_state["device"], st.session_state["text"], None if mask == "model" else mask)
 
 
-def sync_query_params(page_state: dict[str, int] | None = None) -> None:
+def sync_query_params() -> None:
     """Write the view into the URL so that a link reproduces it."""
     sel = {
-        "model": st.session_state.get("model_custom") if st.session_state.get("model_choice") == OTHER_MODEL
-        else st.session_state.get("model_choice"),
+        "model": current_selection().model,
         "device": st.session_state.get("device"),
         "mask": st.session_state.get("mask"),
     }
@@ -170,14 +182,22 @@ def sync_query_params(page_state: dict[str, int] | None = None) -> None:
     for key in ("layer", "head"):
         if f"_ae_{key}" in st.session_state and st.session_state[f"_ae_{key}"] >= 0:
             sel[key] = str(st.session_state[f"_ae_{key}"])
-    if page_state:
-        sel.update({k: str(v) for k, v in page_state.items()})
     wanted = {k: str(v) for k, v in sel.items() if v not in (None, "")}
     if dict(st.query_params) != wanted:
         st.query_params.from_dict(wanted)
 
 
 # ---- what pages use -------------------------------------------------------------------------------------------
+def quoted(token: str) -> str:
+    """A token for st.markdown/st.caption: visible whitespace, Markdown characters escaped, in quotes."""
+    return "“" + _MARKDOWN_SPECIAL.sub(r"\\\g<0>", display_label(token)) + "”"
+
+
+def code_token(token: str) -> str:
+    """A token for Markdown in a code span (no Markdown, LaTeX or HTML inside), whitespace made visible."""
+    return "`" + display_label(token).replace("`", "ˋ") + "`"
+
+
 @contextlib.contextmanager
 def guard() -> Iterator[None]:
     """Show a user's mistake as a clear message and anything else as a short error, never as a traceback."""

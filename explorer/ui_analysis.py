@@ -4,7 +4,6 @@ a head on the heads page.
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pandas as pd
@@ -15,12 +14,10 @@ from . import export, ui
 from .model import Model
 from .rollout import trace_rollout
 from .stats import induction_probe, induction_scores, stats_frame, text_statistics
-from .tokens import display_label
 from .trace import Trace
 
 HEADS_PAGE = "pages/heads.py"
 _VIEWED = "_ae_viewed_maps"
-_MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]()#+\-.!|<>~$&:]")
 
 
 # ---- cached analyses (keyed on small inputs: model, device, text, mask, token cap) --------------------------------
@@ -43,20 +40,14 @@ def _rollout(_trace: Trace, key: tuple, last_layer: int) -> np.ndarray:
     return trace_rollout(_trace, last_layer).numpy()
 
 
-def trace_key(model: Model, trace: Trace) -> tuple:
-    """What identifies a trace of the shared cache: model, device, text, mask, token count."""
-    sel = ui.current_selection()
-    return (model.name, str(model.device), trace.text, sel.mask, trace.n_tokens)
-
-
 def cached_head_stats(model: Model, trace: Trace) -> pd.DataFrame:
     """What :func:`explorer.stats.head_stats` computes, for the sidebar's trace: the text statistics cached per
     model, text and mask, the induction probe once per model and mask."""
-    return _head_stats(model, trace, trace_key(model, trace))
+    return _head_stats(model, trace, ui.trace_key(trace))
 
 
-def cached_rollout(model: Model, trace: Trace, last_layer: int) -> np.ndarray:
-    return _rollout(trace, trace_key(model, trace), last_layer)
+def cached_rollout(trace: Trace, last_layer: int) -> np.ndarray:
+    return _rollout(trace, ui.trace_key(trace), last_layer)
 
 
 # ---- navigation -----------------------------------------------------------------------------------------------------
@@ -68,12 +59,12 @@ def open_on_heads_page(layer: int, head: int) -> None:
 
 
 # ---- maps the user viewed (exported with the trace) -------------------------------------------------------------
-def remember_view(model: Model, trace: Trace, name: str, spec: tuple) -> None:
+def remember_view(trace: Trace, name: str, spec: tuple) -> None:
     """Note that a map was shown for this trace. ``spec``: ("attention", layer, head) or ("rollout", last_layer).
 
     Only the recipe is kept; the maps are rebuilt exactly from the trace when exported.
     """
-    key = trace_key(model, trace)
+    key = ui.trace_key(trace)
     viewed = st.session_state.get(_VIEWED)
     if not viewed or viewed["key"] != key:
         viewed = {"key": key, "maps": {}}
@@ -81,19 +72,19 @@ def remember_view(model: Model, trace: Trace, name: str, spec: tuple) -> None:
     viewed["maps"][name] = spec
 
 
-def viewed_specs(model: Model, trace: Trace) -> dict[str, tuple]:
+def viewed_specs(trace: Trace) -> dict[str, tuple]:
     viewed = st.session_state.get(_VIEWED)
-    return dict(viewed["maps"]) if viewed and viewed["key"] == trace_key(model, trace) else {}
+    return dict(viewed["maps"]) if viewed and viewed["key"] == ui.trace_key(trace) else {}
 
 
-def build_maps(model: Model, trace: Trace, specs: dict[str, tuple]) -> dict[str, np.ndarray]:
+def build_maps(trace: Trace, specs: dict[str, tuple]) -> dict[str, np.ndarray]:
     """Rebuild the viewed maps from their recipes."""
     maps = {}
     for name, spec in specs.items():
         if spec[0] == "attention":
             maps[name] = trace.attention(spec[1], spec[2]).numpy()
         elif spec[0] == "rollout":
-            maps[name] = cached_rollout(model, trace, spec[1])
+            maps[name] = cached_rollout(trace, spec[1])
     return maps
 
 
@@ -115,11 +106,6 @@ def figure_downloads(fig: go.Figure, stem: tuple, key: str) -> None:
         )
     else:
         row.caption(f"HTML only here: {why}")
-
-
-def quoted(token: str) -> str:
-    """A token for st.markdown/st.caption: visible whitespace, markdown characters escaped, in quotes."""
-    return "“" + _MARKDOWN_SPECIAL.sub(r"\\\g<0>", display_label(token)) + "”"
 
 
 def square_height(n: int) -> int:

@@ -220,7 +220,7 @@ def step_view(stepper: Stepper) -> None:
     step = stepper.pending
     if step is None:
         last = stepper.steps[-1]
-        st.markdown(f"**Step {last.index + 1}** (the last): chose {_quoted(last.token)} ({last.how}).")
+        st.markdown(f"**Step {last.index + 1}** (the last): chose {ui.code_token(fig.candidate_label(last.token))} ({last.how}).")
         _draw_stages(stepper, last, chosen=last.token_id)
         return
     st.markdown(f"**Step {step.index + 1}**: the distribution over the next token, stage by stage")
@@ -238,7 +238,7 @@ def step_view(stepper: Stepper) -> None:
     if stepper.steps:
         last = stepper.steps[-1]
         drawn = f", u = {last.u:.3f}" if last.u is not None else ""
-        st.caption(f"Previous step {last.index + 1}: {_quoted(last.token)} ({last.how}{drawn}, "
+        st.caption(f"Previous step {last.index + 1}: {ui.code_token(fig.candidate_label(last.token))} ({last.how}{drawn}, "
                    f"p = {last.p_chosen:.3f}).")
 
 
@@ -257,7 +257,7 @@ def attention_view(stepper: Stepper) -> None:
     step = stepper.pending or stepper.steps[-1]
     tokens = stepper.context_tokens[: step.context_length]
     query = tokens[-1]
-    st.markdown(f"The newest context token {_quoted(query)} (position {len(tokens) - 1}) is the query; its attention "
+    st.markdown(f"The newest context token {ui.code_token(fig.candidate_label(query))} (position {len(tokens) - 1}) is the query; its attention "
                 "over the whole context produced this step's distribution. It updates at every step.")
     c1, c2 = st.columns([1, 1])
     view = c1.radio("Show", ["one head", "all heads of the layer"], key="gen_attn_view", persist_state="session")
@@ -276,12 +276,6 @@ def _text(stepper: Stepper, token_id: int) -> str:
     return stepper.model.decode_token(token_id)
 
 
-def _quoted(text: str) -> str:
-    """A token for Markdown: quoted, with Markdown's special characters escaped."""
-    shown = fig.candidate_label(text)
-    return "`" + shown.replace("`", "ˋ") + "`"
-
-
 # ---- GPT vs BERT -------------------------------------------------------------------------------------------------
 def gpt_vs_bert(model: Model, stepper: Stepper | None) -> None:
     """Next-token prediction (the stepper's model) beside masked-word prediction (a masked-LM model)."""
@@ -298,7 +292,7 @@ def gpt_vs_bert(model: Model, stepper: Stepper | None) -> None:
             ids = fig.top_candidates(step.stages, 5)
             st.dataframe({"next token": [fig.candidate_label(_text(stepper, i)) for i in ids],
                           "probability": [float(raw[i]) for i in ids]}, hide_index=True, column_config=PROBABILITY)
-            st.caption(f"After: {_quoted(stepper.context_tokens[-1])} (the model's own softmax, T = 1).")
+            st.caption(f"After: {ui.code_token(fig.candidate_label(stepper.context_tokens[-1]))} (the model's own softmax, T = 1).")
     with bert:
         st.markdown("**Masked LM (BERT-style)**: sees the whole sentence at once and fills in a hidden word from "
                     "both sides.")

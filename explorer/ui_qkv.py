@@ -15,11 +15,6 @@ from .trace import Trace
 from .walkthrough import FormulaSteps
 
 
-def quoted(token: str) -> str:
-    """A token for Markdown: in a code span (no Markdown, LaTeX or HTML inside), whitespace made visible."""
-    return "`" + display_label(token).replace("`", "ˋ") + "`"
-
-
 def token_option(trace: Trace, i: int) -> str:
     return f"{i} · {display_label(trace.tokens[i])}"
 

@@ -11,13 +11,12 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from . import kernels, scratch_checks, ui
+from . import kernels, scratch_checks, stats, ui
 from .errors import ExplorerError
 from .model import Encoded, Model
-from .scratch import Departures, MultiHeadAttention, tutorial_variant
+from .scratch import Departures, tutorial_variant
 from .scratch_checks import FillOutcome, LayerParity, ParameterCounts
 from .trace import Trace
-from .ui_analysis import trace_key
 
 _SWEEP = "_scratch_sweep"
 
@@ -35,7 +34,7 @@ def _parity(_model: Model, _trace: Trace, key: tuple, layers: tuple[int, ...]) -
 
 def cached_parity(model: Model, trace: Trace, layers: list[int]) -> list[LayerParity]:
     """:func:`explorer.scratch_checks.parity` for the sidebar's text and mask, cached per layer set."""
-    return _parity(model, trace, trace_key(model, trace), tuple(layers))
+    return _parity(model, trace, ui.trace_key(trace), tuple(layers))
 
 
 # ---- the tutorial variant --------------------------------------------------------------------------------------------
@@ -85,7 +84,7 @@ def _variant_view(_model: Model, _trace: Trace, key: tuple, layer: int, head: in
     return VariantView(
         entropy_textbook=effect.entropy_textbook.numpy(),
         entropy_variant=effect.entropy_variant.numpy(),
-        entropy_embed_scale=scratch_checks.head_entropy(embed_scale).float().cpu().numpy(),
+        entropy_embed_scale=stats.entropy(embed_scale).float().cpu().numpy(),
         diversity_textbook=effect.diversity_textbook,
         diversity_variant=effect.diversity_variant,
         diversity_shared=diversity_shared,
@@ -98,7 +97,7 @@ def _variant_view(_model: Model, _trace: Trace, key: tuple, layer: int, head: in
 
 
 def cached_variant_view(model: Model, trace: Trace, layer: int, head: int, departures: Departures) -> VariantView:
-    return _variant_view(model, trace, trace_key(model, trace), layer, head, departures)
+    return _variant_view(model, trace, ui.trace_key(trace), layer, head, departures)
 
 
 def fills_frame(fills: list[FillOutcome]) -> pd.DataFrame:
@@ -168,7 +167,3 @@ def parity_frame(parities: list[LayerParity]) -> pd.DataFrame:
         "attention max |Δ|": p.probs, "q/k/v max |Δ|": p.qkv, "relative (worst)": p.worst,
         "within 1e-5": "✓" if p.passed() else "✗",
     } for p in parities])
-
-
-def textbook_module(model: Model, layer: int) -> MultiHeadAttention:
-    return MultiHeadAttention.from_model(model, layer)

@@ -92,7 +92,7 @@ def geometry(model, trace) -> None:
                           top_key=result.top_score_key, nearest_key=result.nearest_key,
                           title=f"Queries and keys of layer {layer}, head {head} (key head {trace.kv_head(head)})")
     ua.show_figure(fig, (model.name, f"L{layer}H{head}", "qk", method), key="analysis_qk")
-    ua.remember_view(model, trace, f"attention_L{layer}_H{head}", ("attention", layer, head))
+    ua.remember_view(trace, f"attention_L{layer}_H{head}", ("attention", layer, head))
     attention = trace.attention(layer, head)[query].numpy()
     top, near = result.top_score_key, result.nearest_key
     c1, c2 = st.columns(2)
@@ -101,8 +101,8 @@ def geometry(model, trace) -> None:
     c2.metric("Nearest key", labels[near],
               help=f"score {result.scores[near]:.3f}, attention {attention[near]:.3f}, ‖k‖ = {result.key_norms[near]:.2f}")
     st.caption(
-        f"Highest-scoring key: {ua.quoted(trace.tokens[top])} at position {top} (score {result.scores[top]:.3f}, "
-        f"attention {attention[top]:.3f}). Nearest key: {ua.quoted(trace.tokens[near])} at position {near} "
+        f"Highest-scoring key: {ui.quoted(trace.tokens[top])} at position {top} (score {result.scores[top]:.3f}, "
+        f"attention {attention[top]:.3f}). Nearest key: {ui.quoted(trace.tokens[near])} at position {near} "
         f"(score {result.scores[near]:.3f}, attention {attention[near]:.3f}). "
         + ("They are the same key here." if result.agree else "They differ here: the key norms are not equal.")
     )
@@ -142,10 +142,11 @@ def lens(model, trace) -> None:
     st.caption("✓ The top row equals the model's own prediction at every position shown." if same
                else "✗ The top row differs from the model's own prediction: please report this.")
     with st.expander("As a table"):
+        labels = unique_labels(trace.tokens)
         table = pd.DataFrame(
             [[f"{display_label(result.top_tokens[l][c])}  ({result.probs[l, c, 0]:.2f})" for c in range(len(positions))]
              for l in range(len(result.layer_labels))][::-1],
-            index=result.layer_labels[::-1], columns=[unique_labels(trace.tokens)[p] for p in positions])
+            index=result.layer_labels[::-1], columns=[labels[p] for p in positions])
         st.dataframe(table)
 
 
@@ -155,8 +156,8 @@ def rollout(model, trace) -> None:
     last = cols[0].slider("Roll out through layer", 0, trace.n_layers - 1, trace.n_layers - 1, key="analysis_rollout_layer")
     scale = cols[1].radio("Colour", ["log", "linear"], horizontal=True, key="analysis_rollout_scale",
                           help="Deep models pour most attention into the first token; a log scale shows the rest.")
-    matrix = ua.cached_rollout(model, trace, last)
-    ua.remember_view(model, trace, f"rollout_to_L{last}", ("rollout", last))
+    matrix = ua.cached_rollout(trace, last)
+    ua.remember_view(trace, f"rollout_to_L{last}", ("rollout", last))
     st.latex(r"\hat A_\ell = \mathrm{rownorm}\big(\tfrac12\,\overline{A}_\ell + \tfrac12 I\big),\quad "
              r"R = \hat A_{%d}\cdots\hat A_0" % last)
     shown = np.log10(np.maximum(matrix, 1e-12)) if scale == "log" else matrix
@@ -179,7 +180,7 @@ def export_section(model, trace) -> None:
     with st.columns([1, 2])[0], st.container(horizontal=True):
         layer, head = ui.layer_head_selectors(trace, key="analysis_export")
     matrix = trace.attention(layer, head).numpy()
-    ua.remember_view(model, trace, f"attention_L{layer}_H{head}", ("attention", layer, head))
+    ua.remember_view(trace, f"attention_L{layer}_H{head}", ("attention", layer, head))
     fig = token_heatmap(matrix, trace.tokens, trace.tokens, title=f"Layer {layer}, head {head}",
                         height=ua.square_height(trace.n_tokens))
     ua.show_figure(fig, (model.name, f"L{layer}H{head}", "attention"), key="analysis_export_map")
@@ -189,10 +190,10 @@ def export_section(model, trace) -> None:
         file_name=export.file_name(model.name, f"L{layer}H{head}", "attention", ext="csv"), mime="text/csv",
         icon=":material/download:", on_click="ignore", key="analysis_csv",
     )
-    specs = ua.viewed_specs(model, trace)
+    specs = ua.viewed_specs(trace)
     size_mb = sum(r.q.numel() + r.k.numel() + r.v.numel() for r in trace.records) * 4 / 2**20
     st.download_button(
-        "The whole trace as .npz", data=lambda: export.trace_npz(trace, ua.build_maps(model, trace, specs)),
+        "The whole trace as .npz", data=lambda: export.trace_npz(trace, ua.build_maps(trace, specs)),
         file_name=export.file_name(model.name, f"{trace.n_tokens}tok", "trace", ext="npz"),
         mime="application/octet-stream", icon=":material/download:", on_click="ignore", key="analysis_npz",
         help=f"About {size_mb:.1f} MB: tokens, ids, q/k/v/lse of every layer, and the maps listed below.",

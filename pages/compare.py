@@ -71,7 +71,7 @@ with ui.guard():
             st.caption(f"The model's own mask is **{model_a.default_mask}**; the other one is a what-if that changes "
                        "the computation in every layer, not just this head.")
     if mode != "masks":
-        ua.remember_view(model_a, trace_a, f"attention_L{layer}_H{head}", ("attention", layer, head))
+        ua.remember_view(trace_a, f"attention_L{layer}_H{head}", ("attention", layer, head))
 
     a = trace_a.attention(layer, head).numpy()
     b = trace_b.attention(layer_b, head_b).numpy()

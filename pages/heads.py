@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from functools import partial
 
 import numpy as np
@@ -10,7 +9,6 @@ import streamlit as st
 
 from explorer import ui
 from explorer.figures import heads as fh
-from explorer.tokens import display_label
 from explorer.trace import Trace
 
 ui.require_entrypoint()
@@ -44,11 +42,6 @@ def _pick_head_from_grid(key: str) -> None:
         st.session_state[GRID_KEY + "_n"] = st.session_state.get(GRID_KEY + "_n", 0) + 1
 
 
-def _markdown_literal(text: str) -> str:
-    """User text inside a Markdown caption, shown literally (no emphasis, links or $…$ maths)."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", text)
-
-
 def _gqa_caption(trace: Trace) -> str:
     groups = fh.gqa_groups([trace.kv_head(h) for h in range(trace.n_heads)])
     parts = ", ".join(f"heads {hs[0]}–{hs[-1]} → kv {kv}" for kv, hs in groups.items())
@@ -76,7 +69,7 @@ with ui.guard():
     if share is not None:
         st.caption(
             f"Layer {layer}: queries put on average **{share:.1%}** of their attention on token 0 "
-            f"(“{_markdown_literal(display_label(trace.tokens[0]))}”), averaged over heads and queries 1…{trace.n_tokens - 1}. A large share is "
+            f"({ui.quoted(trace.tokens[0])}), averaged over heads and queries 1…{trace.n_tokens - 1}. A large share is "
             "the usual first-token *sink*, not meaning; its column is outlined."
         )
     if gqa:
@@ -99,8 +92,7 @@ with ui.guard():
             )
     with tabs[1]:
         if tabs[1].open:
-            key = (trace.model_name, str(trace.device), trace.text, trace.mask, trace.n_tokens)
-            thumbs, step = _thumbnails(trace, key, hide_sink)
+            thumbs, step = _thumbnails(trace, ui.trace_key(trace), hide_sink)
             st.caption("Rows are layers, columns heads; every thumbnail is one head's query × key map. "
                        "Click a thumbnail to open that head in **One head**." +
                        (" Dotted lines separate the groups that share a key/value head." if gqa else ""))

@@ -32,7 +32,7 @@ def textbook_tab(model, trace, layer: int) -> None:
     st.latex(r"\mathrm{head}_h = \mathrm{softmax}\!\left(\frac{(xW_Q^h)(xW_K^h)^\top}{\sqrt{d_k}} + M\right)"
              r"xW_V^h")
     st.latex(r"\mathrm{out} = [\mathrm{head}_1;\dots;\mathrm{head}_H]\,W_O")
-    module = us.textbook_module(model, layer)
+    module = scratch.MultiHeadAttention.from_model(model, layer)
     rope = ("RoPE from scratch (rotate-half, the model's frequencies)" if isinstance(module.rope, scratch.Rotary)
             else "RoPE: the model's own function" if module.rope is not None else "no RoPE (positions are added to "
             "the embeddings before layer 0)")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from apptest_helpers import chart_data, decode, open_page
 
-from explorer import kernels, scratch_checks, ui
+from explorer import kernels, scratch_checks, stats, ui
 from explorer.scratch import Departures, MultiHeadAttention, tutorial_variant
 
 PAGE = "pages/scratch.py"
@@ -53,8 +53,8 @@ def test_variant_tab_shows_the_entropies_of_the_chosen_departures(smollm2):
         variant = tutorial_variant(textbook, Departures(embed_scale=True), record.x.float())
         theirs = variant(record.x.float(), record.allowed_matrix())
     bars = chart_data(at, "scratch_entropy_chart")
-    np.testing.assert_allclose(decode(bars[0]["y"]), scratch_checks.head_entropy(ours.probs).numpy(), rtol=1e-5)
-    np.testing.assert_allclose(decode(bars[1]["y"]), scratch_checks.head_entropy(theirs.probs).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(decode(bars[0]["y"]), stats.entropy(ours.probs).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(decode(bars[1]["y"]), stats.entropy(theirs.probs).numpy(), rtol=1e-5)
     assert (decode(bars[1]["y"]) >= decode(bars[0]["y"]) - 1e-6).all()
     heat = chart_data(at, "scratch_map_variant")[0]
     np.testing.assert_allclose(decode(heat["z"]), theirs.probs[2].numpy(), atol=1e-6)

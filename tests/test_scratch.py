@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
 import explorer
-from explorer import kernels, scratch_checks
+from explorer import kernels, scratch_checks, stats
 from explorer.model import Encoded
 from explorer.projections import layer_projections
 from explorer.recorder import causal_allowed
@@ -210,7 +210,7 @@ def test_embed_scale_flattens_every_head_on_real_text(name, request):
         assert textbook.score_scale() == pytest.approx(trace.head_dim**-0.5)
         with torch.inference_mode():
             theirs = variant(record.x.float(), record.allowed_matrix())
-        correct, flatter = scratch_checks.head_entropy(ours.probs), scratch_checks.head_entropy(theirs.probs)
+        correct, flatter = stats.entropy(ours.probs), stats.entropy(theirs.probs)
         assert correct.shape == (model.n_heads,)
         assert bool((flatter >= correct - 1e-6).all()), (layer, correct, flatter)
         assert float(flatter.mean()) > float(correct.mean())

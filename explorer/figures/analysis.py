@@ -146,7 +146,8 @@ def qk_plane_figure(
 def lens_figure(result: LensResult, input_tokens: Sequence[str], title: str | None = None) -> go.Figure:
     """Layers (embeddings at the bottom, output at the top) × positions: each cell shows the top prediction for the
     next token read from that layer, coloured by its probability; hover lists the top-k."""
-    columns = [unique_labels(input_tokens)[p] for p in result.positions]
+    labels = unique_labels(input_tokens)
+    columns = [labels[p] for p in result.positions]
     top = [[_short(display_label(t), 8) for t in row] for row in result.top_tokens]
     k = result.probs.shape[-1]
     hover = [
