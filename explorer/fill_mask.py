@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import ExplorerError, InstrumentationError
+from .errors import ExplorerError
 from .model import Model
-from .recorder import Recorder, attention_probs, recording
+from .recorder import Recorder, recording
 
 PLACEHOLDER = "[MASK]"  # typed by the user; replaced by the tokenizer's own mask token ("<mask>" for RoBERTa)
 MASKED_LM_EXAMPLES = ("bert-base-uncased", "distilbert-base-uncased", "roberta-base")
@@ -64,24 +64,15 @@ def fill_mask(model: Model, text: str, top: int = 10, max_tokens: int | None = N
     recorder = Recorder(keep_inputs=False)
     with torch.inference_mode(), recording(recorder):
         logits = model.hf(input_ids=torch.tensor([encoded.token_ids], device=model.device)).logits[0]
-    if len(recorder.records) != model.n_layers:
-        raise InstrumentationError(f"Expected {model.n_layers} attention calls, recorded {len(recorder.records)}.")
+    recorder.check_complete(model.n_layers)
     probs = torch.softmax(logits[positions].float(), dim=-1).cpu()
     predictions = []
     for i, position in enumerate(positions):
-        rows = torch.stack([_row(r, position) for r in recorder.records]).float().cpu()
+        rows = torch.stack([r.query_probs(position) for r in recorder.records]).float().cpu()
         values, ids = torch.topk(probs[i], min(top, probs.shape[-1]))
         candidates = [Candidate(int(t), _token_text(model, int(t)), float(p)) for p, t in zip(values, ids)]
         predictions.append(MaskPrediction(position, candidates, probs[i], rows))
     return FillMask(encoded.text, encoded.tokens, encoded.token_ids, predictions)
-
-
-def _row(record, position: int) -> torch.Tensor:
-    allowed = record.allowed[position : position + 1] if record.allowed is not None else None
-    q, lse = record.q[:, position : position + 1], record.lse[:, position : position + 1]
-    if record.mask_kind == "causal" and allowed is None:
-        allowed = record.allowed_matrix()[position : position + 1]
-    return attention_probs(q, record.k, lse, record.scale, record.mask_kind, allowed)[:, 0]
 
 
 def _token_text(model: Model, token_id: int) -> str:

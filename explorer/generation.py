@@ -25,7 +25,7 @@ from typing import Iterator, Literal, Sequence
 
 import torch
 
-from .errors import ExplorerError, InstrumentationError, check_layer_head
+from .errors import ExplorerError, check_layer_head
 from .model import Encoded, Model
 from .recorder import AttentionRecord, Recorder, attention_probs, recording
 from .sampling import Knobs, Stage, draw, stages, uniform
@@ -332,10 +332,7 @@ class Stepper:
             out = model.hf(
                 input_ids=torch.tensor([ids], device=model.device), cache=self._cache, use_cache=True, **kwargs
             )
-        if len(recorder.records) != model.n_layers:
-            raise InstrumentationError(
-                f"Expected {model.n_layers} attention calls in a generation step, recorded {len(recorder.records)}."
-            )
+        recorder.check_complete(model.n_layers)
         context_length = len(self.prompt.token_ids) + index  # step i sees the prompt and i generated tokens
         rows = _last_query_rows(recorder.records, context_length).float().cpu()
         logits = out.logits[0, -1].float().cpu()
@@ -403,17 +400,13 @@ def _last_query_rows(records: list[AttentionRecord], context_length: int) -> tor
     else:
         # Per layer; sliding-window layers may hold fewer keys, so rows are left-padded to the longest.
         width = max(r.k.shape[1] for r in records)
-        rows = torch.stack([torch.nn.functional.pad(_last_query_row(r), (width - r.k.shape[1], 0)) for r in records])
+        rows = torch.stack(
+            [torch.nn.functional.pad(r.query_probs(r.q.shape[1] - 1), (width - r.k.shape[1], 0)) for r in records]
+        )
     missing = context_length - rows.shape[-1]
     if missing > 0:  # a sliding-window cache holds only recent keys: the older positions got no attention
         rows = torch.nn.functional.pad(rows, (missing, 0))
     return rows
-
-
-def _last_query_row(record: AttentionRecord) -> torch.Tensor:
-    allowed = record.allowed[-1:] if record.allowed is not None else None
-    q, lse = record.q[:, -1:], record.lse[:, -1:]
-    return attention_probs(q, record.k, lse, record.scale, record.mask_kind, allowed)[:, 0]
 
 
 def _eos_ids(model: Model) -> set[int]:

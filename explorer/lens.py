@@ -40,12 +40,15 @@ def layer_labels(n_layers: int) -> list[str]:
     return ["embeddings"] + [f"layer {l}" for l in range(n_layers - 1)] + [f"layer {n_layers - 1} = output"]
 
 
-def lens_hidden(model, trace, layer: int) -> torch.Tensor:
-    """(n, d_model) the residual stream read by the lens at row ``layer`` (0 … n_layers), final norm applied."""
+def lens_hidden(model, trace, layer: int, index: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, d_model) the residual stream read by the lens at row ``layer`` (0 … n_layers), final norm applied.
+
+    ``index`` keeps only those positions, before the norm: it acts on each position alone, so the others need
+    not be normalised at all."""
     if layer == trace.n_layers:
-        return trace.final_hidden
+        return trace.final_hidden if index is None else trace.final_hidden[index]
     norm = model.final_norm()
-    hidden = trace.hidden_states[layer]
+    hidden = trace.hidden_states[layer] if index is None else trace.hidden_states[layer][index]
     with torch.inference_mode():
         return norm(hidden) if norm is not None else hidden
 
@@ -65,7 +68,7 @@ def logit_lens(model, trace, positions: Sequence[int] | None = None, top_k: int 
     index = torch.tensor(positions, device=trace.final_hidden.device)
     # All layers' rows go through the unembedding together (one big matmul is much faster than 31 small ones),
     # in chunks so that rows × vocab probabilities stay within ~200 MB.
-    hidden = torch.cat([lens_hidden(model, trace, layer)[index] for layer in range(trace.n_layers + 1)])
+    hidden = torch.cat([lens_hidden(model, trace, layer, index) for layer in range(trace.n_layers + 1)])
     chunk = max(1, (50_000_000 // model.vocab_size))
     ids, probs = [], []
     for rows in torch.split(hidden, chunk):

@@ -60,9 +60,9 @@ def share_on_later_tokens(attention: np.ndarray | torch.Tensor) -> float:
     return float((a * later).sum(-1).mean())
 
 
-def _log_probs_in_chunks(unembed: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, start: int,
-                         stop: int) -> torch.Tensor:
-    return torch.log_softmax(unembed(hidden[start:stop]).double(), dim=-1).cpu()
+def _log_probs(unembed: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
+    """Next-token log-probabilities (rows, vocab) of final hidden states, in float64."""
+    return torch.log_softmax(unembed(hidden).double(), dim=-1).cpu()
 
 
 def next_token_changes(
@@ -87,8 +87,8 @@ def next_token_changes(
     p_b = np.empty(n)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        lc = _log_probs_in_chunks(model.unembed, causal.final_hidden, start, stop)
-        lb = _log_probs_in_chunks(model.unembed, bidirectional.final_hidden, start, stop)
+        lc = _log_probs(model.unembed, causal.final_hidden[start:stop])
+        lb = _log_probs(model.unembed, bidirectional.final_hidden[start:stop])
         kl[start:stop] = (lc.exp() * (lc - lb)).sum(-1).clamp_min(0.0).numpy()
         mc, ic = lc.max(-1)
         mb, ib = lb.max(-1)

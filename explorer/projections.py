@@ -95,8 +95,7 @@ def layer_projections(model: Model, layer: int) -> LayerProjections:
     check_layer_head(layer, model.n_layers)
     attn = model.attention_modules[layer]
     cfg = model.config
-    n_heads = int(cfg.num_attention_heads)
-    n_kv = int(getattr(cfg, "num_key_value_heads", None) or n_heads)
+    n_heads, n_kv = model.n_heads, model.n_kv_heads
     if hasattr(attn, "q_proj"):
         head_dim = int(getattr(attn, "head_dim", None) or cfg.hidden_size // n_heads)
         return LayerProjections(

@@ -78,6 +78,13 @@ class AttentionRecord:
             return causal_allowed(T, S, self.q.device)
         return torch.ones(T, S, dtype=torch.bool, device=self.q.device)
 
+    def query_probs(self, position: int) -> torch.Tensor:
+        """(H, S): query ``position``'s exact attention in every head (0 ≤ position < T)."""
+        rows = slice(position, position + 1)
+        return attention_probs(
+            self.q[:, rows], self.k, self.lse[:, rows], self.scale, self.mask_kind, self.allowed_matrix()[rows]
+        )[:, 0]
+
 
 @dataclass
 class Recorder:
@@ -88,6 +95,14 @@ class Recorder:
     records: list[AttentionRecord] = field(default_factory=list)
     modules: list[torch.nn.Module] = field(default_factory=list)
     _pending_x: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def check_complete(self, n_layers: int) -> None:
+        """Raise unless each of the model's ``n_layers`` attention layers was recorded once in this forward pass."""
+        if len(self.records) != n_layers:
+            raise InstrumentationError(
+                f"Expected {n_layers} attention calls, recorded {len(self.records)}: this model does not route "
+                "all its attention through transformers' attention interface."
+            )
 
 
 _ACTIVE: ContextVar[Recorder | None] = ContextVar("explorer_active_recorder", default=None)

@@ -9,7 +9,7 @@ and MLPs are ignored. It is a heuristic of information flow, not an attribution 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable
 
 import torch
 
@@ -35,14 +35,16 @@ def mixing_matrix(attn: torch.Tensor, residual: float = RESIDUAL_WEIGHT) -> torc
     return mixed / mixed.sum(-1, keepdim=True)
 
 
-def rollout(layers: Sequence[torch.Tensor], residual: float = RESIDUAL_WEIGHT) -> torch.Tensor:
-    """R = Â_last ⋯ Â_first over ``layers`` (each (H, n, n) or (n, n), first layer first). Rows sum to 1."""
-    if not layers:
-        raise ExplorerError("Rollout needs at least one layer.")
+def rollout(layers: Iterable[torch.Tensor], residual: float = RESIDUAL_WEIGHT) -> torch.Tensor:
+    """R = Â_last ⋯ Â_first over ``layers`` (each (H, n, n) or (n, n), first layer first). Rows sum to 1.
+
+    ``layers`` may be a generator, so that only one layer's maps need exist at a time."""
     result = None
     for attn in layers:
         mixed = mixing_matrix(attn, residual)
         result = mixed if result is None else mixed @ result
+    if result is None:
+        raise ExplorerError("Rollout needs at least one layer.")
     return result
 
 
@@ -50,8 +52,4 @@ def trace_rollout(trace, last_layer: int | None = None, residual: float = RESIDU
     """(n, n) rollout of a trace from layer 0 through ``last_layer`` (default: the last). float64."""
     last = trace.n_layers - 1 if last_layer is None else last_layer
     check_layer_head(last, trace.n_layers)
-    result = None
-    for layer in range(last + 1):  # one layer's maps at a time: never all layers in memory at once
-        mixed = mixing_matrix(trace.attentions(layer), residual)
-        result = mixed if result is None else mixed @ result
-    return result
+    return rollout((trace.attentions(layer) for layer in range(last + 1)), residual)

@@ -69,3 +69,8 @@ def unique_labels(tokens: Sequence[str]) -> list[str]:
 def plotly_safe(label: str) -> str:
     """A label for plotly text (ticks, hover, titles): plotly reads a few HTML tags there; tokens are data."""
     return label.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def plotly_labels(tokens: Sequence[str]) -> list[str]:
+    """:func:`unique_labels`, escaped with :func:`plotly_safe`: category labels for a plotly axis or hover."""
+    return [plotly_safe(label) for label in unique_labels(tokens)]

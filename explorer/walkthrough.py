@@ -17,6 +17,7 @@ import torch
 from .errors import ExplorerError
 from .model import Model
 from .projections import LayerProjections, layer_projections
+from .scratch import attention_core
 from .trace import Trace
 
 
@@ -123,7 +124,8 @@ def formula_steps(
     def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.detach().float().cpu()
 
-    q, k, v = cpu(parts["q"][head]), cpu(parts["k"][kv]), cpu(parts["v"][kv])
+    q_heads, k_heads, v_heads = cpu(parts["q"]), cpu(parts["k"]), cpu(parts["v"])  # (H, n, D), (H_kv, n, D) ×2
+    q, k, v = q_heads[head], k_heads[kv], v_heads[kv]
     scale = float(trace.scale(layer))
     allowed = trace.allowed(layer)[query].cpu()
     scores = k @ q[query]
@@ -133,12 +135,9 @@ def formula_steps(
     head_out = probs @ v
 
     # The layer output needs every head's output for this query (the heads are concatenated before W_o).
-    all_q = cpu(parts["q"][:, query])  # (H, D)
-    k_all = cpu(parts["k"]).repeat_interleave(proj.group_size, dim=0)  # (H, n, D)
-    v_all = cpu(parts["v"]).repeat_interleave(proj.group_size, dim=0)
-    all_scores = torch.einsum("hd,hnd->hn", all_q, k_all) * scale
-    all_probs = torch.softmax(all_scores.masked_fill(~allowed, float("-inf")), dim=-1)
-    all_out = torch.einsum("hn,hnd->hd", all_probs, v_all)  # (H, D)
+    k_per_q = k_heads.repeat_interleave(proj.group_size, dim=0)  # (H, n, D)
+    v_per_q = v_heads.repeat_interleave(proj.group_size, dim=0)
+    all_out = attention_core(q_heads[:, query : query + 1], k_per_q, v_per_q, scale, allowed[None])[0][:, 0]  # (H, D)
     w_o = cpu(proj.w_o)
     layer_out = cpu(proj.output(all_out[:, None, :].to(proj.w_o)))[0]
     head_contribution = head_out @ w_o[:, rows_q].T

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from ..geometry import QKPlane
 from ..lens import LensResult
 from ..tokens import display_label, unique_labels
-from .heatmap import SEQUENTIAL
+from .heatmap import SEQUENTIAL, _short
 
 CLICK_TRACE = "click-target"  # name of the invisible scatter that makes heatmap cells clickable
 
@@ -114,7 +114,7 @@ def qk_plane_figure(
     ))
     fig.add_trace(go.Scatter(
         x=[plane.queries[query_index, 0]], y=[plane.queries[query_index, 1]], mode="markers+text",
-        name=f"query {query_index}", text=[f"q: {_short(display_label(tokens[query_index]))}"],
+        name=f"query {query_index}", text=[f"q: {_short(display_label(tokens[query_index]), 16)}"],
         textposition="top center",
         marker=dict(symbol="star", size=20, color="#ff4b4b", line=dict(width=1, color="black")),
         hovertemplate=f"the chosen query: {labels[query_index]}<extra></extra>",
@@ -126,7 +126,7 @@ def qk_plane_figure(
             continue
         fig.add_trace(go.Scatter(
             x=[plane.keys[index, 0]], y=[plane.keys[index, 1]], mode="markers",
-            name=f"{name}: {_short(labels[index])}",
+            name=f"{name}: {_short(labels[index], 16)}",
             marker=dict(symbol="circle-open", size=24 if dash == "solid" else 30,
                         line=dict(width=2.5, color=colour_ring)),
             hoverinfo="skip",
@@ -179,6 +179,3 @@ def lens_figure(result: LensResult, input_tokens: Sequence[str], title: str | No
     )
     return fig
 
-
-def _short(label: str, width: int = 16) -> str:
-    return label if len(label) <= width else label[: width - 1] + "…"

@@ -21,9 +21,11 @@ from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+import torch
 from plotly.subplots import make_subplots
 
-from ..tokens import plotly_safe, unique_labels
+from ..stats import first_token
+from ..tokens import plotly_labels, plotly_safe, unique_labels
 from .heatmap import MAX_CELLS, SEQUENTIAL, _short, block_mean, token_heatmap
 
 SMALL_CELLS = 96  # per side, per head, in the small multiples of one layer
@@ -58,10 +60,10 @@ def sink_share(attentions: np.ndarray) -> float | None:
 
     Query 0 is left out: under a causal mask it can only attend to itself, which says nothing about a sink.
     """
-    a = np.asarray(attentions)
+    a = torch.as_tensor(np.asarray(attentions))
     if a.shape[-1] < 2:
         return None
-    return float(a[..., 1:, 0].mean())
+    return float(first_token(a).mean())
 
 
 def block_mean_stack(maps: np.ndarray, max_cells: int) -> tuple[np.ndarray, int, int]:
@@ -207,8 +209,8 @@ def layer_small_multiples(
     z, rs, cs = block_mean_stack(attentions, max_cells)
     # Downsampled blocks are labelled by their positions only ("66–76"): token pairs like "66 a … 76 until" would
     # take a third of a map's width in a narrow window.
-    row_labels = _position_blocks(len(tokens), rs) if rs > 1 else _safe_labels(tokens)
-    col_labels = _position_blocks(len(tokens), cs) if cs > 1 else _safe_labels(tokens)
+    row_labels = _position_blocks(len(tokens), rs) if rs > 1 else plotly_labels(tokens)
+    col_labels = _position_blocks(len(tokens), cs) if cs > 1 else plotly_labels(tokens)
     n_side = len(row_labels)
     # Fixed pixel sizes. The maps share their axes (same tokens), so only the left column names queries and only
     # the bottom map of each column names keys: labels never run into a neighbouring map, even at 800 px.
@@ -259,11 +261,6 @@ def layer_small_multiples(
         margin=dict(l=10, r=10, t=top_px, b=bottom_px),
     )
     return fig
-
-
-def _safe_labels(tokens: Sequence[str]) -> list[str]:
-    """Unique token labels, escaped: plotly reads a few HTML tags in ticks and hover, and tokens are user data."""
-    return [plotly_safe(label) for label in unique_labels(tokens)]
 
 
 def _position_blocks(n: int, step: int) -> list[str]:

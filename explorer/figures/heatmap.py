@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from ..tokens import plotly_safe, unique_labels
+from ..tokens import plotly_labels
 
 MAX_CELLS = 400
 MAX_TICKS = 60  # beyond this, tick labels are thinned; hover still names every token
@@ -69,8 +69,7 @@ def token_heatmap(
 ) -> go.Figure:
     """A query × key heatmap with token labels and a hover naming both tokens and the value."""
     matrix = np.asarray(matrix, dtype=np.float32)
-    rows = [plotly_safe(label) for label in unique_labels(row_tokens)]
-    cols = [plotly_safe(label) for label in unique_labels(col_tokens)]
+    rows, cols = plotly_labels(row_tokens), plotly_labels(col_tokens)
     z, rs, cs = block_mean(matrix, max_cells)
     rows, cols = _block_labels(rows, rs), _block_labels(cols, cs)
     if colorscale == DIVERGING and zmin is None and zmax is None:

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..tokens import display_label, unique_labels
+from ..tokens import display_label, plotly_safe, unique_labels
 from .heatmap import _tick_axis
-from .qkv import BAR_COLOUR, MASKED_COLOUR, NEG_INF, PICKED_COLOUR, plain
+from .qkv import BAR_COLOUR, MASKED_COLOUR, NEG_INF, PICKED_COLOUR
 
 MASK_TOKENS = 16  # tokens shown in a mask matrix: enough to see the pattern, small enough to read every cell
 ALLOWED_COLOUR = "#3b82f6"
@@ -64,7 +64,7 @@ def fit_panel(fig: go.Figure, *, max_ticks: int, max_height: int) -> go.Figure:
 
 def _hover_table(columns: Sequence[Sequence[str]]) -> np.ndarray:
     # plotly reads a few HTML tags in hover text; tokens are data, so they are escaped
-    return np.stack([np.asarray([plain(display_label(str(v))) for v in col], dtype=object) for col in columns],
+    return np.stack([np.asarray([plotly_safe(display_label(str(v))) for v in col], dtype=object) for col in columns],
                     axis=-1)
 
 

@@ -7,13 +7,13 @@ Token labels are built from the *whole* text (``unique_labels``) and sliced, so 
 
 from __future__ import annotations
 
-import html
 from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..tokens import plotly_safe
 from .heatmap import DIVERGING, _short, _tick_axis
 
 # Mid-tone colours readable on Streamlit's light and dark backgrounds.
@@ -24,11 +24,6 @@ MASKED_COLOUR = "#9ca3af"  # grey
 POSITIVE_COLOUR = "#2563eb"
 NEGATIVE_COLOUR = "#dc2626"
 NEG_INF = "\u2212\u221e"  # "−∞"
-
-
-def plain(text: str) -> str:
-    """Text that holds token strings, for a plotly title: plotly reads a few HTML tags in titles; tokens are data."""
-    return html.escape(text, quote=False)
 
 SATURATE_PERCENTILE = 99.0
 
@@ -70,7 +65,7 @@ def vectors_heatmap(
         fig.add_shape(type="rect", x0=i - 0.5, x1=i + 0.5, y0=-0.5, y1=z.shape[0] - 0.5, xref="x", yref="y",
                       line=dict(color=QUERY_COLOUR, width=2))
     fig.update_layout(
-        title=plain(title),
+        title=plotly_safe(title),
         xaxis=dict(title="token", tickangle=-60, **_tick_axis(labels)),
         yaxis=dict(title="dimension", autorange="reversed"),
         margin=dict(l=10, r=10, t=40, b=10),
@@ -87,7 +82,7 @@ def weights_heatmap(weights: np.ndarray, *, title: str, height: int = 280) -> go
         z=z, colorscale=DIVERGING, zmin=-bound, zmax=bound, colorbar=dict(thickness=12),
         hovertemplate="input dimension: %{x}<br>head dimension: %{y}<br>weight: %{z:.4f}<extra></extra>",
     ))
-    fig.update_layout(title=plain(title), height=height, margin=dict(l=10, r=10, t=40, b=10),
+    fig.update_layout(title=plotly_safe(title), height=height, margin=dict(l=10, r=10, t=40, b=10),
                       xaxis=dict(title="input dimension (of x)"),
                       yaxis=dict(title="head dimension", autorange="reversed"))
     return fig
@@ -127,7 +122,7 @@ def key_bars(
             hovertemplate=f"key: %{{x}}<br>{value_name}: {NEG_INF} (masked)<extra></extra>",
         ))
     fig.update_layout(
-        title=plain(title), showlegend=False, height=height, bargap=0.15,
+        title=plotly_safe(title), showlegend=False, height=height, bargap=0.15,
         xaxis=dict(tickangle=-60, **_tick_axis(labels)),
         yaxis=dict(title=value_name, zeroline=True),
         margin=dict(l=10, r=10, t=40, b=10),
@@ -144,7 +139,7 @@ def neuron_view(q: np.ndarray, k: np.ndarray, products: np.ndarray, *, query_lab
     dims = np.arange(q.shape[0])
     score = float(products.sum())
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
-                        subplot_titles=(plain(f"q of {_short(query_label, 20)} and k of {_short(key_label, 20)}"),
+                        subplot_titles=(plotly_safe(f"q of {_short(query_label, 20)} and k of {_short(key_label, 20)}"),
                                         f"q ⊙ k per dimension: Σ = {score:.4f} = the score q·k"))
     fig.add_trace(go.Bar(x=dims, y=q, name="q", marker_color=QUERY_COLOUR,
                          hovertemplate="dimension %{x}<br>q: %{y:.4f}<extra></extra>"), row=1, col=1)
@@ -171,7 +166,7 @@ def rope_comparison(
     """
     names = list(before)
     fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, vertical_spacing=0.14,
-                        subplot_titles=[plain(labels[n]) for n in names])
+                        subplot_titles=[plotly_safe(labels[n]) for n in names])
     for row, name in enumerate(names, start=1):
         b, a = np.asarray(before[name], dtype=np.float64), np.asarray(after[name], dtype=np.float64)
         dims = np.arange(b.shape[0])
@@ -195,6 +190,6 @@ def vector_bars(values: np.ndarray, *, title: str, value_name: str, height: int 
         marker_color=np.where(values >= 0, POSITIVE_COLOUR, NEGATIVE_COLOUR).tolist(),
         hovertemplate=f"dimension %{{x}}<br>{value_name}: %{{y:.4f}}<extra></extra>",
     ))
-    fig.update_layout(title=plain(title), height=height, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),
+    fig.update_layout(title=plotly_safe(title), height=height, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),
                       xaxis=dict(title="dimension"), yaxis=dict(title=value_name))
     return fig
