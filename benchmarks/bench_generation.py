@@ -1,6 +1,6 @@
 """Per-token latency of the stepper against ``transformers``' own ``generate``, measured in the same run.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_generation.py [--tokens 32] [--rounds 3] [--device cpu]
+    .venv/bin/python benchmarks/bench_generation.py [--tokens 32] [--rounds 5] [--device cpu]
 
 Both sides decode the same prompt with the same weights: the stepper through the recording attention (which also
 rebuilds each new token's attention row for every head and runs the staged sampling pipeline), the baseline as a
@@ -12,15 +12,19 @@ Rounds alternate between the two sides so that load from other processes hits bo
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
-import torch
-from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import explorer
-from explorer.embedded import resolve_embedded
-from explorer.generation import Stepper
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList  # noqa: E402
+
+import explorer  # noqa: E402
+from explorer.embedded import resolve_embedded  # noqa: E402
+from explorer.generation import Stepper  # noqa: E402
 
 PROMPT = "Once upon a time, in a small village,"
 CONFIGS = {

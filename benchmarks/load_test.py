@@ -298,7 +298,6 @@ def percentile(values: list[float], q: float) -> float:
 @dataclass
 class RunResult:
     sessions: int
-    seconds: float
     stats: list[Stats]
     peak_rss: int
     idle_rss: int
@@ -363,7 +362,7 @@ def main() -> None:
             print(f"N={n}: server on {server.url} (idle RSS {idle / 2**20:.0f} MiB, log {server.log_path}), "
                   f"driving for {args.seconds:.0f} s…", flush=True)
             stats = asyncio.run(drive(server.url, n, args.seconds, args.timeout, args.screenshots))
-            results.append(RunResult(n, args.seconds, stats, server.peak_rss, idle, os.getloadavg()[0]))
+            results.append(RunResult(n, stats, server.peak_rss, idle, os.getloadavg()[0]))
         for s in stats:
             for failure in s.other_failures[:3]:
                 print("  !", failure)

@@ -29,7 +29,9 @@ from explorer.embedded import resolve_embedded
 from explorer.settings import Settings
 from explorer.tokens import CONTINUATION, display_label
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+from apptest_helpers import APP
+from tiny_tokenizer import word_tokenizer
+
 CAP = 256  # the engine cases' token cap (kept small for speed): long texts must be cut to it
 APP_CAP = Settings.from_env().max_tokens  # the app's cap (1024 by default), which the Home page applies
 
@@ -131,17 +133,6 @@ def _context_cap(model: explorer.Model) -> int:
     return min(CAP, model.max_positions or CAP)
 
 
-def _word_tokenizer(folder: Path, vocab_size: int) -> None:
-    """A WordLevel tokenizer over w0..w{vocab_size-1}: a real tokenizer that fits a tiny model."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"[UNK]": 0, **{f"w{i}": i for i in range(1, vocab_size)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(folder)
-
-
 def _tiny_gpt2(folder: Path, tokenizer: str) -> Path:
     """A random 2-layer GPT-2 with 64 learned positions and a 100-token vocabulary, in safetensors."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -152,7 +143,7 @@ def _tiny_gpt2(folder: Path, tokenizer: str) -> Path:
     model.config.architectures = ["GPT2LMHeadModel"]
     model.save_pretrained(folder)
     if tokenizer == "matching":
-        _word_tokenizer(folder, 100)
+        word_tokenizer(folder, 100)
     else:  # MiniLM's 30k-word tokenizer: ids far past the 100 embeddings
         from transformers import AutoTokenizer
 
@@ -196,7 +187,7 @@ def _gpt_neo_folder(tmp_path: Path) -> str:
     config = GPTNeoConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, max_position_embeddings=64,
                           attention_types=[[["global", "local"], 1]], bos_token_id=0, eos_token_id=0)
     GPTNeoForCausalLM(config).save_pretrained(tmp_path)
-    _word_tokenizer(tmp_path, 100)
+    word_tokenizer(tmp_path, 100)
     return str(tmp_path)
 
 
@@ -301,15 +292,12 @@ def assert_no_injection(at, text: str) -> None:
         assert not RAW_HTML.search(body), f"raw HTML in an unsafe element: {body[:200]!r}"
 
 
-APP_TEXTS = {tid: text for tid, text in TEXTS.items()}
-
-
 @pytest.mark.usefixtures("navigation_like_a_server")
-@pytest.mark.parametrize("tid", list(APP_TEXTS))
+@pytest.mark.parametrize("tid", list(TEXTS))
 def test_home_page_survives(tid: str, smollm2):
     from streamlit.testing.v1 import AppTest
 
-    text = APP_TEXTS[tid]
+    text = TEXTS[tid]
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
     at.text_area(key="text").set_value(text).run()

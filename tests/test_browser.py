@@ -4,20 +4,18 @@ generation, and make sure an HTML/JS payload typed by the user is never executed
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from load_test import CHROMIUM, CHROMIUM_ARGS, Server  # noqa: E402 - the load test's server and browser set-up
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
 PAGES = ["Home", "Attention heads", "Q, K, V", "Masking", "Generation", "From scratch", "Head analysis", "Compare"]
 XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script> **bold** $x^2$ 大规模'
@@ -33,30 +31,9 @@ def _free_port() -> int:
 def server():
     if not os.path.exists(CHROMIUM):
         pytest.fail("Debian's chromium is required for the browser test (`make test` installs it).")
-    port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the Streamlit server did not come up")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    # Its log goes to a file (a pipe nobody reads would block a chatty server) and it stops with its children.
+    with Server(_free_port(), dict(os.environ, PYTHONPATH=str(ROOT))) as srv:
+        yield srv.url
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +43,7 @@ def page(server):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
+            args=CHROMIUM_ARGS,
         )
         context = browser.new_context(viewport={"width": 1440, "height": 1000})
         pg = context.new_page()

@@ -21,8 +21,9 @@ import explorer
 from explorer import ExplorerError
 from explorer.trace_cache import TraceCache
 
+from apptest_helpers import APP
+
 ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
 
 TEXTS = [
     "The cat sat on the mat because it was tired.",
@@ -227,6 +228,8 @@ def _mentions(obj, needle: str, depth: int = 0, seen: set | None = None) -> bool
     if is_dataclass(obj):
         return any(_mentions(getattr(obj, f.name, None), needle, depth + 1, seen) for f in fields(obj)
                    if f.name not in ("hf", "tokenizer"))
+    if hasattr(obj, "__dict__"):  # any other object: look at its attributes
+        return _mentions(vars(obj), needle, depth + 1, seen)
     return False
 
 
@@ -251,11 +254,15 @@ def test_no_session_data_outlives_the_session():
     with _resource_caches._caches_lock:
         scopes = dict(_resource_caches._function_caches)
     assert set(scopes) <= {None}, "a session-scoped resource cache was used: prefer st.session_state"
+    trace_caches = 0
     for function_cache in scopes.get(None, {}).values():
         for result in list(function_cache._mem_cache.values()):
             if isinstance(result.value, TraceCache):
+                assert _mentions(result.value, MARKER), "the search cannot see inside the trace cache"
+                trace_caches += 1
                 continue
             assert not _mentions(result.value, MARKER), f"{function_cache.display_name} keeps a session's text"
+    assert trace_caches == 1
 
 
 def test_ui_code_has_no_global_statements():

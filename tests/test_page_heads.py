@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import explorer
 from explorer import ui
 from explorer.figures import heads as fh
 
@@ -23,13 +22,13 @@ pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
 
 
 @pytest.fixture(scope="module")
-def smollm2_trace():
-    return explorer.load("smollm2", device="cpu").trace(TEXT)
+def smollm2_trace(smollm2):
+    return smollm2.trace(TEXT)
 
 
 @pytest.fixture(scope="module")
-def minilm_trace():
-    return explorer.load("minilm", device="cpu").trace(TEXT)
+def minilm_trace(minilm):
+    return minilm.trace(TEXT)
 
 
 def open_heads(query: dict | None = None, **state) -> AppTest:

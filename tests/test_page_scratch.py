@@ -67,7 +67,15 @@ def test_variant_tab_shows_the_entropies_of_the_chosen_departures(smollm2):
 
 def test_variant_tab_with_every_departure_on(smollm2):
     at = open_page(PAGE, scratch_tab="The tutorial variant")
-    assert metrics(at)["Output differs by"].endswith("%")
+    # layer 0, all three departures, the shared projection fitted on the calibration paragraph
+    trace = smollm2.trace(ui.DEFAULT_TEXT)
+    textbook, ours = scratch_checks.textbook_output_for(smollm2, trace, 0)
+    fit_x = smollm2.trace(scratch_checks.CALIBRATION_TEXT).record(0).x.float()
+    record = trace.record(0)
+    with torch.inference_mode():
+        variant = tutorial_variant(textbook, Departures(True, True, True), fit_x)
+        effect = scratch_checks.variant_effect(ours, variant(record.x.float(), record.allowed_matrix()))
+    assert metrics(at)["Output differs by"] == f"{effect.output_relative_diff:.1%}"
     assert any("calibration paragraph" in c.value for c in at.caption)
     textbook = MultiHeadAttention.from_model(smollm2, 0)
     assert textbook.n_parameters() == 884_736

@@ -29,6 +29,8 @@ from explorer.scratch import (
     tutorial_variant,
 )
 
+from tiny_tokenizer import word_tokenizer
+
 TEXT = "The quick brown fox jumps over the lazy dog, and then the dog sleeps again. 大规模语言模型正在改变世界。"
 NO_GPU = "No CUDA GPU is visible to PyTorch on this machine: the CPU↔CUDA agreement was not measured here."
 
@@ -118,13 +120,11 @@ TINY = {
 @pytest.mark.parametrize("arch", TINY)
 def test_tiny_architectures_match_their_own_attention(arch, tmp_path):
     """GPT-2 (fused c_attn, learned positions) and Qwen2 (q/k/v biases + GQA + RoPE), random weights."""
-    from test_tiny_models import _tokenizer_files  # the suite's minimal WordLevel tokenizer
-
     torch.manual_seed(0)
     hf = TINY[arch]().eval()
     hf.config.architectures = [type(hf).__name__]
     hf.save_pretrained(tmp_path)
-    _tokenizer_files(tmp_path)
+    word_tokenizer(tmp_path, hf.config.vocab_size)
     model = explorer.load(str(tmp_path), device="cpu")
     ids = [5, 17, 99, 23, 5, 17, 64, 8]  # token ids directly: the architecture, not the tokenizer, is under test
     results = scratch_checks.parity(model, Encoded("", ids, [f"w{i}" for i in ids]))

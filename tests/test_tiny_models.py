@@ -21,21 +21,9 @@ from transformers import (
 
 import explorer
 
+from tiny_tokenizer import word_tokenizer
+
 VOCAB = 128
-
-
-def _tokenizer_files(folder):
-    """A minimal WordLevel fast tokenizer, so explorer.load finds a real tokenizer in the folder."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, "[PAD]": 3}
-    for i in range(4, VOCAB):
-        vocab[f"w{i}"] = i
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]")
-    fast.save_pretrained(folder)
 
 
 CONFIGS = {
@@ -56,7 +44,7 @@ def tiny(request, tmp_path_factory):
     model = cls(config).eval()
     model.config.architectures = [cls.__name__]
     model.save_pretrained(folder)
-    _tokenizer_files(folder)
+    word_tokenizer(folder, VOCAB)
     eager = auto.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32).eval()
     return request.param, explorer.load(str(folder), device="cpu"), eager
 
