@@ -23,6 +23,9 @@ MASKS = ("causal", "bidirectional")
 LOGIT_CHUNK = 128  # positions unembedded at once: n × vocab logits never exist whole (1,024 × 49,152 ≈ 200 MB)
 
 
+CAUSAL_MASK_LATEX = r"M_{ij} = \begin{cases} 0 & j \le i \\ -\infty & j > i \end{cases}"
+
+
 def mask_matrix(kind: str, n: int) -> np.ndarray:
     """(n, n) bool: True where query i may attend to key j under the ``kind`` mask."""
     if kind == "causal":

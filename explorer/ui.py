@@ -193,6 +193,13 @@ def quoted(token: str) -> str:
     return "“" + _MARKDOWN_SPECIAL.sub(r"\\\g<0>", display_label(token)) + "”"
 
 
+def kv_sharing_note(trace: Trace, head: int) -> str:
+    """Which key/value head a query head reads under grouped-query attention, and which other heads share it."""
+    kv = trace.kv_head(head)
+    mates = [h for h in trace.heads_sharing_kv(kv) if h != head]
+    return f"Head {head} reads key/value head {kv}, shared with heads {', '.join(map(str, mates))}"
+
+
 def code_token(token: str) -> str:
     """A token for Markdown in a code span (no Markdown, LaTeX or HTML inside), whitespace made visible."""
     return "`" + display_label(token).replace("`", "ˋ") + "`"

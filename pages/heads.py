@@ -110,9 +110,7 @@ with ui.guard():
                 key="heads_one_head",
             )
             if gqa:
-                mates = [h for h in trace.heads_sharing_kv(trace.kv_head(head)) if h != head]
-                st.caption(f"Head {head} reads key/value head {trace.kv_head(head)}, shared with heads "
-                           f"{', '.join(map(str, mates))}.")
+                st.caption(ui.kv_sharing_note(trace, head) + ".")
     with tabs[3]:
         if tabs[3].open:
             n = trace.n_tokens

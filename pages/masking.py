@@ -7,12 +7,18 @@ import streamlit as st
 from explorer import ui, ui_masking
 from explorer.figures import masking as fm
 from explorer.figures.heatmap import DIVERGING, token_heatmap
-from explorer.mask_effects import attention_difference, flip_summary, mask_matrix, share_on_later_tokens
+from explorer.mask_effects import (
+    CAUSAL_MASK_LATEX,
+    attention_difference,
+    flip_summary,
+    mask_matrix,
+    share_on_later_tokens,
+)
 
 ui.require_entrypoint()
 
 MASK_FORMULAS = {
-    "causal": r"M_{ij} = \begin{cases} 0 & j \le i \\ -\infty & j > i \end{cases}",
+    "causal": CAUSAL_MASK_LATEX,
     "bidirectional": r"M_{ij} = 0 \quad \text{for all } i, j",
 }
 PANEL_WIDTH = 460  # px: two panels side by side on a wide screen, one under the other on a narrow one

@@ -7,6 +7,7 @@ import streamlit as st
 from explorer import ui, ui_qkv
 from explorer.figures import qkv as fq
 from explorer.tokens import unique_labels
+from explorer.mask_effects import CAUSAL_MASK_LATEX
 from explorer.walkthrough import formula_steps, token_window
 
 ui.require_entrypoint()
@@ -63,8 +64,7 @@ with ui.guard():
         rf"W \in \mathbb{{R}}^{{{d} \times {D}}}",
         rf"Q, K, V \in \mathbb{{R}}^{{{n} \times {D}}}",
     ]
-    note = (f"Head {head} reads key/value head {kv}, shared with heads "
-            f"{', '.join(map(str, trace.heads_sharing_kv(kv)))} (grouped-query attention)." if gqa else None)
+    note = f"{ui.kv_sharing_note(trace, head)} (grouped-query attention)." if gqa else None
     rope_note = " Q and K here are before the rotary embedding (step 3 rotates them)." if steps.uses_rope else ""
     with ui_qkv.step(2, "Project to queries, keys and values", formulas, (note or "") + rope_note):
         q_first, k_first = (steps.q_pre, steps.k_pre) if steps.uses_rope else (steps.q, steps.k)
@@ -137,7 +137,7 @@ with ui.guard():
                                     value_name="scaled", picked=labels[key]), key="qkv_scaled")
     number += 1
     mask_formula = {
-        "causal": r"M_{ij} = \begin{cases} 0 & j \le i \\ -\infty & j > i \end{cases}",
+        "causal": CAUSAL_MASK_LATEX,
         "bidirectional": r"M_{ij} = 0 \text{ for every } j",
     }.get(trace.mask, r"M_{ij} \in \{0, -\infty\}")
     hidden = int((~steps.allowed).sum())

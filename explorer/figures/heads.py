@@ -66,36 +66,6 @@ def sink_share(attentions: np.ndarray) -> float | None:
     return float(first_token(a).mean())
 
 
-def block_mean_stack(maps: np.ndarray, max_cells: int) -> tuple[np.ndarray, int, int]:
-    """:func:`block_mean` over the last two axes of a stack (..., rows, cols), in one vectorised pass.
-
-    NaN cells are ignored within a block (as ``nanmean``); a block with no finite cell is NaN.
-    """
-    maps = np.asarray(maps, dtype=np.float32)
-    rows, cols = maps.shape[-2:]
-    rs, cs = -(-rows // max_cells), -(-cols // max_cells)
-    if rs == 1 and cs == 1:
-        return maps, 1, 1
-    pr, pc = (-rows) % rs, (-cols) % cs
-    pad = [(0, 0)] * (maps.ndim - 2) + [(0, pr), (0, pc)]
-    if not np.isnan(maps).any():  # fast path (the model view runs this on every layer): sums over known counts
-        padded = np.pad(maps, pad)
-        blocks = padded.reshape(*padded.shape[:-2], padded.shape[-2] // rs, rs, padded.shape[-1] // cs, cs)
-        row_count = np.minimum(rs, rows - np.arange(0, rows, rs))
-        col_count = np.minimum(cs, cols - np.arange(0, cols, cs))
-        total = blocks.sum(axis=(-3, -1), dtype=np.float64)
-        return (total / np.outer(row_count, col_count)).astype(np.float32), rs, cs
-    padded = np.pad(maps, pad, constant_values=np.nan)
-    lead = padded.shape[:-2]
-    blocks = padded.reshape(*lead, padded.shape[-2] // rs, rs, padded.shape[-1] // cs, cs)
-    finite = np.isfinite(blocks)
-    total = np.where(finite, blocks, 0.0).sum(axis=(-3, -1), dtype=np.float64)
-    count = finite.sum(axis=(-3, -1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    return mean.astype(np.float32), rs, cs
-
-
 def quantise(values: np.ndarray) -> np.ndarray:
     """Values in [0, 1] as uint8 0…255 (NaN, i.e. nothing left to show, becomes 0). Error ≤ 1/510."""
     v = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
@@ -206,7 +176,7 @@ def layer_small_multiples(
         group = n_heads // len(set(kv_heads)) if kv_heads is not None else 0
         columns = group if 2 <= group <= 6 else 4 if n_heads >= 8 else min(3, n_heads)
     rows = math.ceil(n_heads / columns)
-    z, rs, cs = block_mean_stack(attentions, max_cells)
+    z, rs, cs = block_mean(attentions, max_cells)
     # Downsampled blocks are labelled by their positions only ("66–76"): token pairs like "66 a … 76 until" would
     # take a third of a map's width in a narrow window.
     row_labels = _position_blocks(len(tokens), rs) if rs > 1 else plotly_labels(tokens)
@@ -272,7 +242,7 @@ def thumbnails(layer_maps: Sequence[np.ndarray], max_cells: int = THUMB_CELLS) -
     """(L, H, c, c) block-mean thumbnails from each layer's (H, n, n) maps; returns (thumbs, tokens per cell)."""
     out, step = [], 1
     for maps in layer_maps:
-        z, rs, _ = block_mean_stack(np.asarray(maps, dtype=np.float32), max_cells)
+        z, rs, _ = block_mean(np.asarray(maps, dtype=np.float32), max_cells)
         out.append(z)
         step = rs
     return np.stack(out), step

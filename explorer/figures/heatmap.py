@@ -21,16 +21,35 @@ SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu_r"
 
 
-def block_mean(matrix: np.ndarray, max_cells: int = MAX_CELLS) -> tuple[np.ndarray, int, int]:
-    """Reduce a 2-D array to at most ``max_cells`` per side by averaging blocks. Returns (array, row_step, col_step)."""
-    rows, cols = matrix.shape
+def block_mean(maps: np.ndarray, max_cells: int = MAX_CELLS) -> tuple[np.ndarray, int, int]:
+    """Reduce the last two axes of a map or a stack of maps (..., rows, cols) to at most ``max_cells`` each by
+    averaging blocks, in one vectorised pass. Returns (array, row_step, col_step).
+
+    NaN cells are ignored within a block (as ``nanmean``); a block with no finite cell is NaN.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    rows, cols = maps.shape[-2:]
     rs, cs = -(-rows // max_cells), -(-cols // max_cells)
     if rs == 1 and cs == 1:
-        return matrix, 1, 1
+        return maps, 1, 1
     pr, pc = (-rows) % rs, (-cols) % cs
-    padded = np.pad(matrix.astype(np.float64), ((0, pr), (0, pc)), constant_values=np.nan)
-    blocks = padded.reshape(padded.shape[0] // rs, rs, padded.shape[1] // cs, cs)
-    return np.nanmean(blocks, axis=(1, 3)).astype(np.float32), rs, cs
+    pad = [(0, 0)] * (maps.ndim - 2) + [(0, pr), (0, pc)]
+    if not np.isnan(maps).any():  # fast path (the model view runs this on every layer): sums over known counts
+        padded = np.pad(maps, pad)
+        blocks = padded.reshape(*padded.shape[:-2], padded.shape[-2] // rs, rs, padded.shape[-1] // cs, cs)
+        row_count = np.minimum(rs, rows - np.arange(0, rows, rs))
+        col_count = np.minimum(cs, cols - np.arange(0, cols, cs))
+        total = blocks.sum(axis=(-3, -1), dtype=np.float64)
+        return (total / np.outer(row_count, col_count)).astype(np.float32), rs, cs
+    padded = np.pad(maps, pad, constant_values=np.nan)
+    lead = padded.shape[:-2]
+    blocks = padded.reshape(*lead, padded.shape[-2] // rs, rs, padded.shape[-1] // cs, cs)
+    finite = np.isfinite(blocks)
+    total = np.where(finite, blocks, 0.0).sum(axis=(-3, -1), dtype=np.float64)
+    count = finite.sum(axis=(-3, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return mean.astype(np.float32), rs, cs
 
 
 def _block_labels(labels: list[str], step: int) -> list[str]:
