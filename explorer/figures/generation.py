@@ -21,7 +21,6 @@ KEPT_COLOUR = "#1f77b4"
 CUT_COLOUR = "rgba(150, 150, 150, 0.55)"
 CHOSEN_COLOUR = "#ff7f0e"
 SHOWN_STAGES = ("softmax", "temperature", "top-k", "top-p")  # "final" equals the last cut; it is not drawn again
-TEXT_COLOURSCALE = "Viridis"
 
 
 def candidate_label(text: str) -> str:
@@ -164,7 +163,7 @@ def attention_heads_chart(rows: np.ndarray, tokens: Sequence[str], title: str | 
 def probability_colour(p: float, alpha: float = 0.45) -> str:
     """A background colour for probability ``p`` (Viridis: dark purple = unlikely, yellow = likely), translucent
     so that the theme's own text colour stays readable on light and dark backgrounds."""
-    rgb = sample_colorscale(TEXT_COLOURSCALE, [min(1.0, max(0.0, float(p)))], colortype="tuple")[0]
+    rgb = sample_colorscale(SEQUENTIAL, [min(1.0, max(0.0, float(p)))], colortype="tuple")[0]
     r, g, b = (int(round(255 * c)) for c in rgb)
     return f"rgba({r}, {g}, {b}, {alpha})"
 
