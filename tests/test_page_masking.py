@@ -71,3 +71,17 @@ def test_long_text_stays_within_the_payload_budget(smollm2):
     assert len(at.dataframe[0].value) == 1024
     mask = decode(chart_data(at, "masking_matrix_causal")[0]["z"])
     assert mask.size == 16 * 16  # only the first tokens: the pattern, legible
+
+
+def test_the_models_own_mask_reuses_the_sidebar_trace():
+    """The page asks for "causal" by name; for SmolLM2 that is the sidebar's trace (mask=None), not a second one."""
+    from explorer import ui
+
+    text = "A fresh sentence for the masking cache test."
+    at = open_page("pages/home.py", model_choice="smollm2", text=text)  # Home traces the sidebar's text first
+    at.switch_page(PAGE).run()
+    assert_clean(at)
+    cache, cap = ui._trace_cache(), ui.settings().max_tokens
+    assert ("smollm2", "cpu", text, None, cap) in cache
+    assert ("smollm2", "cpu", text, "bidirectional", cap) in cache
+    assert ("smollm2", "cpu", text, "causal", cap) not in cache
