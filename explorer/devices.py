@@ -37,3 +37,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             raise ExplorerError(f"There is no GPU {dev.index}: this machine has {torch.cuda.device_count()}.")
         return dev
     raise ExplorerError(f"Unknown device '{device}'. Use one of: auto, cpu, cuda.")
+
+
+def tf32_enabled() -> bool:
+    """Do float32 matmuls on CUDA run in TF32 (10-bit mantissa)? Then results differ from the float32 reference by
+    ~1e-3 relative, and the 1e-5 parity this project checks does not hold: show a notice.
+
+    Set by ``torch.backends.cuda.matmul.allow_tf32`` or ``torch.set_float32_matmul_precision("high"|"medium")``.
+    ``torch.backends.cudnn.allow_tf32`` (on by default) is not counted: it affects cuDNN convolutions, which these
+    models do not run.
+    """
+    return bool(torch.backends.cuda.matmul.allow_tf32) or torch.get_float32_matmul_precision() != "highest"

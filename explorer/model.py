@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -178,12 +179,12 @@ class Model:
             token_ids=encoded.token_ids,
             records=records,
             mask=ran,
-            mask_is_model_default=mask is None or mask == self.default_mask,
+            mask_is_model_default=all(r.mask_is_model_default for r in records),  # what ran, not the names
             truncated_from=encoded.truncated_from,
             model_name=self.name,
             hidden_states=tuple(h[0] for h in out.hidden_states),
             final_hidden=out.last_hidden_state[0],
-            _logits_fn=self.unembed if self.is_causal_lm else None,
+            _unembed=weakref.WeakMethod(self.unembed) if self.is_causal_lm else None,
         )
 
     # ---- pieces of the model used by the pages -------------------------------------------------------------

@@ -6,8 +6,9 @@ log-sum-exp of each score row instead (~0.5 GiB) and rebuilds a head's map with 
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
@@ -24,7 +25,8 @@ class Trace:
     Attributes:
         text: the input text. ``tokens``: one readable string per token. ``token_ids``: the ids the model ran on.
         mask: the mask that ran (``"causal"`` or ``"bidirectional"``; ``"custom"`` for e.g. sliding windows).
-        mask_is_model_default: False when the mask was overridden: the computation is then a what-if.
+        mask_is_model_default: False when an override made some layer's mask differ from the model's own (the
+            computation is then a what-if); an override equal to the model's own mask leaves it True.
         hidden_states: the residual stream, ``n_layers + 1`` tensors (n, d_model), embeddings first.
         final_hidden: the model's last hidden state (after its final norm), which the unembedding reads.
     """
@@ -39,7 +41,8 @@ class Trace:
     truncated_from: int | None = None
     hidden_states: tuple[torch.Tensor, ...] = ()
     final_hidden: torch.Tensor | None = None
-    _logits_fn: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+    # The model's unembedding, held weakly: a cached trace must not keep a GiB-sized model alive after it is unloaded.
+    _unembed: weakref.WeakMethod | None = field(default=None, repr=False)
     _logits: torch.Tensor | None = field(default=None, repr=False)
 
     # ---- sizes -------------------------------------------------------------------------------------------
@@ -135,12 +138,26 @@ class Trace:
     # ---- outputs -----------------------------------------------------------------------------------------
     @property
     def logits(self) -> torch.Tensor | None:
-        """(n, vocab) next-token logits for language models (computed on first use), None for encoders."""
-        if self._logits_fn is None:
+        """(n, vocab) next-token logits for language models (computed on first use), None for encoders.
+
+        Raises ExplorerError when they were not computed before the model that made the trace was unloaded.
+        """
+        if self._unembed is None:
             return None
         if self._logits is None:
-            self._logits = self._logits_fn(self.final_hidden).float().cpu()
+            unembed = self._unembed()
+            if unembed is None:
+                raise ExplorerError(
+                    f"The model '{self.model_name}' that made this trace is no longer loaded, so its logits cannot be "
+                    "computed. Trace the text again."
+                )
+            self._logits = unembed(self.final_hidden).float().cpu()
         return self._logits
+
+    @property
+    def model_alive(self) -> bool:
+        """Is the model that made this trace still loaded? (A cache may drop traces whose model is gone.)"""
+        return self._unembed is None or self._unembed() is not None
 
     def _check(self, layer: int, head: int) -> None:
         check_layer_head(layer, self.n_layers, head, self.n_heads)
