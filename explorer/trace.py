@@ -39,6 +39,8 @@ class Trace:
     truncated_from: int | None = None
     hidden_states: tuple[torch.Tensor, ...] = ()
     final_hidden: torch.Tensor | None = None
+    ablated: tuple[tuple[int, int], ...] = ()  # (layer, head) pairs switched off in this run (Model.trace's ablate)
+    ablation: str | None = None  # how they were: "zero" or "mean"; None when nothing was ablated
     _logits_fn: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     _logits: torch.Tensor | None = field(default=None, repr=False)
 
