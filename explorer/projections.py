@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from .errors import ExplorerError, check_layer_head
-from .model import Model
+
+if TYPE_CHECKING:  # only for annotations: the model wrapper imports the intervention hooks, which use this module
+    from .model import Model
 
 # (q, k, positions) -> (q, k), each (heads, T, D): the model's own rotary embedding
 RopeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -106,7 +108,7 @@ def layer_projections(model: Model, layer: int) -> LayerProjections:
         )
     if hasattr(attn, "query") and hasattr(attn, "key"):  # BERT family: output dense lives in the parent block
         head_dim = int(getattr(attn, "attention_head_size", cfg.hidden_size // n_heads))
-        out = model.base.encoder.layer[layer].attention.output.dense
+        out = output_projection(model, layer)
         return LayerProjections(
             layer, _param(attn.query), _param(attn.key), _param(attn.value), _param(out),
             _param(attn.query, "bias"), _param(attn.key, "bias"), _param(attn.value, "bias"), _param(out, "bias"),
@@ -127,6 +129,23 @@ def layer_projections(model: Model, layer: int) -> LayerProjections:
     raise ExplorerError(
         f"The walk-through does not know where {type(attn).__name__} keeps its Q/K/V weights "
         "(supported: Llama-family q_proj/k_proj/v_proj, BERT query/key/value, GPT-2 c_attn)."
+    )
+
+
+def output_projection(model: Model, layer: int) -> torch.nn.Module:
+    """The module that applies W_o in ``layer``. Its input is the concatenated head outputs (…, T, H·D), head h
+    at [h·D, (h+1)·D): where a head is ablated or patched (:mod:`explorer.intervention`)."""
+    check_layer_head(layer, model.n_layers)
+    attn = model.attention_modules[layer]
+    for name in ("o_proj", "c_proj"):  # Llama family (Qwen, Mistral, Gemma) / GPT-2
+        module = getattr(attn, name, None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    if hasattr(attn, "query") and hasattr(attn, "key"):  # BERT family: the output dense lives in the parent block
+        return model.base.encoder.layer[layer].attention.output.dense
+    raise ExplorerError(
+        f"Attention Explorer does not know where {type(attn).__name__} applies its output projection "
+        "(supported: Llama-family o_proj, BERT attention.output.dense, GPT-2 c_proj)."
     )
 
 

@@ -41,6 +41,8 @@ class Trace:
     truncated_from: int | None = None
     hidden_states: tuple[torch.Tensor, ...] = ()
     final_hidden: torch.Tensor | None = None
+    ablated: tuple[tuple[int, int], ...] = ()  # (layer, head) pairs switched off in this run (Model.trace's ablate)
+    ablation: str | None = None  # how they were: "zero" or "mean"; None when nothing was ablated
     # The model's unembedding, held weakly: a cached trace must not keep a GiB-sized model alive after it is unloaded.
     _unembed: weakref.WeakMethod | None = field(default=None, repr=False)
     _logits: torch.Tensor | None = field(default=None, repr=False)
