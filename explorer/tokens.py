@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .escape import plotly_escape
+
 CONTINUATION = "\u2026"  # "…": this token holds later bytes of the character shown
 
 
@@ -66,11 +68,6 @@ def unique_labels(tokens: Sequence[str]) -> list[str]:
     return [f"{i}\u2002{display_label(t)}" for i, t in enumerate(tokens)]  # en space: a thin one reads as "0The"
 
 
-def plotly_safe(label: str) -> str:
-    """A label for plotly text (ticks, hover, titles): plotly reads a few HTML tags there; tokens are data."""
-    return label.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def plotly_labels(tokens: Sequence[str]) -> list[str]:
-    """:func:`unique_labels`, escaped with :func:`plotly_safe`: category labels for a plotly axis or hover."""
-    return [plotly_safe(label) for label in unique_labels(tokens)]
+    """:func:`unique_labels`, escaped for plotly: category labels for an axis, hover or text."""
+    return [plotly_escape(label) for label in unique_labels(tokens)]

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
 
 import streamlit as st
 
 from .devices import cuda_available
 from .embedded import DEFAULT_MODEL, EMBEDDED
 from .errors import ExplorerError
-from .loading import load
+from .escape import md_escape
+from .loading import is_explicit_path, load
 from .model import Model
-from .settings import Settings
+from .settings import Settings, is_loopback
 from .tokens import display_label
 from .trace import Trace
 from .trace_cache import TraceCache
@@ -29,13 +29,26 @@ log = logging.getLogger("attention_explorer")
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."
 MASK_LABELS = {"model": "Model default", "causal": "Causal", "bidirectional": "Bidirectional"}
 MAX_TEXT_CHARS = 100_000  # beyond this we refuse before tokenising; the token cap handles the rest
+MAX_MODEL_CHARS = 200  # a hub id is at most 96 + 1 + 96; a folder path rarely longer
 OTHER_MODEL = "other…"
-_MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]()#+\-.!|<>~$&:]")
+DEVICES = ("auto", "cpu", "cuda")
+MAX_INDEX_DIGITS = 4  # layer/head from a link: 0–9999, checked against the model later
+PATH_HIDDEN = (
+    "Could not load a model from a path on this server. Why is shown only to visitors on the server's own machine, "
+    "since it would tell whether the path exists."
+)
 
 
 @st.cache_resource(show_spinner=False)
 def settings() -> Settings:
-    return Settings.from_env()
+    """The AE_* settings; their permissive defaults hold only while the server listens on this machine alone."""
+    return Settings.from_env(local_only=is_loopback(st.get_option("server.address")))
+
+
+def visitor_is_local() -> bool:
+    """Is this session's browser on the server's own machine? (Streamlit reports no IP address for loopback
+    connections. A reverse proxy on the same machine makes every visitor look local: see docs/deployment.md.)"""
+    return st.context.ip_address is None
 
 
 @dataclass(frozen=True)
@@ -50,9 +63,9 @@ class Selection:
 
 # ---- cached resources (shared by all sessions) ---------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _load_model(name: str, device: str) -> Model:
-    s = settings()
-    return load(name, device=device, allow_local_paths=s.allow_local_paths, allow_hub=s.allowed_models == "any" or None)
+def _load_model(name: str, device: str, local_paths: bool) -> Model:
+    allow_hub = settings().allowed_models == "any" or None
+    return load(name, device=device, allow_local_paths=local_paths, allow_hub=allow_hub)
 
 
 @st.cache_resource(show_spinner=False)
@@ -67,18 +80,40 @@ def _loaded_keys() -> set:
 
 
 def model_for(name: str, device: str) -> Model:
-    """The cached model, with visible progress the first time this process loads it."""
-    if not settings().model_allowed(name):
+    """The cached model, with visible progress the first time this process loads it.
+
+    A visitor from another machine may load a path only when it is spelt as one (``/``, ``.``, ``~``): a bare name
+    is a hub id for them, whatever lies in the server's working folder. And every failure to load a path gets one
+    message, :data:`PATH_HIDDEN`, so that the message never tells them whether the path exists.
+    """
+    s = settings()
+    if not s.model_allowed(name):
         raise ExplorerError(f"This server only allows the embedded models: {', '.join(EMBEDDED)}.")
-    key = (name, device)
+    local, explicit = visitor_is_local(), is_explicit_path(name)
+    local_paths = s.allow_local_paths and (local or explicit)
+    try:
+        return _model_with_progress(name, device, local_paths)
+    except ExplorerError:
+        if local or not (explicit and local_paths):  # with paths off the engine refuses before looking at the disk
+            raise
+        raise ExplorerError(PATH_HIDDEN) from None
+
+
+def _model_with_progress(name: str, device: str, local_paths: bool) -> Model:
+    key = (name, device, local_paths)
     if key in _loaded_keys():
-        return _load_model(name, device)
-    with st.status(f"Loading **{name}** on {device}…", expanded=False) as status:
+        return _load_model(name, device, local_paths)
+    with st.status(f"Loading **{md_escape(name)}** on {device}…", expanded=False) as status:
         st.write("First load in this server process; later pages and sessions reuse it.")
         if name == "smollm2":
             st.write("The first run ever converts the GGUF file once (about 20 s); later runs read the cache.")
-        model = _load_model(name, device)
-        status.update(label=f"Loaded **{name}** ({model.n_layers} layers × {model.n_heads} heads)", state="complete")
+        try:
+            model = _load_model(name, device, local_paths)
+        except Exception:
+            status.update(label=f"Could not load **{md_escape(name)}**", state="error")
+            raise
+        status.update(label=f"Loaded **{md_escape(name)}** ({model.n_layers} layers × {model.n_heads} heads)",
+                      state="complete")
     _loaded_keys().add(key)
     return model
 
@@ -107,34 +142,90 @@ def trace_key(trace: Trace) -> tuple:
 
 
 # ---- session state and URL --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UrlView:
+    """The view a link asks for, validated. ``None``: the link does not say (or said something not understood,
+    which ``notices`` reports as Markdown with the link's values escaped)."""
+
+    model: str | None = None
+    device: str | None = None  # one of DEVICES
+    text: str | None = None
+    mask: str | None = None  # a key of MASK_LABELS
+    layer: int | None = None
+    head: int | None = None
+    notices: tuple[str, ...] = field(default=())
+
+
+def parse_url(params: Mapping[str, str], allow_any_model: bool) -> UrlView:
+    """The one parser of URL parameters (user input: anyone can craft a link). Numbers are ASCII digits only
+    (``"²".isdigit()`` is true, ``int("²")`` raises), enums come from their known sets, strings are bounded;
+    anything else is dropped with a notice. Unknown parameters (Streamlit's own ``embed``, …) are left alone."""
+    found: dict = {}
+    notices: list[str] = []
+
+    def ignored(key: str, why: str) -> None:
+        notices.append(f"The link's {key} “{md_escape(_clip(params[key]))}” was ignored: {why}.")
+
+    if "model" in params:
+        model = params["model"].strip()
+        if model in EMBEDDED or (allow_any_model and 0 < len(model) <= MAX_MODEL_CHARS):
+            found["model"] = model
+        else:
+            ignored("model", f"this server opens {', '.join(EMBEDDED)}" + (" or a Hugging Face id or folder of at "
+                             f"most {MAX_MODEL_CHARS} characters" if allow_any_model else " only"))
+    for key, known in (("device", DEVICES), ("mask", tuple(MASK_LABELS))):
+        if key in params:
+            if params[key] in known:
+                found[key] = params[key]
+            else:
+                ignored(key, "it is none of " + ", ".join(known))
+    if "text" in params:
+        found["text"] = params["text"][:MAX_TEXT_CHARS]
+        if len(params["text"]) > MAX_TEXT_CHARS:
+            notices.append(f"The link's text was cut to its first {MAX_TEXT_CHARS:,} characters.")
+    for key in ("layer", "head"):
+        if key in params:
+            raw = params[key]
+            if raw.isascii() and raw.isdigit() and len(raw) <= MAX_INDEX_DIGITS:
+                found[key] = int(raw)
+            else:
+                ignored(key, f"it is not a whole number from 0 to {10**MAX_INDEX_DIGITS - 1}; showing 0")
+    return UrlView(**found, notices=tuple(notices))
+
+
+def _clip(value: str, limit: int = 60) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
 def _init_from_query_params() -> None:
-    """On a session's first run, seed the widgets from the URL (validated: query params are user input)."""
+    """On a session's first run, seed the widgets from the URL (through :func:`parse_url`)."""
     if st.session_state.get("_ae_init"):
         return
     st.session_state["_ae_init"] = True
-    qp = st.query_params
     s = settings()
-    model = qp.get("model", DEFAULT_MODEL)
+    view = parse_url(st.query_params.to_dict(), allow_any_model=s.allowed_models == "any")
+    notices = list(view.notices)
+    model = view.model or DEFAULT_MODEL
     if model in EMBEDDED:
         st.session_state["model_choice"] = model
-    elif s.allowed_models == "any" and model:
+    else:
         st.session_state["model_choice"] = OTHER_MODEL
-        st.session_state["model_custom"] = model[:200]
-    device = qp.get("device", s.default_device)
+        st.session_state["model_custom"] = model
+    device = view.device or s.default_device
     if device == "auto":
         device = "cuda" if cuda_available() else "cpu"
     if device == "cuda" and not cuda_available():
-        source = "The link" if "device" in qp else "This server's AE_DEFAULT_DEVICE"
-        st.session_state["_ae_notice"] = f"{source} asked for CUDA, but there is no GPU here: using the CPU."
+        source = "The link" if view.device else "This server's AE_DEFAULT_DEVICE"
+        notices.append(f"{source} asked for CUDA, but there is no GPU here: using the CPU.")
         device = "cpu"
     st.session_state["device"] = device if device in device_options() else device_options()[0]
-    st.session_state["text"] = qp.get("text", DEFAULT_TEXT)[:MAX_TEXT_CHARS]
-    mask = qp.get("mask", "model")
-    st.session_state["mask"] = mask if mask in MASK_LABELS else "model"
+    st.session_state["text"] = DEFAULT_TEXT if view.text is None else view.text
+    st.session_state["mask"] = view.mask or "model"
     for key in ("layer", "head"):
-        raw = qp.get(key)
-        if raw is not None:
-            st.session_state[f"_ae_{key}"] = int(raw) if raw.isdigit() and len(raw) < 5 else -1
+        if getattr(view, key) is not None:
+            st.session_state[f"_ae_{key}"] = getattr(view, key)
+    if notices:
+        st.session_state["_ae_notice"] = "\n\n".join(notices)
 
 
 def device_options() -> list[str]:
@@ -144,7 +235,8 @@ def device_options() -> list[str]:
 def sidebar() -> None:
     """Draw the shared controls (in ``app.py``, so they persist across pages); pages read them back through
     :func:`current_selection`."""
-    _init_from_query_params()
+    with guard():  # the URL is user input: a bad link gets a message, never a crash
+        _init_from_query_params()
     s = settings()
     with st.sidebar:
         st.markdown("### Model and text")
@@ -189,8 +281,8 @@ def sync_query_params() -> None:
 
 # ---- what pages use -------------------------------------------------------------------------------------------
 def quoted(token: str) -> str:
-    """A token for st.markdown/st.caption: visible whitespace, Markdown characters escaped, in quotes."""
-    return "“" + _MARKDOWN_SPECIAL.sub(r"\\\g<0>", display_label(token)) + "”"
+    """A token for Markdown (st.markdown, st.caption, …): visible whitespace, escaped, in quotes."""
+    return "“" + md_escape(display_label(token)) + "”"
 
 
 def kv_sharing_note(trace: Trace, head: int) -> str:
@@ -200,18 +292,13 @@ def kv_sharing_note(trace: Trace, head: int) -> str:
     return f"Head {head} reads key/value head {kv}, shared with heads {', '.join(map(str, mates))}"
 
 
-def code_token(token: str) -> str:
-    """A token for Markdown in a code span (no Markdown, LaTeX or HTML inside), whitespace made visible."""
-    return "`" + display_label(token).replace("`", "ˋ") + "`"
-
-
 @contextlib.contextmanager
 def guard() -> Iterator[None]:
     """Show a user's mistake as a clear message and anything else as a short error, never as a traceback."""
     try:
         yield
-    except ExplorerError as exc:
-        st.error(str(exc), icon="⚠️")
+    except ExplorerError as exc:  # a plain sentence that may quote a model name, a path or another library's error
+        st.error(md_escape(exc), icon="⚠️")
     except Exception as exc:  # noqa: BLE001 - the page must survive; the log keeps the traceback
         log.exception("unexpected error")
         st.error(f"Something went wrong ({type(exc).__name__}). Your text and settings are kept; try another input.")
@@ -245,7 +332,7 @@ def current_trace(mask: str | None | type(...) = ...) -> Trace:
         st.info(f"The text has {trace.truncated_from:,} tokens; showing the first {trace.n_tokens:,} ({why}).")
     if mask is ... and not trace.mask_is_model_default:
         st.warning(
-            f"What-if: {model.name} was trained with a {model.default_mask} mask and is running under a "
+            f"What-if: {md_escape(model.name)} was trained with a {model.default_mask} mask and is running under a "
             f"{trace.mask} one here. The numbers are real, but not what the model normally computes.",
             icon=":material/science:",
         )

@@ -14,6 +14,7 @@ import streamlit as st
 
 from . import ui
 from .errors import ExplorerError
+from .escape import md_escape
 from .figures import generation as fig
 from .fill_mask import MASKED_LM_EXAMPLES, PLACEHOLDER, fill_mask, no_masked_lm_message
 from .generation import Step, Stepper, not_causal_message
@@ -151,7 +152,7 @@ def controls(stepper: Stepper) -> None:
     """Sample, greedy, back, reset and auto-run N steps (with a progress bar)."""
     error = st.session_state.pop(ERROR, None)
     if error:
-        st.error(error, icon="⚠️")
+        st.error(md_escape(error), icon="⚠️")
     cap = ui.settings().max_generation_steps
     with st.container(horizontal=True, vertical_alignment="bottom"):
         st.button("Sample", key="gen_sample", type="primary", on_click=_act, args=("sample",), disabled=stepper.done,
@@ -173,14 +174,15 @@ def controls(stepper: Stepper) -> None:
             if stepper.done:
                 break
             stepper.step()
-            bar.progress((i + 1) / n, text=f"Sampled {i + 1} of {n}: {fig.candidate_label(stepper.steps[-1].token)}")
+            bar.progress((i + 1) / n,
+                         text=f"Sampled {i + 1} of {n}: {md_escape(fig.candidate_label(stepper.steps[-1].token))}")
         bar.empty()
 
 
 def generation_section(model: Model) -> Stepper | None:
     """The whole stepper part of the page; None (with a message) for a model that cannot generate."""
     if not model.is_causal_lm:
-        st.info(not_causal_message(model))
+        st.info(md_escape(not_causal_message(model)))
         return None
     inputs = prompt_and_knobs()
     stepper = current_stepper(model, inputs)
@@ -220,7 +222,8 @@ def step_view(stepper: Stepper) -> None:
     step = stepper.pending
     if step is None:
         last = stepper.steps[-1]
-        st.markdown(f"**Step {last.index + 1}** (the last): chose {ui.code_token(fig.candidate_label(last.token))} ({last.how}).")
+        st.markdown(f"**Step {last.index + 1}** (the last): chose {md_escape(fig.candidate_label(last.token))} "
+                    f"({last.how}).")
         _draw_stages(stepper, last, chosen=last.token_id)
         return
     st.markdown(f"**Step {step.index + 1}**: the distribution over the next token, stage by stage")
@@ -238,7 +241,7 @@ def step_view(stepper: Stepper) -> None:
     if stepper.steps:
         last = stepper.steps[-1]
         drawn = f", u = {last.u:.3f}" if last.u is not None else ""
-        st.caption(f"Previous step {last.index + 1}: {ui.code_token(fig.candidate_label(last.token))} ({last.how}{drawn}, "
+        st.caption(f"Previous step {last.index + 1}: {md_escape(fig.candidate_label(last.token))} ({last.how}{drawn}, "
                    f"p = {last.p_chosen:.3f}).")
 
 
@@ -257,8 +260,9 @@ def attention_view(stepper: Stepper) -> None:
     step = stepper.pending or stepper.steps[-1]
     tokens = stepper.context_tokens[: step.context_length]
     query = tokens[-1]
-    st.markdown(f"The newest context token {ui.code_token(fig.candidate_label(query))} (position {len(tokens) - 1}) is the query; its attention "
-                "over the whole context produced this step's distribution. It updates at every step.")
+    st.markdown(f"The newest context token {md_escape(fig.candidate_label(query))} (position {len(tokens) - 1}) is "
+                "the query; its attention over the whole context produced this step's distribution. It updates at "
+                "every step.")
     c1, c2 = st.columns([1, 1])
     view = c1.radio("Show", ["one head", "all heads of the layer"], key="gen_attn_view", persist_state="session")
     layer, head = ui.layer_head_selectors(stepper, key="gen", head=view == "one head", container=c2)
@@ -292,7 +296,8 @@ def gpt_vs_bert(model: Model, stepper: Stepper | None) -> None:
             ids = fig.top_candidates(step.stages, 5)
             st.dataframe({"next token": [fig.candidate_label(_text(stepper, i)) for i in ids],
                           "probability": [float(raw[i]) for i in ids]}, hide_index=True, column_config=PROBABILITY)
-            st.caption(f"After: {ui.code_token(fig.candidate_label(stepper.context_tokens[-1]))} (the model's own softmax, T = 1).")
+            st.caption(f"After: {md_escape(fig.candidate_label(stepper.context_tokens[-1]))} (the model's own "
+                       "softmax, T = 1).")
     with bert:
         st.markdown("**Masked LM (BERT-style)**: sees the whole sentence at once and fills in a hidden word from "
                     "both sides.")
@@ -303,10 +308,10 @@ def gpt_vs_bert(model: Model, stepper: Stepper | None) -> None:
 def _fill_mask_panel(model: Model) -> None:
     if model.kind == "masked-lm":
         mlm_name = model.name
-        st.caption(f"Using the sidebar's model, **{model.name}** (a masked LM).")
+        st.caption(f"Using the sidebar's model, **{md_escape(model.name)}** (a masked LM).")
     else:
         if model.kind == "encoder":
-            st.info(no_masked_lm_message(model))
+            st.info(md_escape(no_masked_lm_message(model)))
         st.text_input("Masked-LM model", value=MASKED_LM_EXAMPLES[0], key="gen_mlm", persist_state="session",
                       help="A Hugging Face id (needs the server online or the model in its cache) or a local folder "
                            f"with a *ForMaskedLM model. Models that work: {', '.join(MASKED_LM_EXAMPLES)}.")
@@ -322,7 +327,7 @@ def _fill_mask_panel(model: Model) -> None:
             st.session_state[FILLED] = (mlm_name, text, result)
     filled = st.session_state.get(FILLED)
     if filled is None or filled[:2] != (mlm_name, text):
-        st.caption(f"Press **Fill mask** to run {mlm_name or 'the model'} on the sentence.")
+        st.caption(f"Press **Fill mask** to run {md_escape(mlm_name) or 'the model'} on the sentence.")
         return
     result = filled[2]
     prediction = result.predictions[0]

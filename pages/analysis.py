@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer import export, ui
+from explorer.escape import md_escape
 from explorer import ui_analysis as ua
 from explorer.figures.analysis import layer_head_heatmap, lens_figure, qk_plane_figure
 from explorer.figures.heatmap import token_heatmap
@@ -96,9 +97,9 @@ def geometry(model, trace) -> None:
     attention = trace.attention(layer, head)[query].numpy()
     top, near = result.top_score_key, result.nearest_key
     c1, c2 = st.columns(2)
-    c1.metric("Highest score", labels[top],
+    c1.metric("Highest score", md_escape(labels[top]),
               help=f"score {result.scores[top]:.3f}, attention {attention[top]:.3f}, ‖k‖ = {result.key_norms[top]:.2f}")
-    c2.metric("Nearest key", labels[near],
+    c2.metric("Nearest key", md_escape(labels[near]),
               help=f"score {result.scores[near]:.3f}, attention {attention[near]:.3f}, ‖k‖ = {result.key_norms[near]:.2f}")
     st.caption(
         f"Highest-scoring key: {ui.quoted(trace.tokens[top])} at position {top} (score {result.scores[top]:.3f}, "
@@ -121,8 +122,8 @@ def geometry(model, trace) -> None:
 def lens(model, trace) -> None:
     """The logit lens: the top next-token guess read from every layer's residual stream."""
     if not model.is_causal_lm:
-        st.info(f"The logit lens reads next-token predictions; **{model.name}** is an encoder with no language-model "
-                "head. Choose smollm2 in the sidebar.", icon=":material/info:")
+        st.info(f"The logit lens reads next-token predictions; **{md_escape(model.name)}** is an encoder with no "
+                "language-model head. Choose smollm2 in the sidebar.", icon=":material/info:")
         return
     n = trace.n_tokens
     start, end = 0, n - 1

@@ -6,6 +6,7 @@ import streamlit as st
 from explorer import ui
 from explorer import ui_analysis as ua
 from explorer.embedded import EMBEDDED
+from explorer.escape import md_escape
 from explorer.figures.heatmap import DIVERGING, token_heatmap
 from explorer.tokens import unique_labels
 
@@ -32,8 +33,8 @@ def side(label: str, model, trace, layer: int, head: int, matrix: np.ndarray, zm
          colour_bar: bool) -> None:
     """One side: what it is, its map on the colour scale shared with the other side, its downloads."""
     with where:
-        st.markdown(f"**{label}**")
-        st.caption(f"{model.name} · layer {layer}, head {head} · mask {trace.mask}"
+        st.markdown(f"**{md_escape(label)}**")
+        st.caption(f"{md_escape(model.name)} · layer {layer}, head {head} · mask {trace.mask}"
                    f"{'' if trace.mask_is_model_default else ' (what-if)'} · {trace.n_tokens} tokens")
         fig = token_heatmap(matrix, trace.tokens, trace.tokens, title=f"{label}: layer {layer}, head {head}",
                             zmax=zmax, height=ua.square_height(trace.n_tokens), showscale=colour_bar)
@@ -91,9 +92,10 @@ with ui.guard():
         q, k = np.unravel_index(np.abs(diff).argmax(), diff.shape)
         rows_a = unique_labels(trace_a.tokens)
         c1, c2, c3 = st.columns(3)
-        c1.metric("Largest |A − B|", f"{abs(diff[q, k]):.3f}", help=f"query {rows_a[q]}, key {rows_a[k]}")
+        c1.metric("Largest |A − B|", f"{abs(diff[q, k]):.3f}",
+                  help=f"query {md_escape(rows_a[q])}, key {md_escape(rows_a[k])}")
         c2.metric("Mean |A − B|", f"{np.abs(diff).mean():.4f}")
-        c3.metric("Most changed row", rows_a[int(np.abs(diff).sum(-1).argmax())],
+        c3.metric("Most changed row", md_escape(rows_a[int(np.abs(diff).sum(-1).argmax())]),
                   help="The query whose attention row moved the most (sum of |A − B| over keys).")
         if trace_a.tokens != trace_b.tokens:
             st.caption("The two token lists differ: cells are compared by position. Labels show A's tokens.")

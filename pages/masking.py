@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer import ui, ui_masking
+from explorer.escape import md_escape
 from explorer.figures import masking as fm
 from explorer.figures.heatmap import DIVERGING, token_heatmap
 from explorer.mask_effects import (
@@ -39,7 +40,7 @@ with ui.guard():
     trained = model.default_mask
     other = "bidirectional" if trained == "causal" else "causal"
     st.warning(
-        f"**{model.name}** was trained with the **{trained}** mask. Running it with the {other} mask is a "
+        f"**{md_escape(model.name)}** was trained with the **{trained}** mask. Running it with the {other} mask is a "
         "what-if: the model never learned to work that way, so what you see under that mask shows what the mask "
         "changes, not how the model behaves.",
         icon="⚠️",
@@ -109,8 +110,8 @@ with ui.guard():
         st.plotly_chart(fm.kl_chart(changes), key="masking_kl")
     else:
         st.caption(
-            f"{model.name} makes no next-token predictions; instead, how far each token's final hidden state turns "
-            "when the mask flips: 1 − cos(h_causal, h_bidirectional). 0 means unchanged in direction."
+            f"{md_escape(model.name)} makes no next-token predictions; instead, how far each token's final hidden state "
+            "turns when the mask flips: 1 − cos(h_causal, h_bidirectional). 0 means unchanged in direction."
         )
         c1, c2 = st.columns(2)
         c1.metric("Mean 1 − cosine", f"{summary['mean_cosine_change']:.3f}")

@@ -43,7 +43,7 @@ with ui.guard():
     query_label = labels[query]
     D, d = steps.head_dim, steps.d_model
     if stop - start < n:
-        st.caption(f"Charts show tokens {start}–{stop - 1} of {n}. Query: {ui.code_token(trace.tokens[query])} "
+        st.caption(f"Charts show tokens {start}–{stop - 1} of {n}. Query: {ui.quoted(trace.tokens[query])} "
                    f"(token {query}).")
 
     # 1. the input x ----------------------------------------------------------------------------------------
@@ -108,11 +108,11 @@ with ui.guard():
     allowed = steps.allowed.numpy()
     with ui_qkv.step(number, "Score the query against every key",
                      [rf"s_j = q_i \cdot k_j = \sum_{{m=1}}^{{{D}}} q_{{i,m}}\, k_{{j,m}}"],
-                     f"One dot product per key, for query {ui.code_token(trace.tokens[query])} (token {query}). "
+                     f"One dot product per key, for query {ui.quoted(trace.tokens[query])} (token {query}). "
                      "The amber bar is the key chosen above."):
         st.plotly_chart(fq.key_bars(steps.scores[start:stop].numpy(), shown, title="q·k", value_name="score",
                                     picked=labels[key]), key="qkv_scores")
-    st.markdown(f"**Behind one score: q ⊙ k** (BertViz's neuron view) for key {ui.code_token(trace.tokens[key])} "
+    st.markdown(f"**Behind one score: q ⊙ k** (BertViz's neuron view) for key {ui.quoted(trace.tokens[key])} "
                 f"(token {key}): the score is the sum of {D} products, one per dimension.")
     products = steps.products(key)
     row = st.container(horizontal=True, gap="medium")

@@ -8,6 +8,7 @@ import streamlit as st
 from explorer import kernels, scratch, ui
 from explorer import ui_scratch as us
 from explorer.devices import cuda_available
+from explorer.escape import md_escape
 from explorer.figures import scratch as fs
 from explorer.figures.heatmap import token_heatmap
 from explorer.scratch_checks import PARITY_TOLERANCE
@@ -123,7 +124,7 @@ def variant_tab(model, trace, layer: int, head: int) -> None:
                 "every slice with the *same* matrix, so head h only ever reads features h·d_k … h·d_k + d_k − 1, "
                 "all heads apply one function, and none can pick what to look at from the whole embedding.")
     if view.counts is None:
-        st.info(f"Not applicable to this model: {view.shared_error}")
+        st.info(f"Not applicable to this model: {md_escape(view.shared_error)}")
     else:
         c = view.counts
         st.dataframe({"parameters": ["W_Q, W_K, W_V", "W_O (kept full)", "total"],

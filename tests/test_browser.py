@@ -1,5 +1,10 @@
 """End to end in real Chromium: start the server, type, see heatmaps, flip the mask, visit every page, step
-generation, and make sure an HTML/JS payload typed by the user is never executed or injected."""
+generation, and make sure that HTML/JS/Markdown payloads, typed or in a crafted link, are never executed or
+rendered as markup: every link and image on the page is one the app put there.
+
+A page passes only without an exception box and without an error alert (``ui.guard`` shows unexpected errors as
+``st.error``), unless the test expects one; chart checks look inside the open tab's panel only.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,11 @@ import os
 import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
+
+from crafted import BAD_INDICES, MODEL_LINKS, TAG_TEXT, TAG_TOKENS, TEXT_PAYLOAD, tag_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -48,6 +56,8 @@ def page(server):
         context = browser.new_context(viewport={"width": 1440, "height": 1000})
         pg = context.new_page()
         pg.set_default_timeout(180_000)
+        pg.dialogs = []  # alert(), confirm(), prompt() a payload might open
+        pg.on("dialog", lambda dialog: (pg.dialogs.append(dialog.message), dialog.dismiss()))
         pg.goto(server)
         yield pg
         browser.close()
@@ -61,8 +71,62 @@ def wait_idle(pg) -> None:
     pg.wait_for_timeout(300)
 
 
+EXCEPTION = '[data-testid="stException"]'
+ERROR_ALERT = '[data-testid="stAlertContentError"]'  # st.error, which ui.guard uses for anything unexpected
+
+
 def no_exception(pg) -> None:
-    assert pg.locator('[data-testid="stException"]').count() == 0, pg.locator('[data-testid="stException"]').first.inner_text()
+    assert pg.locator(EXCEPTION).count() == 0, pg.locator(EXCEPTION).first.inner_text()
+
+
+def no_error(pg) -> None:
+    """Neither an exception box nor an error alert (a "Something went wrong" would otherwise pass)."""
+    no_exception(pg)
+    assert pg.locator(ERROR_ALERT).count() == 0, pg.locator(ERROR_ALERT).first.inner_text()
+
+
+def open_tab_charts(pg) -> list[str]:
+    """The titles of the plotly charts inside the open tab's panel (closed tabs' charts do not count)."""
+    return pg.evaluate("""() => {
+        const tab = document.querySelector('[role="tab"][aria-selected="true"]');
+        const panel = tab && document.querySelector(`[role="tabpanel"][aria-labelledby="${tab.id}"]`);
+        if (!panel || panel.hidden) return [];
+        const title = plot => (plot.querySelector('.gtitle') || {}).textContent || '';
+        return [...panel.querySelectorAll('.js-plotly-plot')].map(title);
+    }""")
+
+
+# The one external address the app itself uses: Streamlit draws the page icon (app.py's ":material/visibility:") from
+# Google's Material Symbols.
+KNOWN_EXTERNAL = ["https://fonts.gstatic.com/s/i/short-term/release/materialsymbolsrounded/visibility/"]
+
+
+def foreign_links(pg) -> list[str]:
+    """Every link or image on the page that points anywhere but this app, an inline data: image or
+    :data:`KNOWN_EXTERNAL`."""
+    return pg.evaluate("""(known) => {
+        const origin = window.location.origin + '/';
+        const out = [];
+        for (const el of document.querySelectorAll('a, area, img, image, iframe, source, video, audio, link[href]')) {
+            for (const name of ['href', 'xlink:href', 'src', 'srcset']) {
+                const value = el.getAttribute(name);
+                if (value === null) continue;
+                const url = new URL(value, window.location.href).href;
+                const inApp = url.startsWith(origin) || value.startsWith('#');
+                const inlineImage = el.tagName.toLowerCase() !== 'a' && url.startsWith('data:image/');
+                const appsOwn = known.some(prefix => url.startsWith(prefix));
+                if (!inApp && !inlineImage && !appsOwn) out.push(`${el.tagName} ${name}=${value}`);
+            }
+        }
+        return out;
+    }""", KNOWN_EXTERNAL)
+
+
+def assert_no_markup(pg) -> None:
+    """No link or image the app did not put there, no script effect, no dialog."""
+    assert foreign_links(pg) == []
+    assert pg.evaluate("window.__xss") is None
+    assert pg.dialogs == []
 
 
 def set_text(pg, text: str) -> None:
@@ -86,19 +150,20 @@ def test_type_see_heatmaps_flip_mask(page):
     wait_idle(page)
     set_text(page, "The quick brown fox jumps over the lazy dog.")
     goto(page, "Attention heads")
-    heatmap = page.locator(".js-plotly-plot").first
-    heatmap.wait_for()
-    assert "fox" in heatmap.inner_text()  # the user's tokens label the axes
-    no_exception(page)
+    page.locator(".js-plotly-plot").first.wait_for()
+    assert open_tab_charts(page) == ["Layer 0: all 9 heads"]  # the default tab: every head of layer 0
+    panel_chart = page.locator(".js-plotly-plot").first
+    assert "fox" in panel_chart.inner_text()  # the user's tokens label the axes
+    no_error(page)
     shot(page, "heads-causal")
     page.get_by_role("tab", name="One head").click()
     wait_idle(page)
-    assert page.locator(".js-plotly-plot").count() >= 1
+    assert open_tab_charts(page) == ["Layer 0 · head 0 · kv 0"]
     page.locator('[data-testid="stSidebar"] label', has_text="Bidirectional").first.click()
     wait_idle(page)
-    assert page.locator(".js-plotly-plot").count() >= 1
+    assert open_tab_charts(page) == ["Layer 0 · head 0 · kv 0"]
     assert "what-if" in page.locator('[data-testid="stMain"]').inner_text().lower()
-    no_exception(page)
+    no_error(page)
     shot(page, "heads-bidirectional")
     page.locator('[data-testid="stSidebar"] label', has_text="Model default").first.click()
     wait_idle(page)
@@ -107,7 +172,8 @@ def test_type_see_heatmaps_flip_mask(page):
 def test_every_page_renders(page):
     for title in PAGES:
         goto(page, title)
-        no_exception(page)
+        no_error(page)
+        assert_no_markup(page)
         shot(page, "page-" + title.lower().replace(",", "").replace(" ", "-"))
 
 
@@ -117,7 +183,7 @@ def test_generation_steps_five_tokens(page):
     for _ in range(5):
         page.get_by_role("button", name="Greedy").first.click()
         wait_idle(page)
-    no_exception(page)
+    no_error(page)
     after = page.locator('[data-testid="stMain"]').inner_text()
     assert "5 of at most" in after and after != before
     shot(page, "generation-5-steps")
@@ -128,10 +194,75 @@ def test_html_payload_is_not_executed(page):
     set_text(page, XSS)
     for title in ("Home", "Attention heads", "Q, K, V"):
         goto(page, title)
-        no_exception(page)
-        assert page.evaluate("window.__xss") is None
+        no_error(page)
+        assert_no_markup(page)
         assert page.locator('img[src="x"]').count() == 0
         assert page.locator("main script").count() == 0
     # The text box still holds exactly what the user typed.
     assert page.locator('[data-testid="stSidebar"] textarea').first.input_value() == XSS
     shot(page, "xss-payload")
+
+
+# ---- crafted links ------------------------------------------------------------------------------------------------
+def visit(pg, server: str, path: str, query: dict) -> None:
+    pg.goto(f"{server}/{path}?{urlencode(query)}")
+    wait_idle(pg)
+
+
+def main_text(pg) -> str:
+    return pg.locator('[data-testid="stMain"]').inner_text().replace("\u2060", "")
+
+
+@pytest.mark.parametrize("cid", list(MODEL_LINKS))
+def test_crafted_model_link(page, server, cid):
+    model = MODEL_LINKS[cid]
+    visit(page, server, "heads", {"model": model})
+    no_exception(page)
+    assert_no_markup(page)
+    alert = page.locator(ERROR_ALERT)
+    assert alert.count() == 1  # the model does not load, and says so, quoting the link's value as text
+    assert " ".join(model.split()) in " ".join(alert.inner_text().replace("\u2060", "").split())
+    if cid == "markdown-link":
+        shot(page, "crafted-model-link")
+
+
+def test_crafted_indices_enums_and_text(page, server):
+    for path, query in [("heads", {"layer": "²"}), ("qkv", {"head": "³"}),
+                        *(("heads", {"layer": raw, "head": raw}) for raw in BAD_INDICES),
+                        ("masking", {"mask": "[m](https://evil.example/m)", "device": "<https://evil.example/d>"}),
+                        ("qkv", {"text": TEXT_PAYLOAD})]:
+        visit(page, server, path, query)
+        no_error(page)
+        assert_no_markup(page)
+        assert page.locator(".js-plotly-plot").count() >= 1, (path, query)  # the page itself still renders
+        if "text" not in query:
+            assert "was ignored" in main_text(page), (path, query)
+    assert page.locator('[data-testid="stSidebar"] textarea').first.input_value() == TEXT_PAYLOAD
+    shot(page, "crafted-text")
+
+
+@pytest.fixture(scope="module")
+def tag_folder(tmp_path_factory) -> str:
+    return tag_model(tmp_path_factory.mktemp("tag_tokens"))
+
+
+def test_tag_tokens_on_every_page(page, server, tag_folder):
+    """Tokens that are whole tags and Markdown, in every chart, caption, metric and table of every page."""
+    tabs = {"heads": ["Heads of one layer", "All layers × heads", "One head", "Lines (head view)"],
+            "analysis": ["Statistics", "Q/K geometry", "Logit lens", "Rollout", "Export"],
+            "scratch": ["Textbook vs the model", "The tutorial variant"]}
+    for path in ("", "heads", "qkv", "masking", "generation", "scratch", "analysis", "compare"):
+        visit(page, server, path, {"model": tag_folder, "text": TAG_TEXT, "layer": "1", "head": "2"})
+        for tab in tabs.get(path, [None]):
+            if tab is not None:
+                page.get_by_role("tab", name=tab, exact=True).click()
+                wait_idle(page)
+            no_error(page)
+            assert_no_markup(page)
+            assert page.locator('[data-testid="stMain"] script, [data-testid="stMain"] b').count() == 0
+        if path == "qkv":
+            # The data is kept: the charts label their axes with the tokens themselves, shown as text.
+            ticks = page.eval_on_selector_all(".js-plotly-plot .xtick text", "ticks => ticks.map(t => t.textContent)")
+            assert any(t.endswith("<b>bold</b>") for t in ticks), ticks
+            shot(page, "tag-tokens-qkv")
+    assert set(TAG_TOKENS) <= set(page.locator('[data-testid="stSidebar"] textarea').first.input_value().split("\n"))

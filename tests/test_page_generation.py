@@ -9,6 +9,7 @@ from apptest_helpers import assert_clean, chart_data, decode, open_page
 from streamlit.testing.v1 import AppTest
 
 from explorer import ui_generation
+from explorer.escape import md_escape
 from explorer.figures.generation import candidate_label
 from explorer.fill_mask import fill_mask
 from explorer.generation import Stepper
@@ -131,7 +132,7 @@ def test_fill_mask_beside_next_token(page, tiny_bert_mlm_dir):
 
 def test_encoder_model_says_what_works():
     page = open_page(PAGE, model_choice="minilm")
-    infos = " ".join(i.value for i in page.info)
-    assert "encoder without a language-model head" in infos and "no masked-LM head" in infos
-    assert "bert-base-uncased" in infos
+    infos = " ".join(i.value for i in page.info)  # Markdown: the engine's messages arrive escaped (they quote names)
+    assert md_escape("encoder without a language-model head") in infos and md_escape("no masked-LM head") in infos
+    assert md_escape("bert-base-uncased") in infos
 

@@ -11,9 +11,10 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from ..escape import plotly_escape
 from ..geometry import QKPlane
 from ..lens import LensResult
-from ..tokens import display_label, unique_labels
+from ..tokens import display_label, plotly_labels
 from .heatmap import SEQUENTIAL, _short
 
 CLICK_TRACE = "click-target"  # name of the invisible scatter that makes heatmap cells clickable
@@ -65,7 +66,7 @@ def layer_head_heatmap(
         fig.add_shape(type="rect", x0=head - 0.5, x1=head + 0.5, y0=layer - 0.5, y1=layer + 0.5,
                       line=dict(color="#ff4b4b", width=2))
     fig.update_layout(
-        title=title,
+        title=plotly_escape(title),
         # Fixed ranges: the click markers must not pad the axes beyond the cells.
         xaxis=dict(title="head", dtick=1, side="top", range=[-0.5, n_heads - 0.5]),
         yaxis=dict(title="layer", dtick=1 if n_layers <= 40 else None, range=[n_layers - 0.5, -0.5]),
@@ -90,7 +91,7 @@ def qk_plane_figure(
 ) -> go.Figure:
     """Queries (circles) and keys (diamonds) in one plane, coloured by position; the chosen query is a large star,
     the highest-scoring key and the nearest key are ringed. Keys the mask hides from this query are faded."""
-    labels = unique_labels(tokens)
+    labels = plotly_labels(tokens)
     n = len(labels)
     positions = np.arange(n)
     colour = dict(color=positions, colorscale=SEQUENTIAL, cmin=0, cmax=max(1, n - 1))
@@ -114,10 +115,10 @@ def qk_plane_figure(
     ))
     fig.add_trace(go.Scatter(
         x=[plane.queries[query_index, 0]], y=[plane.queries[query_index, 1]], mode="markers+text",
-        name=f"query {query_index}", text=[f"q: {_short(display_label(tokens[query_index]), 16)}"],
-        textposition="top center",
+        name=f"query {query_index}", text=[f"q: {_short(plotly_escape(display_label(tokens[query_index])), 16)}"],
+        hovertext=[labels[query_index]], textposition="top center",
         marker=dict(symbol="star", size=20, color="#ff4b4b", line=dict(width=1, color="black")),
-        hovertemplate=f"the chosen query: {labels[query_index]}<extra></extra>",
+        hovertemplate="the chosen query: %{hovertext}<extra></extra>",
     ))
     for index, name, colour_ring, dash in (
         (top_key, "highest score", "#ff4b4b", "solid"), (nearest_key, "nearest key", "#1f77b4", "dot")
@@ -132,7 +133,7 @@ def qk_plane_figure(
             hoverinfo="skip",
         ))
     fig.update_layout(
-        title=title,
+        title=plotly_escape(title) if title else None,
         xaxis=dict(title=plane.axis_titles[0], zeroline=True),
         yaxis=dict(title=plane.axis_titles[1], zeroline=True, scaleanchor="x", scaleratio=1),
         # Below the plot: above it, a wrapped legend would run into the title on narrow screens.
@@ -146,12 +147,13 @@ def qk_plane_figure(
 def lens_figure(result: LensResult, input_tokens: Sequence[str], title: str | None = None) -> go.Figure:
     """Layers (embeddings at the bottom, output at the top) × positions: each cell shows the top prediction for the
     next token read from that layer, coloured by its probability; hover lists the top-k."""
-    labels = unique_labels(input_tokens)
+    labels = plotly_labels(input_tokens)
     columns = [labels[p] for p in result.positions]
-    top = [[_short(display_label(t), 8) for t in row] for row in result.top_tokens]
+    top = [[_short(plotly_escape(display_label(t)), 8) for t in row] for row in result.top_tokens]
     k = result.probs.shape[-1]
     hover = [
-        ["<br>".join(f"{display_label(result.tokens[l][c][j])!r}: {result.probs[l, c, j]:.3f}" for j in range(k))
+        ["<br>".join(f"{plotly_escape(repr(display_label(result.tokens[l][c][j])))}: {result.probs[l, c, j]:.3f}"
+                     for j in range(k))
          for c in range(len(columns))]
         for l in range(len(result.layer_labels))
     ]
@@ -170,7 +172,7 @@ def lens_figure(result: LensResult, input_tokens: Sequence[str], title: str | No
         hovertemplate="%{y}<br>at %{x}, next token:<br>%{customdata}<extra></extra>",
     ))
     fig.update_layout(
-        title=title,
+        title=plotly_escape(title) if title else None,
         xaxis=dict(title="position (input token; the cell predicts the token after it)", type="category",
                    tickangle=-60, side="bottom"),
         yaxis=dict(title="residual stream after", type="category"),

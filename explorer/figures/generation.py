@@ -13,8 +13,9 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
+from ..escape import plotly_escape
 from ..sampling import Stage
-from ..tokens import display_label, unique_labels
+from ..tokens import display_label, plotly_labels
 from .heatmap import SEQUENTIAL, _tick_axis
 
 KEPT_COLOUR = "#1f77b4"
@@ -48,7 +49,8 @@ def stage_chart(
     """
     shown = [s for s in stages if s.name in SHOWN_STAGES]
     ids = list(candidates)
-    labels = [f"{rank + 1}. {candidate_label(token_text.get(i, str(i)))}" for rank, i in enumerate(ids)]
+    labels = [plotly_escape(f"{rank + 1}. {candidate_label(token_text.get(i, str(i)))}")
+              for rank, i in enumerate(ids)]
     others = "all others"
     fig = make_subplots(
         rows=1, cols=len(shown), shared_yaxes=True, horizontal_spacing=0.02,
@@ -67,7 +69,7 @@ def stage_chart(
             go.Bar(
                 x=values + [rest], y=labels + [others], orientation="h", name="kept",
                 marker_color=colours + ["rgba(31, 119, 180, 0.35)"],
-                hovertemplate="%{y}: %{x:.4f}<extra>" + html.escape(stage.label) + "</extra>",
+                hovertemplate="%{y}: %{x:.4f}<extra>" + plotly_escape(stage.label) + "</extra>",
             ),
             row=1, col=col,
         )
@@ -78,7 +80,7 @@ def stage_chart(
                 go.Bar(
                     x=before + [rest_cut], y=labels + [others], orientation="h", name="cut by this stage",
                     marker=dict(color=CUT_COLOUR, pattern=dict(shape="/")),
-                    hovertemplate="%{y}: cut (had %{x:.4f})<extra>" + html.escape(stage.label) + "</extra>",
+                    hovertemplate="%{y}: cut (had %{x:.4f})<extra>" + plotly_escape(stage.label) + "</extra>",
                 ),
                 row=1, col=col,
             )
@@ -104,7 +106,7 @@ def stage_chart(
 
 def _stage_title(stage: Stage) -> str:
     """Three short lines (panels are narrow on small screens): the stage, then what it kept and cut."""
-    label = html.escape(stage.label)
+    label = plotly_escape(stage.label)
     if stage.name == "softmax":
         return f"{label}<br>the model's own<br>&nbsp;"
     if stage.name == "temperature":
@@ -127,7 +129,7 @@ def attention_row_chart(
     row: np.ndarray, tokens: Sequence[str], title: str | None = None, height: int = 300, query: int | None = None
 ) -> go.Figure:
     """One query's attention over the context, as bars; the query's own bar (default: the last token) stands out."""
-    labels = unique_labels(tokens)
+    labels = plotly_labels(tokens)
     values = np.asarray(row, dtype=np.float32)
     query = len(labels) - 1 if query is None else query
     colours = [CHOSEN_COLOUR if i == query else KEPT_COLOUR for i in range(len(labels))]
@@ -135,7 +137,8 @@ def attention_row_chart(
         go.Bar(x=labels, y=values, marker_color=colours, hovertemplate="key %{x}<br>attention %{y:.4f}<extra></extra>")
     )
     fig.update_layout(
-        title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        title=plotly_escape(title) if title else None, height=height,
+        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
         xaxis=dict(title="key (context token)", tickangle=-60, **_tick_axis(labels)),
         yaxis=dict(title="attention", rangemode="tozero"),
     )
@@ -144,7 +147,7 @@ def attention_row_chart(
 
 def attention_heads_chart(rows: np.ndarray, tokens: Sequence[str], title: str | None = None) -> go.Figure:
     """All heads of a layer: heads × context tokens, the newest token's attention in each head."""
-    labels = unique_labels(tokens)
+    labels = plotly_labels(tokens)
     heads = [f"head {h}" for h in range(rows.shape[0])]
     fig = go.Figure(
         go.Heatmap(
@@ -153,7 +156,8 @@ def attention_heads_chart(rows: np.ndarray, tokens: Sequence[str], title: str | 
         )
     )
     fig.update_layout(
-        title=title, height=max(260, 90 + 26 * len(heads)), margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        title=plotly_escape(title) if title else None, height=max(260, 90 + 26 * len(heads)),
+        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
         xaxis=dict(title="key (context token)", tickangle=-60, **_tick_axis(labels)),
         yaxis=dict(autorange="reversed", type="category"),
     )

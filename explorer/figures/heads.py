@@ -25,7 +25,8 @@ import torch
 from plotly.subplots import make_subplots
 
 from ..stats import first_token
-from ..tokens import plotly_labels, plotly_safe, unique_labels
+from ..escape import plotly_escape
+from ..tokens import plotly_labels, unique_labels
 from .heatmap import MAX_CELLS, SEQUENTIAL, _short, block_mean, token_heatmap
 
 SMALL_CELLS = 96  # per side, per head, in the small multiples of one layer
@@ -354,7 +355,7 @@ def head_view_lines(
     """BertViz's head view: queries on the left, keys on the right, a line per (query, key), width ∝ attention.
 
     Only tokens ``start…stop−1`` appear on both sides, and only the ``max_lines`` strongest lines among them are
-    drawn; the title says when either limit applies. Line width = ``LINE_WIDTH_PER_UNIT`` × weight (exactly
+    drawn; the title (plain text) says when either limit applies. Line width = ``LINE_WIDTH_PER_UNIT`` × weight (exactly
     proportional, comparable across heads); the midpoint of each line carries the hover.
     """
     a = np.asarray(attention, dtype=np.float32)
@@ -363,7 +364,7 @@ def head_view_lines(
     start = max(0, min(start, stop))
     window = a[start:stop, start:stop]
     raw_labels = unique_labels(tokens)[start:stop]
-    labels = [plotly_safe(label) for label in raw_labels]
+    labels = [plotly_escape(label) for label in raw_labels]
     qi, kj = np.nonzero(np.nan_to_num(window, nan=0.0) > 0)
     weights = window[qi, kj]
     total = len(weights)
@@ -389,7 +390,7 @@ def head_view_lines(
                       "<extra></extra>",
     ))
     rows = list(range(len(labels)))
-    short = [plotly_safe(_short(t, 18)) for t in raw_labels]  # cut, then escape: never half an "&lt;"
+    short = [_short(label, 18) for label in labels]  # _short never cuts an entity in half
     for x, pos in ((0, "middle left"), (1, "middle right")):
         fig.add_trace(go.Scatter(
             x=[x] * len(rows), y=rows, mode="markers+text", text=short, textposition=pos, showlegend=False,
@@ -400,7 +401,8 @@ def head_view_lines(
         notes.append(f"tokens {start}–{stop - 1} of {n}")
     if total > len(weights):
         notes.append(f"the {len(weights)} strongest of {total} lines")
-    full = (title or "Head view") + (f"<br><span style='font-size:12px'>({'; '.join(notes)})</span>" if notes else "")
+    note = f"<br><span style='font-size:12px'>({'; '.join(notes)})</span>" if notes else ""
+    full = plotly_escape(title or "Head view") + note
     fig.update_layout(
         title=full,
         xaxis=dict(range=[-0.75, 1.75], visible=False, fixedrange=True),

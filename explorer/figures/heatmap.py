@@ -8,11 +8,13 @@ At most 400 × 400 cells ≈ 0.9 MB leaves room for labels under the 1.5 MB-per-
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
+from ..escape import plotly_escape
 from ..tokens import plotly_labels
 
 MAX_CELLS = 400
@@ -66,8 +68,13 @@ def _tick_axis(labels: list[str], max_ticks: int = MAX_TICKS) -> dict:
                 ticktext=[_short(labels[i]) for i in idx])
 
 
+_ENTITY_OR_CHARACTER = re.compile(r"&#?\w+;|.", re.DOTALL)
+
+
 def _short(label: str, width: int = 14) -> str:
-    return label if len(label) <= width else label[: width - 1] + "…"
+    """At most ``width`` characters; an escaped label's entities count as one and are never cut in half."""
+    units = _ENTITY_OR_CHARACTER.findall(label)
+    return label if len(units) <= width else "".join(units[: width - 1]) + "…"
 
 
 def token_heatmap(
@@ -86,8 +93,10 @@ def token_heatmap(
     height: int | None = None,
     showscale: bool = True,
 ) -> go.Figure:
-    """A query × key heatmap with token labels and a hover naming both tokens and the value."""
+    """A query × key heatmap with token labels and a hover naming both tokens and the value. ``title`` is plain
+    text (it may name a model or a token)."""
     matrix = np.asarray(matrix, dtype=np.float32)
+    title = plotly_escape(title) if title else title
     rows, cols = plotly_labels(row_tokens), plotly_labels(col_tokens)
     z, rs, cs = block_mean(matrix, max_cells)
     rows, cols = _block_labels(rows, rs), _block_labels(cols, cs)

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..tokens import display_label, plotly_safe, unique_labels
+from ..escape import plotly_escape
+from ..tokens import display_label, plotly_labels
 from .heatmap import _tick_axis
 from .qkv import BAR_COLOUR, MASKED_COLOUR, NEG_INF, PICKED_COLOUR
 
@@ -25,7 +26,7 @@ DOWNSAMPLED = " (downsampled"  # how token_heatmap appends its downsampling note
 def mask_figure(allowed: np.ndarray, tokens: Sequence[str], *, title: str, height: int = 360) -> go.Figure:
     """A token × token mask: blue cells (added value 0) may be attended to, grey cells get −∞."""
     allowed = np.asarray(allowed, dtype=bool)
-    labels = unique_labels(tokens)
+    labels = plotly_labels(tokens)
     fig = go.Figure(go.Heatmap(
         z=allowed.astype(np.float32), x=labels, y=labels, zmin=0, zmax=1, showscale=False,
         colorscale=[[0.0, MASKED_COLOUR], [0.5, MASKED_COLOUR], [0.5, ALLOWED_COLOUR], [1.0, ALLOWED_COLOUR]],
@@ -35,7 +36,7 @@ def mask_figure(allowed: np.ndarray, tokens: Sequence[str], *, title: str, heigh
         hovertemplate="query: %{y}<br>key: %{x}<br>added to the score: %{text}<extra></extra>",
     ))
     fig.update_layout(
-        title=title, height=height, margin=dict(l=10, r=10, t=40, b=10),
+        title=plotly_escape(title), height=height, margin=dict(l=10, r=10, t=40, b=10),
         xaxis=dict(title="key", tickangle=-60, type="category"),
         yaxis=dict(title="query", autorange="reversed", type="category"),
     )
@@ -64,7 +65,7 @@ def fit_panel(fig: go.Figure, *, max_ticks: int, max_height: int) -> go.Figure:
 
 def _hover_table(columns: Sequence[Sequence[str]]) -> np.ndarray:
     # plotly reads a few HTML tags in hover text; tokens are data, so they are escaped
-    return np.stack([np.asarray([plotly_safe(display_label(str(v))) for v in col], dtype=object) for col in columns],
+    return np.stack([np.asarray([plotly_escape(display_label(str(v))) for v in col], dtype=object) for col in columns],
                     axis=-1)
 
 
@@ -74,7 +75,7 @@ COSINE_TITLE = "How far each token's final state turns: 1 − cosine"
 
 def kl_chart(changes: pd.DataFrame, *, title: str = KL_TITLE) -> go.Figure:
     """One bar per position: how far the next-token distribution moved; amber where the top token changed."""
-    labels = unique_labels(changes["token"].tolist())
+    labels = plotly_labels(changes["token"].tolist())
     custom = _hover_table([changes["top_causal"], changes["top_bidirectional"], changes["actual_next"]])
     colours = np.where(changes["top_changed"].to_numpy(), PICKED_COLOUR, BAR_COLOUR).tolist()
     fig = go.Figure(go.Bar(
@@ -83,7 +84,7 @@ def kl_chart(changes: pd.DataFrame, *, title: str = KL_TITLE) -> go.Figure:
                       "<br>top (bidirectional): %{customdata[1]}<br>actual next: %{customdata[2]}<extra></extra>",
     ))
     fig.update_layout(
-        title=title, height=320, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),
+        title=plotly_escape(title), height=320, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),
         xaxis=dict(title="position (its token)", tickangle=-60, **_tick_axis(labels)),
         yaxis=dict(title="KL (nats)", rangemode="tozero"),
     )
@@ -92,14 +93,14 @@ def kl_chart(changes: pd.DataFrame, *, title: str = KL_TITLE) -> go.Figure:
 
 def cosine_chart(changes: pd.DataFrame, *, title: str = COSINE_TITLE) -> go.Figure:
     """One bar per token: 1 − cos(final state under causal, final state under bidirectional)."""
-    labels = unique_labels(changes["token"].tolist())
+    labels = plotly_labels(changes["token"].tolist())
     fig = go.Figure(go.Bar(
         x=labels, y=changes["cosine_change"].to_numpy(dtype=np.float64), marker_color=BAR_COLOUR,
         customdata=changes["cosine"].to_numpy(dtype=np.float64),
         hovertemplate="token: %{x}<br>1 − cosine: %{y:.4f}<br>cosine: %{customdata:.4f}<extra></extra>",
     ))
     fig.update_layout(
-        title=title, height=320, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),
+        title=plotly_escape(title), height=320, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),
         xaxis=dict(title="token", tickangle=-60, **_tick_axis(labels)),
         yaxis=dict(title="1 − cosine", rangemode="tozero"),
     )

@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..tokens import plotly_safe
+from ..escape import plotly_escape
 from .heatmap import DIVERGING, _short, _tick_axis
 
 # Mid-tone colours readable on Streamlit's light and dark backgrounds.
@@ -45,14 +45,16 @@ def vectors_heatmap(
 ) -> go.Figure:
     """Vectors of several tokens, one column each: (tokens, dims) in, a dims × tokens heatmap out.
 
-    ``labels`` are the tokens' unique labels (one per row of ``vectors``); ``highlight`` outlines one column
-    (the query token). Signed values use a diverging scale centred on 0.
+    ``labels`` are the tokens' unique labels (one per row of ``vectors``, plain text: escaped here); ``highlight``
+    outlines one column (the query token). Signed values use a diverging scale centred on 0.
     """
     z = np.asarray(vectors, dtype=np.float32).T  # (dims, tokens)
     # A few outlier dimensions (e.g. "massive activations" in x) would wash out the rest: the colour scale
     # saturates at the 99th percentile of |value|; hover still shows the exact number.
     bound = _symmetric_bound(z, SATURATE_PERCENTILE)
     labels = list(labels)
+    column = labels.index(highlight) if highlight in labels else None
+    labels = [plotly_escape(label) for label in labels]
     fig = go.Figure(
         go.Heatmap(
             z=z, x=labels, y=np.arange(z.shape[0]), colorscale=DIVERGING, zmin=-bound, zmax=bound,
@@ -60,12 +62,11 @@ def vectors_heatmap(
             colorbar=dict(thickness=12),
         )
     )
-    if highlight is not None and highlight in labels:
-        i = labels.index(highlight)
-        fig.add_shape(type="rect", x0=i - 0.5, x1=i + 0.5, y0=-0.5, y1=z.shape[0] - 0.5, xref="x", yref="y",
+    if column is not None:
+        fig.add_shape(type="rect", x0=column - 0.5, x1=column + 0.5, y0=-0.5, y1=z.shape[0] - 0.5, xref="x", yref="y",
                       line=dict(color=QUERY_COLOUR, width=2))
     fig.update_layout(
-        title=plotly_safe(title),
+        title=plotly_escape(title),
         xaxis=dict(title="token", tickangle=-60, **_tick_axis(labels)),
         yaxis=dict(title="dimension", autorange="reversed"),
         margin=dict(l=10, r=10, t=40, b=10),
@@ -82,7 +83,7 @@ def weights_heatmap(weights: np.ndarray, *, title: str, height: int = 280) -> go
         z=z, colorscale=DIVERGING, zmin=-bound, zmax=bound, colorbar=dict(thickness=12),
         hovertemplate="input dimension: %{x}<br>head dimension: %{y}<br>weight: %{z:.4f}<extra></extra>",
     ))
-    fig.update_layout(title=plotly_safe(title), height=height, margin=dict(l=10, r=10, t=40, b=10),
+    fig.update_layout(title=plotly_escape(title), height=height, margin=dict(l=10, r=10, t=40, b=10),
                       xaxis=dict(title="input dimension (of x)"),
                       yaxis=dict(title="head dimension", autorange="reversed"))
     return fig
@@ -101,13 +102,14 @@ def key_bars(
     """One query's value for every key in the window as bars; keys the mask hides are marked "−∞" at 0.
 
     ``allowed`` (bool per key) marks masked keys; their bars are not drawn (their value is −∞ or, after
-    softmax, exactly 0) and a grey "−∞" marker stands in. ``picked`` colours the chosen key's bar.
+    softmax, exactly 0) and a grey "−∞" marker stands in. ``picked`` colours the chosen key's bar. Labels are plain
+    text (escaped here).
     """
     values = np.asarray(values, dtype=np.float64)
-    labels = list(labels)
+    colours = [PICKED_COLOUR if lab == picked else BAR_COLOUR for lab in labels]
+    labels = [plotly_escape(label) for label in labels]
     allowed = np.ones(len(labels), dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
     shown = np.where(allowed & np.isfinite(values), values, np.nan)
-    colours = [PICKED_COLOUR if lab == picked else BAR_COLOUR for lab in labels]
     fig = go.Figure(
         go.Bar(x=labels, y=shown, marker_color=colours, name=value_name,
                hovertemplate=f"key: %{{x}}<br>{value_name}: %{{y:.4f}}<extra></extra>")
@@ -122,7 +124,7 @@ def key_bars(
             hovertemplate=f"key: %{{x}}<br>{value_name}: {NEG_INF} (masked)<extra></extra>",
         ))
     fig.update_layout(
-        title=plotly_safe(title), showlegend=False, height=height, bargap=0.15,
+        title=plotly_escape(title), showlegend=False, height=height, bargap=0.15,
         xaxis=dict(tickangle=-60, **_tick_axis(labels)),
         yaxis=dict(title=value_name, zeroline=True),
         margin=dict(l=10, r=10, t=40, b=10),
@@ -139,7 +141,8 @@ def neuron_view(q: np.ndarray, k: np.ndarray, products: np.ndarray, *, query_lab
     dims = np.arange(q.shape[0])
     score = float(products.sum())
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
-                        subplot_titles=(plotly_safe(f"q of {_short(query_label, 20)} and k of {_short(key_label, 20)}"),
+                        subplot_titles=(plotly_escape(f"q of {_short(query_label, 20)} and k of "
+                                                      f"{_short(key_label, 20)}"),
                                         f"q ⊙ k per dimension: Σ = {score:.4f} = the score q·k"))
     fig.add_trace(go.Bar(x=dims, y=q, name="q", marker_color=QUERY_COLOUR,
                          hovertemplate="dimension %{x}<br>q: %{y:.4f}<extra></extra>"), row=1, col=1)
@@ -166,7 +169,7 @@ def rope_comparison(
     """
     names = list(before)
     fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, vertical_spacing=0.14,
-                        subplot_titles=[plotly_safe(labels[n]) for n in names])
+                        subplot_titles=[plotly_escape(labels[n]) for n in names])
     for row, name in enumerate(names, start=1):
         b, a = np.asarray(before[name], dtype=np.float64), np.asarray(after[name], dtype=np.float64)
         dims = np.arange(b.shape[0])
@@ -190,6 +193,6 @@ def vector_bars(values: np.ndarray, *, title: str, value_name: str, height: int 
         marker_color=np.where(values >= 0, POSITIVE_COLOUR, NEGATIVE_COLOUR).tolist(),
         hovertemplate=f"dimension %{{x}}<br>{value_name}: %{{y:.4f}}<extra></extra>",
     ))
-    fig.update_layout(title=plotly_safe(title), height=height, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),
+    fig.update_layout(title=plotly_escape(title), height=height, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),
                       xaxis=dict(title="dimension"), yaxis=dict(title=value_name))
     return fig
