@@ -8,12 +8,12 @@
 No Streamlit here: the app (``app.py``, ``pages/``, ``explorer/ui*``) is built on top.
 """
 
-from .devices import cuda_available, resolve_device
-from .embedded import DEFAULT_MODEL, EMBEDDED
+from .capture.devices import cuda_available, resolve_device
+from .capture.embedded import DEFAULT_MODEL, EMBEDDED
 from .errors import ExplorerError, InstrumentationError
-from .loading import load
-from .model import Encoded, Model
-from .trace import Trace
+from .capture.loading import load
+from .capture.model import Encoded, Model
+from .capture.trace import Trace
 
 __all__ = [
     "DEFAULT_MODEL",

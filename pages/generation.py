@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from explorer import ui
-from explorer import ui_generation as gen
+from explorer.ui import common as ui
+from explorer.ui import generation as gen
 
 ui.require_entrypoint()
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import export, stats
+from explorer.analysis import export, stats
 from explorer.errors import ExplorerError
 from explorer.figures.analysis import layer_head_heatmap
-from explorer.geometry import query_plane, score_vs_distance
-from explorer.lens import logit_lens
-from explorer.rollout import trace_rollout
+from explorer.analysis.geometry import query_plane, score_vs_distance
+from explorer.analysis.lens import logit_lens
+from explorer.analysis.rollout import trace_rollout
 
 TEXT = ("When Mary and John went to the store, John gave a drink to Mary. Then they walked home together along the "
         "river, talking about the weather and their plans for the summer holidays.")

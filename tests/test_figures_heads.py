@@ -16,7 +16,7 @@ import torch
 
 from explorer.figures import heads as fh
 from explorer.figures.heatmap import MAX_CELLS, block_mean
-from explorer.tokens import unique_labels
+from explorer.capture.tokens import unique_labels
 
 TEXT = "The cat sat on the mat because it was tired."
 LONG_TEXT = " ".join(["The committee met on Tuesday to discuss the budget, and after a long debate it decided to "

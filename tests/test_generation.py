@@ -7,9 +7,9 @@ import torch
 
 import explorer
 from explorer import ExplorerError
-from explorer.fill_mask import fill_mask
-from explorer.generation import Stepper
-from explorer.model import Encoded
+from explorer.decoding.fill_mask import fill_mask
+from explorer.decoding.generation import Stepper
+from explorer.capture.model import Encoded
 
 PROMPT = "Once upon a time, in a small village,"
 SAMPLING = dict(temperature=0.8, top_k=50, top_p=0.9)

@@ -9,11 +9,11 @@ import pytest
 from apptest_helpers import decode, open_page
 from streamlit.testing.v1 import AppTest
 
-from explorer import ui
-from explorer.lens import logit_lens
-from explorer.rollout import trace_rollout
-from explorer.stats import FORMULAS, STATISTICS
-from explorer.tokens import unique_labels
+from explorer.ui import common as ui
+from explorer.analysis.lens import logit_lens
+from explorer.analysis.rollout import trace_rollout
+from explorer.analysis.stats import FORMULAS, STATISTICS
+from explorer.capture.tokens import unique_labels
 
 TEXT = ui.DEFAULT_TEXT
 pytestmark = pytest.mark.usefixtures("navigation_like_a_server")

@@ -11,9 +11,9 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from ..geometry import QKPlane
-from ..lens import LensResult
-from ..tokens import display_label, unique_labels
+from ..analysis.geometry import QKPlane
+from ..analysis.lens import LensResult
+from ..capture.tokens import display_label, unique_labels
 from .heatmap import SEQUENTIAL, _short
 
 CLICK_TRACE = "click-target"  # name of the invisible scatter that makes heatmap cells clickable

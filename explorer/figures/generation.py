@@ -13,8 +13,8 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from ..sampling import Stage
-from ..tokens import display_label, unique_labels
+from ..decoding.sampling import Stage
+from ..capture.tokens import display_label, unique_labels
 from .heatmap import SEQUENTIAL, _tick_axis
 
 KEPT_COLOUR = "#1f77b4"

@@ -24,8 +24,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..stats import first_token
-from ..tokens import plotly_labels, plotly_safe, unique_labels
+from ..analysis.stats import first_token
+from ..capture.tokens import plotly_labels, plotly_safe, unique_labels
 from .heatmap import MAX_CELLS, SEQUENTIAL, _short, block_mean, token_heatmap
 
 SMALL_CELLS = 96  # per side, per head, in the small multiples of one layer

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from ..tokens import plotly_labels
+from ..capture.tokens import plotly_labels
 
 MAX_CELLS = 400
 MAX_TICKS = 60  # beyond this, tick labels are thinned; hover still names every token

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..tokens import display_label, plotly_safe, unique_labels
+from ..capture.tokens import display_label, plotly_safe, unique_labels
 from .heatmap import _tick_axis
 from .qkv import BAR_COLOUR, MASKED_COLOUR, NEG_INF, PICKED_COLOUR
 

@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..tokens import plotly_safe
+from ..capture.tokens import plotly_safe
 from .heatmap import DIVERGING, _short, _tick_axis
 
 # Mid-tone colours readable on Streamlit's light and dark backgrounds.

@@ -7,8 +7,8 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from ..kernels import KernelTiming
-from ..scratch_checks import PARITY_TOLERANCE, LayerParity
+from ..from_scratch.kernels import KernelTiming
+from ..from_scratch.checks import PARITY_TOLERANCE, LayerParity
 
 TEXTBOOK_COLOR = "#1f77b4"
 VARIANT_COLOR = "#ff7f0e"
