@@ -9,6 +9,7 @@ import pytest
 from apptest_helpers import decode, open_page
 from streamlit.testing.v1 import AppTest
 
+import explorer
 from explorer.ui import common as ui
 from explorer.analysis.lens import logit_lens
 from explorer.analysis.rollout import trace_rollout
@@ -31,7 +32,7 @@ def trace(smollm2):
 
 def test_statistics_table_and_heatmaps_show_the_engines_numbers(smollm2, trace):
     at = open_page("pages/analysis.py")
-    expected = smollm2.head_stats(trace=trace).sort_values("induction", ascending=False, kind="stable")
+    expected = explorer.head_stats(smollm2, trace=trace).sort_values("induction", ascending=False, kind="stable")
     shown = at.dataframe[0].value
     assert list(shown.columns) == ["layer", "head", *STATISTICS]
     np.testing.assert_allclose(shown[list(STATISTICS)].to_numpy(), expected[list(STATISTICS)].to_numpy(), atol=1e-9)

@@ -17,7 +17,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausa
 import explorer
 from explorer.from_scratch import kernels, checks as scratch_checks
 from explorer.analysis import stats
-from explorer.capture.model import Encoded
+from explorer.capture.tokens import Encoded
 from explorer.capture.projections import layer_projections
 from explorer.capture.recorder import causal_allowed
 from explorer.from_scratch.scratch import (

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from ..errors import ExplorerError
-from ..capture.model import Encoded
+from ..capture.tokens import Encoded
 
 STATISTICS = ("entropy", "previous_token", "first_token", "self", "induction")
 

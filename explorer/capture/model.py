@@ -10,21 +10,11 @@ import torch
 
 from ..errors import ExplorerError, InstrumentationError
 from .recorder import MaskOverride, Recorder, capture_input_hook, recording
-from .tokens import readable_tokens
+from .tokens import Encoded, readable_tokens
 from .trace import Trace
 
 ModelKind = Literal["causal-lm", "masked-lm", "encoder"]
 MASK_CHOICES = (None, "causal", "bidirectional")
-
-
-@dataclass
-class Encoded:
-    """A tokenised text: the ids the model runs on and one readable string per id."""
-
-    text: str
-    token_ids: list[int]
-    tokens: list[str]
-    truncated_from: int | None = None  # the token count before a max_tokens cut, if one was made
 
 
 @dataclass
@@ -209,18 +199,6 @@ class Model:
             if isinstance(module, torch.nn.Module):
                 return module
         return None
-
-    def head_stats(self, text: str | None = None, **kwargs):
-        """Per-head statistics as a pandas DataFrame (one row per layer, head): see :func:`explorer.stats.head_stats`."""
-        from ..analysis.stats import head_stats
-
-        return head_stats(self, text, **kwargs)
-
-    def generate(self, prompt: str, **kwargs):
-        """Step-by-step generation: see :func:`explorer.generation.generate`."""
-        from ..decoding.generation import generate
-
-        return generate(self, prompt, **kwargs)
 
 
 def _is_fast(tokenizer: object) -> bool:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from ..errors import ExplorerError, check_layer_head
-from .model import Model
+
+if TYPE_CHECKING:  # hints only: the engine below the model must not import it at run time
+    from .model import Model
 
 # (q, k, positions) -> (q, k), each (heads, T, D): the model's own rotary embedding
 RopeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

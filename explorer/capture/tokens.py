@@ -8,7 +8,19 @@ first piece and as '…' + character on the others, so a label is never byte moj
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
+
+
+@dataclass
+class Encoded:
+    """A tokenised text: the ids the model runs on and one readable string per id."""
+
+    text: str
+    token_ids: list[int]
+    tokens: list[str]
+    truncated_from: int | None = None  # the token count before a max_tokens cut, if one was made
+
 
 CONTINUATION = "\u2026"  # "…": this token holds later bytes of the character shown
 

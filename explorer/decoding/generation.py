@@ -26,7 +26,8 @@ from typing import Iterator, Literal, Sequence
 import torch
 
 from ..errors import ExplorerError, check_layer_head
-from ..capture.model import Encoded, Model
+from ..capture.model import Model
+from ..capture.tokens import Encoded
 from ..capture.recorder import AttentionRecord, Recorder, attention_probs, recording
 from .sampling import Knobs, Stage, draw, stages, uniform
 from ..capture.tokens import CONTINUATION

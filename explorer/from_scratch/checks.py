@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..capture.model import Encoded, Model
+from ..capture.model import Model
+from ..capture.tokens import Encoded
 from ..capture.projections import layer_projections
 from .scratch import NEG_INF, TUTORIAL_FILL, AttentionOutput, MultiHeadAttention, TutorialAttention, attention_core
 from ..analysis.stats import entropy

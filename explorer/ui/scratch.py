@@ -15,7 +15,8 @@ from ..from_scratch import kernels, checks as scratch_checks
 from ..analysis import stats
 from . import common as ui
 from ..errors import ExplorerError
-from ..capture.model import Encoded, Model
+from ..capture.model import Model
+from ..capture.tokens import Encoded
 from ..from_scratch.scratch import Departures, tutorial_variant
 from ..from_scratch.checks import FillOutcome, LayerParity, ParameterCounts
 from ..capture.trace import Trace
