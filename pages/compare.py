@@ -6,7 +6,8 @@ import streamlit as st
 from explorer.ui import common as ui
 from explorer.ui import analysis as ua
 from explorer.capture.embedded import EMBEDDED
-from explorer.figures.heatmap import DIVERGING, token_heatmap
+from explorer.figures.heatmap import token_heatmap
+from explorer.figures.palette import DIVERGING
 from explorer.capture.tokens import unique_labels
 
 ui.require_entrypoint()

@@ -6,7 +6,8 @@ import streamlit as st
 
 from explorer.ui import common as ui, masking as ui_masking
 from explorer.figures import masking as fm
-from explorer.figures.heatmap import DIVERGING, token_heatmap
+from explorer.figures.heatmap import token_heatmap
+from explorer.figures.palette import DIVERGING
 from explorer.analysis.mask_effects import (
     CAUSAL_MASK_LATEX,
     attention_difference,
