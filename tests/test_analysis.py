@@ -89,7 +89,7 @@ def test_text_none_measures_the_probe(smollm2):
     np.testing.assert_allclose(frame["induction"].to_numpy()[-9:], stats.induction(trace.attentions(29), 10).numpy())
 
 
-# ---- the structure SmolLM2 has (written up in .notes/analysis_findings.md) -----------------------------------------
+# ---- the structure SmolLM2 has (the README's worked example) -----------------------------------------
 def test_smollm2_has_strong_induction_heads_in_upper_middle_layers(smollm2_stats):
     best = smollm2_stats.sort_values("induction", ascending=False).iloc[0]
     assert best["induction"] > 0.5

@@ -6,9 +6,6 @@ import torch
 
 from ..errors import ExplorerError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
-
 def cuda_available() -> bool:
     return torch.cuda.is_available()
 

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 
 from ..from_scratch.kernels import KernelTiming
 from ..from_scratch.checks import PARITY_TOLERANCE, LayerParity
+from . import palette
 
 FLOOR = 1e-9  # differences of exactly 0 cannot sit on a log axis; they are drawn at this floor
 

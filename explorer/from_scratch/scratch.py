@@ -29,7 +29,6 @@ from torch import nn
 from ..errors import ExplorerError
 from ..capture.model import Model
 from ..capture.projections import LayerProjections, RopeFn, layer_projections
-from ..capture.recorder import causal_allowed
 
 NEG_INF = float("-inf")
 TUTORIAL_FILL = -1e20  # the tutorial's ``energy.masked_fill(mask == 0, float("-1e20"))``
@@ -231,11 +230,6 @@ def rotary_for(model: Model, proj: LayerProjections) -> nn.Module | RopeFn | Non
     return proj.rope
 
 
-def default_allowed(model: Model, n: int, device: torch.device | str = "cpu") -> torch.Tensor | None:
-    """The model's own mask for n tokens: causal (T, T) bool for decoders, None (all allowed) for encoders."""
-    return causal_allowed(n, n, device) if model.default_mask == "causal" else None
-
-
 # ---- the tutorial variant -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Departures:
@@ -244,10 +238,6 @@ class Departures:
     embed_scale: bool = False  # scores ÷ √(embedding size) instead of ÷ √d_k
     shared_projection: bool = False  # one d_k × d_k projection shared by every head, on each head's slice of x
     large_negative_fill: bool = False  # masked scores filled with −1e20 instead of −∞
-
-    @property
-    def any(self) -> bool:
-        return self.embed_scale or self.shared_projection or self.large_negative_fill
 
 
 @dataclass

@@ -78,8 +78,3 @@ class TraceCache:
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._items
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._nbytes = 0
