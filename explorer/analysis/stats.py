@@ -202,3 +202,37 @@ def head_stats(
     values = text_statistics(trace if trace is not None else probe_trace)
     values["induction"] = induction_scores(probe_trace, probe)
     return stats_frame(values)
+
+
+# ---- one telling head, for a first look --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TellingHead:
+    """The head that shows most plainly what attention does with a text, and why it was picked."""
+
+    layer: int
+    head: int
+    kind: str  # "previous_token" | "self" | "first_token": the pattern it shows
+    score: float  # that statistic's value for this head (a share of attention, 0…1)
+
+
+# The patterns a newcomer can see at a glance, in order of preference on ties: a diagonal just below the main one, the
+# main diagonal, one bright column. The sink comes last: most heads of a causal LM park attention there, so it is the
+# least telling, and is shown only when no head follows tokens more than this share of the time.
+TELLING_KINDS = ("previous_token", "self", "first_token")
+CLEAR_PATTERN = 0.3
+
+
+def telling_head(values: dict[str, np.ndarray]) -> TellingHead:
+    """Pick one head from :func:`text_statistics`' ``values`` (name → (n_layers, n_heads)).
+
+    The strongest previous-token or self head, when its score reaches :data:`CLEAR_PATTERN`; otherwise the strongest
+    first-token (sink) head. NaN scores (a one-token text has no previous token) count as −1 and never win.
+    """
+
+    def strongest(kind: str) -> TellingHead:
+        scores = np.nan_to_num(np.asarray(values[kind], dtype=np.float64), nan=-1.0)
+        layer, head = np.unravel_index(int(np.argmax(scores)), scores.shape)  # the first of equal maxima
+        return TellingHead(int(layer), int(head), kind, float(scores[layer, head]))
+
+    pattern = max((strongest(kind) for kind in TELLING_KINDS[:2]), key=lambda h: h.score)  # ties: previous_token
+    return pattern if pattern.score >= CLEAR_PATTERN else strongest("first_token")
