@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "explorer"
 
 # Lower ranks never import higher ones; groups of one rank do not import each other.
-RANKS = {"errors": 0, "capture": 1, "analysis": 2, "decoding": 2, "from_scratch": 3, "figures": 4, "ui": 5}
+RANKS = {"i18n": 0, "errors": 1, "capture": 2, "analysis": 3, "decoding": 3, "from_scratch": 4, "figures": 5, "ui": 6}
 MAX_PAGE_LINES = 150
 
 
