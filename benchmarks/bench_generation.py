@@ -23,8 +23,8 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList  # noqa: E402
 
 import explorer  # noqa: E402
-from explorer.embedded import resolve_embedded  # noqa: E402
-from explorer.generation import Stepper  # noqa: E402
+from explorer.capture.embedded import resolve_embedded  # noqa: E402
+from explorer.decoding.generation import Stepper  # noqa: E402
 
 PROMPT = "Once upon a time, in a small village,"
 CONFIGS = {

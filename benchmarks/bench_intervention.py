@@ -22,9 +22,9 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 import explorer  # noqa: E402
-from explorer import intervention  # noqa: E402
-from explorer.embedded import resolve_embedded  # noqa: E402
-from explorer.kernels import median_seconds  # noqa: E402
+from explorer.capture import intervention  # noqa: E402
+from explorer.capture.embedded import resolve_embedded  # noqa: E402
+from explorer.from_scratch.kernels import median_seconds  # noqa: E402
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"

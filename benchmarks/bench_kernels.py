@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import torch  # noqa: E402
 
-from explorer import kernels  # noqa: E402
-from explorer.devices import resolve_device  # noqa: E402
+from explorer.from_scratch import kernels  # noqa: E402
+from explorer.capture.devices import resolve_device  # noqa: E402
 
 
 @contextlib.contextmanager

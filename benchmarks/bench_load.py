@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 import explorer  # noqa: E402
-from explorer.embedded import EMBEDDED, embedded_source  # noqa: E402
+from explorer.capture.embedded import EMBEDDED, embedded_source  # noqa: E402
 from _common import median_time  # noqa: E402
 
 

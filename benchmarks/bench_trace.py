@@ -23,8 +23,8 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 import explorer  # noqa: E402
-from explorer.embedded import resolve_embedded  # noqa: E402
-from explorer.kernels import median_seconds  # noqa: E402
+from explorer.capture.embedded import resolve_embedded  # noqa: E402
+from explorer.from_scratch.kernels import median_seconds  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import median_time, text_of_tokens  # noqa: E402

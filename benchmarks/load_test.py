@@ -15,7 +15,7 @@ element present). Errors are exception boxes (stException), st.error alerts, and
 Server memory is the peak RSS of the server process and its children, sampled every 0.25 s.
 
     .venv/bin/python benchmarks/load_test.py --sessions 1 5 10 --seconds 60
-    .venv/bin/python benchmarks/load_test.py --sessions 5 --seconds 30 --markdown .notes/load_test_run.md
+    .venv/bin/python benchmarks/load_test.py --sessions 5 --seconds 30 --markdown load_test_run.md
 
 The server is always stopped at the end (also on Ctrl+C or a crash).
 """

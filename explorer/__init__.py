@@ -5,15 +5,22 @@
     >>> trace = model.trace("The cat sat on the mat.")
     >>> trace.attention(layer=3, head=0).sum(-1)   # rows sum to 1
 
-No Streamlit here: the app (``app.py``, ``pages/``, ``explorer/ui*``) is built on top.
+The engine is grouped by what it does, lower groups never importing higher ones:
+``capture/`` (load a model, record its attention, trace, intervene) → ``analysis/`` (head statistics, lens, rollout,
+geometry, mask effects, export) and ``decoding/`` (step-by-step generation, sampling, fill-mask) → ``from_scratch/``
+(textbook attention, the Q/K/V walk-through, kernels) → ``figures/`` (pure plotly builders). No Streamlit in any of
+them: the app (``app.py``, ``pages/``, ``explorer/ui/``) is built on top.
 """
 
-from .devices import cuda_available, resolve_device
-from .embedded import DEFAULT_MODEL, EMBEDDED
+from .analysis.stats import head_stats
+from .capture.devices import cuda_available, resolve_device
+from .capture.embedded import DEFAULT_MODEL, EMBEDDED
+from .capture.loading import load
+from .capture.model import Model
+from .capture.tokens import Encoded
+from .capture.trace import Trace
+from .decoding.generation import generate
 from .errors import ExplorerError, InstrumentationError
-from .loading import load
-from .model import Encoded, Model
-from .trace import Trace
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -24,6 +31,8 @@ __all__ = [
     "Model",
     "Trace",
     "cuda_available",
+    "generate",
+    "head_stats",
     "load",
     "resolve_device",
 ]

@@ -4,16 +4,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import export, ui
+from explorer.analysis import export
+from explorer.ui import common as ui
 from explorer.escape import md_escape
-from explorer import ui_analysis as ua
+from explorer.ui import analysis as ua
 from explorer.figures.analysis import layer_head_heatmap, lens_figure, qk_plane_figure
 from explorer.figures.heatmap import token_heatmap
-from explorer.geometry import qk_plane, score_vs_distance
-from explorer.lens import logit_lens
-from explorer.rollout import ASSUMPTIONS
-from explorer.stats import FORMULAS, MEANINGS, STATISTICS
-from explorer.tokens import display_label, unique_labels
+from explorer.analysis.geometry import qk_plane, score_vs_distance
+from explorer.analysis.lens import logit_lens
+from explorer.analysis.rollout import ASSUMPTIONS
+from explorer.analysis.stats import FORMULAS, MEANINGS, STATISTICS
+from explorer.capture.tokens import display_label, unique_labels
 
 ui.require_entrypoint()
 

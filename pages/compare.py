@@ -3,12 +3,13 @@
 import numpy as np
 import streamlit as st
 
-from explorer import ui
-from explorer import ui_analysis as ua
-from explorer.embedded import EMBEDDED
+from explorer.ui import common as ui
+from explorer.ui import analysis as ua
+from explorer.capture.embedded import EMBEDDED
 from explorer.escape import md_escape
-from explorer.figures.heatmap import DIVERGING, token_heatmap
-from explorer.tokens import unique_labels
+from explorer.figures.heatmap import token_heatmap
+from explorer.figures.palette import DIVERGING
+from explorer.capture.tokens import unique_labels
 
 ui.require_entrypoint()
 

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from explorer import ui
-from explorer import ui_generation as gen
+from explorer.ui.common import common as ui
+from explorer.ui.common import generation as gen
 
 ui.require_entrypoint()
 

@@ -7,9 +7,9 @@ from functools import partial
 import numpy as np
 import streamlit as st
 
-from explorer import ui
+from explorer.ui.common import common as ui
 from explorer.figures import heads as fh
-from explorer.trace import Trace
+from explorer.capture.trace import Trace
 
 ui.require_entrypoint()
 

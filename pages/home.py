@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from explorer import ui
-from explorer.tokens import display_label
+from explorer.ui.common import common as ui
+from explorer.capture.tokens import display_label
 
 ui.require_entrypoint()
 

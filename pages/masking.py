@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from explorer import ui, ui_masking
+from explorer.ui import common as ui, masking as ui_masking
 from explorer.escape import md_escape
 from explorer.figures import masking as fm
-from explorer.figures.heatmap import DIVERGING, token_heatmap
-from explorer.mask_effects import (
+from explorer.figures.heatmap import token_heatmap
+from explorer.figures.palette import DIVERGING
+from explorer.analysis.mask_effects import (
     CAUSAL_MASK_LATEX,
     attention_difference,
     flip_summary,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from explorer import ui, ui_qkv
+from explorer.ui.common import common as ui, qkv as ui_qkv
 from explorer.figures import qkv as fq
-from explorer.tokens import unique_labels
-from explorer.mask_effects import CAUSAL_MASK_LATEX
-from explorer.walkthrough import formula_steps, token_window
+from explorer.capture.tokens import unique_labels
+from explorer.analysis.mask_effects import CAUSAL_MASK_LATEX
+from explorer.from_scratch.walkthrough import formula_steps, token_window
 
 ui.require_entrypoint()
 

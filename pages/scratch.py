@@ -5,13 +5,14 @@ import inspect
 
 import streamlit as st
 
-from explorer import kernels, scratch, ui
-from explorer import ui_scratch as us
-from explorer.devices import cuda_available
+from explorer.from_scratch import kernels, scratch
+from explorer.ui import common as ui
+from explorer.ui import scratch as us
+from explorer.capture.devices import cuda_available
 from explorer.escape import md_escape
 from explorer.figures import scratch as fs
 from explorer.figures.heatmap import token_heatmap
-from explorer.scratch_checks import PARITY_TOLERANCE
+from explorer.from_scratch.checks import PARITY_TOLERANCE
 
 ui.require_entrypoint()
 

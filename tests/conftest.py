@@ -7,7 +7,7 @@ import torch
 from streamlit.runtime.pages_manager import PagesManager
 
 import explorer
-from explorer.embedded import resolve_embedded
+from explorer.capture.embedded import resolve_embedded
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
 

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import export, stats
+import explorer
+
+from explorer.analysis import export, stats
 from explorer.errors import ExplorerError
 from explorer.figures.analysis import layer_head_heatmap
-from explorer.geometry import query_plane, score_vs_distance
-from explorer.lens import logit_lens
-from explorer.rollout import trace_rollout
+from explorer.analysis.geometry import query_plane, score_vs_distance
+from explorer.analysis.lens import logit_lens
+from explorer.analysis.rollout import trace_rollout
 
 TEXT = ("When Mary and John went to the store, John gave a drink to Mary. Then they walked home together along the "
         "river, talking about the weather and their plans for the summer holidays.")
@@ -28,7 +30,7 @@ def eager_attentions(reference, ids: list[int]) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def smollm2_stats(smollm2):
-    return smollm2.head_stats(TEXT)
+    return explorer.head_stats(smollm2, TEXT)
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +82,14 @@ def test_induction_scores_match_eager_attention(smollm2, smollm2_eager, smollm2_
 
 
 def test_text_none_measures_the_probe(smollm2):
-    frame = smollm2.head_stats(period=10)
+    frame = explorer.head_stats(smollm2, period=10)
     probe = stats.induction_probe(smollm2, period=10)
     trace = smollm2.trace_ids(probe.encoded, keep_inputs=False)
     np.testing.assert_allclose(frame["self"].to_numpy()[-9:], stats.self_attention(trace.attentions(29)).numpy())
     np.testing.assert_allclose(frame["induction"].to_numpy()[-9:], stats.induction(trace.attentions(29), 10).numpy())
 
 
-# ---- the structure SmolLM2 has (written up in .notes/analysis_findings.md) -----------------------------------------
+# ---- the structure SmolLM2 has (the README's worked example) -----------------------------------------
 def test_smollm2_has_strong_induction_heads_in_upper_middle_layers(smollm2_stats):
     best = smollm2_stats.sort_values("induction", ascending=False).iloc[0]
     assert best["induction"] > 0.5
@@ -115,7 +117,7 @@ def test_minilm_encoder_probe_wraps_cls_and_sep(minilm):
     tok = minilm.tokenizer
     assert probe.start == 1 and probe.encoded.token_ids[0] == tok.cls_token_id
     assert probe.encoded.token_ids[-1] == tok.sep_token_id
-    frame = minilm.head_stats("The cat sat on the mat.", period=20)
+    frame = explorer.head_stats(minilm, "The cat sat on the mat.", period=20)
     assert frame.shape == (6 * 12, 7)
     assert frame[list(stats.STATISTICS[1:])].to_numpy().min() >= 0
     assert frame[list(stats.STATISTICS[1:])].to_numpy().max() <= 1 + 1e-6

@@ -25,9 +25,9 @@ import torch
 
 import explorer
 from explorer import ExplorerError, InstrumentationError
-from explorer.embedded import resolve_embedded
-from explorer.settings import Settings
-from explorer.tokens import CONTINUATION, display_label
+from explorer.capture.embedded import resolve_embedded
+from explorer.ui.common.settings import Settings
+from explorer.capture.tokens import CONTINUATION, display_label
 
 from apptest_helpers import APP
 from tiny_tokenizer import word_tokenizer

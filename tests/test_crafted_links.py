@@ -30,10 +30,11 @@ from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
 import explorer
-from explorer import ExplorerError, ui
-from explorer.devices import cuda_available
+from explorer import ExplorerError
+from explorer.ui import common as ui
+from explorer.capture.devices import cuda_available
 from explorer.escape import WORD_JOINER, md_escape, plotly_escape
-from explorer.settings import Settings, is_loopback
+from explorer.ui.settings import Settings, is_loopback
 
 from apptest_helpers import APP
 from crafted import BAD_INDICES, EVIL, MODEL_LINKS, TAG_TEXT, TAG_TOKENS, TEXT_PAYLOAD, tag_model as build_tag_model

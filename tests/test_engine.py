@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import explorer
-from explorer import embedded
-from explorer.tokens import CONTINUATION, display_label, unique_labels
+from explorer.capture import embedded
+from explorer.capture.tokens import CONTINUATION, display_label, unique_labels
 
 
 def test_contract_on_real_model(smollm2):

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from explorer.figures import heads as fh
+from explorer.figures import palette
 from explorer.figures.heatmap import MAX_CELLS, block_mean
-from explorer.tokens import unique_labels
+from explorer.capture.tokens import unique_labels
 
 TEXT = "The cat sat on the mat because it was tired."
 LONG_TEXT = " ".join(["The committee met on Tuesday to discuss the budget, and after a long debate it decided to "
@@ -144,7 +145,7 @@ def test_small_multiples_hold_every_head_of_the_layer_with_gqa_labels(short):
         np.testing.assert_array_equal(np.asarray(heat.z), short.attention(17, h).numpy())
     titles = [a.text for a in fig.layout.annotations][: short.n_heads]
     assert titles == [f"head {h} · kv {h // 3}" for h in range(9)]
-    assert fig.layout.annotations[5].font.color == fh.SELECTED_COLOUR
+    assert fig.layout.annotations[5].font.color == palette.ACCENT
     # one sink outline per head, plus the frame of the selected head
     assert sum(s.line.dash == "dot" for s in fig.layout.shapes) == short.n_heads
     assert fig.layout.coloraxis.cmax == 1.0
@@ -227,7 +228,7 @@ def test_head_view_line_widths_are_proportional_to_attention(short):
         assert line.line.width == pytest.approx(fh.LINE_WIDTH_PER_UNIT * float(a[q, k]), rel=1e-6)
         assert k <= q  # causal
     sink_lines = [ln for ln in lines if ln.y[1] == 0]
-    assert sink_lines and all(ln.line.color == fh.SINK_COLOUR for ln in sink_lines)
+    assert sink_lines and all(ln.line.color == palette.HIGHLIGHT for ln in sink_lines)
     token_columns = [d for d in fig.data if d.mode == "markers+text"]
     assert [list(d.x)[0] for d in token_columns] == [0, 1]
     assert [t.split("\u2002", 1)[0] for t in token_columns[0].text] == [str(i) for i in range(short.n_tokens)]

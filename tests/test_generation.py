@@ -7,9 +7,9 @@ import torch
 
 import explorer
 from explorer import ExplorerError
-from explorer.fill_mask import fill_mask
-from explorer.generation import Stepper
-from explorer.model import Encoded
+from explorer.decoding.fill_mask import fill_mask
+from explorer.decoding.generation import Stepper
+from explorer.capture.tokens import Encoded
 
 PROMPT = "Once upon a time, in a small village,"
 SAMPLING = dict(temperature=0.8, top_k=50, top_p=0.9)
@@ -21,7 +21,7 @@ def _reference_logits(reference, ids: list[int]) -> torch.Tensor:
 
 
 def test_greedy_matches_transformers_generate(smollm2, smollm2_sdpa):
-    steps = smollm2.generate(PROMPT, max_new_tokens=32, temperature=0)
+    steps = explorer.generate(smollm2, PROMPT, max_new_tokens=32, temperature=0)
     assert len(steps) == 32 and steps.stop_reason == "max_new_tokens"
     ids = torch.tensor([steps.prompt.token_ids])
     assert steps.prompt.token_ids == smollm2.encode(PROMPT).token_ids  # tokenised like model.trace
@@ -34,13 +34,13 @@ def test_greedy_matches_transformers_generate(smollm2, smollm2_sdpa):
 
 
 def test_seeded_run_repeats_exactly(smollm2):
-    a = smollm2.generate(PROMPT, max_new_tokens=8, seed=1234, **SAMPLING)
-    b = smollm2.generate(PROMPT, max_new_tokens=8, seed=1234, **SAMPLING)
+    a = explorer.generate(smollm2, PROMPT, max_new_tokens=8, seed=1234, **SAMPLING)
+    b = explorer.generate(smollm2, PROMPT, max_new_tokens=8, seed=1234, **SAMPLING)
     assert a.token_ids == b.token_ids
     assert all(torch.equal(x.probs, y.probs) and x.u == y.u for x, y in zip(a, b))
     hot = dict(temperature=1.5, top_k=0, top_p=1.0)  # high entropy: two seeds practically never agree
-    assert smollm2.generate(PROMPT, max_new_tokens=6, seed=1, **hot).token_ids != \
-        smollm2.generate(PROMPT, max_new_tokens=6, seed=2, **hot).token_ids
+    assert explorer.generate(smollm2, PROMPT, max_new_tokens=6, seed=1, **hot).token_ids != \
+        explorer.generate(smollm2, PROMPT, max_new_tokens=6, seed=2, **hot).token_ids
 
 
 def test_steps_reuse_the_cache_and_match_a_full_forward(smollm2, smollm2_sdpa):
@@ -66,7 +66,7 @@ def test_steps_reuse_the_cache_and_match_a_full_forward(smollm2, smollm2_sdpa):
 
 
 def test_attention_rows_equal_the_last_row_of_a_trace_and_of_eager(smollm2, smollm2_eager):
-    steps = smollm2.generate(PROMPT, max_new_tokens=4, seed=3, **SAMPLING)
+    steps = explorer.generate(smollm2, PROMPT, max_new_tokens=4, seed=3, **SAMPLING)
     for step in steps:
         context = steps.prompt.token_ids + steps.token_ids[: step.index]
         assert step.rows.shape == (30, 9, len(context))
@@ -158,7 +158,7 @@ def test_bad_arguments_are_clear_errors(smollm2, minilm):
     with pytest.raises(ExplorerError, match="empty"):
         Stepper(smollm2, "   ")
     with pytest.raises(ExplorerError, match="Temperature"):
-        smollm2.generate("Hello", temperature=-1)
+        explorer.generate(smollm2, "Hello", temperature=-1)
     with pytest.raises(ExplorerError, match="max_new_tokens"):
         Stepper(smollm2, "Hello", max_new_tokens=0)
     with pytest.raises(ExplorerError, match="seed"):

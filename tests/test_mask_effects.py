@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from explorer import ExplorerError
-from explorer import mask_effects as me
+from explorer.analysis import mask_effects as me
 
 TEXT = "The cat sat on the mat because it was tired."
 

@@ -9,11 +9,12 @@ import pytest
 from apptest_helpers import decode, open_page
 from streamlit.testing.v1 import AppTest
 
-from explorer import ui
-from explorer.lens import logit_lens
-from explorer.rollout import trace_rollout
-from explorer.stats import FORMULAS, STATISTICS
-from explorer.tokens import unique_labels
+import explorer
+from explorer.ui.common import common as ui
+from explorer.analysis.lens import logit_lens
+from explorer.analysis.rollout import trace_rollout
+from explorer.analysis.stats import FORMULAS, STATISTICS
+from explorer.capture.tokens import unique_labels
 
 TEXT = ui.DEFAULT_TEXT
 pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
@@ -31,7 +32,7 @@ def trace(smollm2):
 
 def test_statistics_table_and_heatmaps_show_the_engines_numbers(smollm2, trace):
     at = open_page("pages/analysis.py")
-    expected = smollm2.head_stats(trace=trace).sort_values("induction", ascending=False, kind="stable")
+    expected = explorer.head_stats(smollm2, trace=trace).sort_values("induction", ascending=False, kind="stable")
     shown = at.dataframe[0].value
     assert list(shown.columns) == ["layer", "head", *STATISTICS]
     np.testing.assert_allclose(shown[list(STATISTICS)].to_numpy(), expected[list(STATISTICS)].to_numpy(), atol=1e-9)

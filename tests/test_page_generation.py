@@ -8,11 +8,11 @@ import pytest
 from apptest_helpers import assert_clean, chart_data, decode, open_page
 from streamlit.testing.v1 import AppTest
 
-from explorer import ui_generation
+from explorer.ui import generation as ui_generation
 from explorer.escape import md_escape
 from explorer.figures.generation import candidate_label
-from explorer.fill_mask import fill_mask
-from explorer.generation import Stepper
+from explorer.decoding.fill_mask import fill_mask
+from explorer.decoding.generation import Stepper
 
 pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
 PAGE = "pages/generation.py"

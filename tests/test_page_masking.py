@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from apptest_helpers import assert_clean, chart_data, decode, open_page
 
-from explorer.mask_effects import final_state_changes, next_token_changes
-from explorer.tokens import display_label
+from explorer.analysis.mask_effects import final_state_changes, next_token_changes
+from explorer.capture.tokens import display_label
 
 pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
 
@@ -75,7 +75,7 @@ def test_long_text_stays_within_the_payload_budget(smollm2):
 
 def test_the_models_own_mask_reuses_the_sidebar_trace():
     """The page asks for "causal" by name; for SmolLM2 that is the sidebar's trace (mask=None), not a second one."""
-    from explorer import ui
+    from explorer.ui.common import common as ui
 
     text = "A fresh sentence for the masking cache test."
     at = open_page("pages/home.py", model_choice="smollm2", text=text)  # Home traces the sidebar's text first

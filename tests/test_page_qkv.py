@@ -7,8 +7,8 @@ import pytest
 import torch
 from apptest_helpers import assert_clean, chart_data, decode, open_page
 
-from explorer.tokens import display_label
-from explorer.walkthrough import formula_steps, token_window
+from explorer.capture.tokens import display_label
+from explorer.from_scratch.walkthrough import formula_steps, token_window
 
 pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
 

@@ -7,8 +7,10 @@ import pytest
 import torch
 from apptest_helpers import chart_data, decode, open_page
 
-from explorer import kernels, scratch_checks, stats, ui
-from explorer.scratch import Departures, MultiHeadAttention, tutorial_variant
+from explorer.from_scratch import kernels, checks as scratch_checks
+from explorer.analysis import stats
+from explorer.ui.common import common as ui
+from explorer.from_scratch.scratch import Departures, MultiHeadAttention, tutorial_variant
 
 PAGE = "pages/scratch.py"
 pytestmark = pytest.mark.usefixtures("navigation_like_a_server")

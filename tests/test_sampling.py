@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from explorer import ExplorerError
-from explorer.sampling import Knobs, draw, nucleus, stages, uniform
+from explorer.decoding.sampling import Knobs, draw, nucleus, stages, uniform
 
 logits_lists = st.lists(
     st.floats(min_value=-30, max_value=30, allow_nan=False, allow_infinity=False, width=32), min_size=1, max_size=60

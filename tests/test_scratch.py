@@ -15,11 +15,12 @@ import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
 import explorer
-from explorer import kernels, scratch_checks, stats
-from explorer.model import Encoded
-from explorer.projections import layer_projections
-from explorer.recorder import causal_allowed
-from explorer.scratch import (
+from explorer.from_scratch import kernels, checks as scratch_checks
+from explorer.analysis import stats
+from explorer.capture.tokens import Encoded
+from explorer.capture.projections import layer_projections
+from explorer.capture.recorder import causal_allowed
+from explorer.from_scratch.scratch import (
     TUTORIAL_FILL,
     Departures,
     MultiHeadAttention,

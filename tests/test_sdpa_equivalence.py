@@ -16,8 +16,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Mi
 
 import explorer
 from explorer import ExplorerError, InstrumentationError
-from explorer.devices import tf32_enabled
-from explorer.recorder import (
+from explorer.capture.devices import tf32_enabled
+from explorer.capture.recorder import (
     Recorder,
     _aligned_bias,
     _fused_attention,

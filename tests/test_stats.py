@@ -13,10 +13,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from explorer import export, stats
+from explorer.analysis import export, stats
 from explorer.errors import ExplorerError
-from explorer.geometry import pca_plane, qk_plane, query_plane, score_vs_distance
-from explorer.rollout import mixing_matrix, rollout
+from explorer.analysis.geometry import pca_plane, qk_plane, query_plane, score_vs_distance
+from explorer.analysis.rollout import mixing_matrix, rollout
 
 
 # ---- hand-made attention maps ---------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from explorer import ExplorerError
-from explorer.projections import layer_projections
-from explorer.walkthrough import formula_steps, token_window
+from explorer.capture.projections import layer_projections
+from explorer.from_scratch.walkthrough import formula_steps, token_window
 
 TEXT = "The cat sat on the mat because it was tired."
 

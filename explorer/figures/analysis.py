@@ -12,10 +12,12 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..escape import plotly_escape
-from ..geometry import QKPlane
-from ..lens import LensResult
-from ..tokens import display_label, plotly_labels
-from .heatmap import SEQUENTIAL, _short
+from ..analysis.geometry import QKPlane
+from ..analysis.lens import LensResult
+from ..capture.tokens import display_label, plotly_labels
+from .heatmap import _short
+from . import palette
+from .palette import SEQUENTIAL
 
 CLICK_TRACE = "click-target"  # name of the invisible scatter that makes heatmap cells clickable
 
@@ -64,7 +66,7 @@ def layer_head_heatmap(
     if selected is not None:
         layer, head = selected
         fig.add_shape(type="rect", x0=head - 0.5, x1=head + 0.5, y0=layer - 0.5, y1=layer + 0.5,
-                      line=dict(color="#ff4b4b", width=2))
+                      line=dict(color=palette.ACCENT, width=2))
     fig.update_layout(
         title=plotly_escape(title),
         # Fixed ranges: the click markers must not pad the axes beyond the cells.
@@ -117,11 +119,11 @@ def qk_plane_figure(
         x=[plane.queries[query_index, 0]], y=[plane.queries[query_index, 1]], mode="markers+text",
         name=f"query {query_index}", text=[f"q: {_short(plotly_escape(display_label(tokens[query_index])), 16)}"],
         hovertext=[labels[query_index]], textposition="top center",
-        marker=dict(symbol="star", size=20, color="#ff4b4b", line=dict(width=1, color="black")),
+        marker=dict(symbol="star", size=20, color=palette.ACCENT, line=dict(width=1, color="black")),
         hovertemplate="the chosen query: %{hovertext}<extra></extra>",
     ))
     for index, name, colour_ring, dash in (
-        (top_key, "highest score", "#ff4b4b", "solid"), (nearest_key, "nearest key", "#1f77b4", "dot")
+        (top_key, "highest score", palette.ACCENT, "solid"), (nearest_key, "nearest key", palette.FIRST, "dot")
     ):
         if index is None:
             continue

@@ -14,13 +14,12 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from ..escape import plotly_escape
-from ..sampling import Stage
-from ..tokens import display_label, plotly_labels
-from .heatmap import SEQUENTIAL, _tick_axis
+from ..decoding.sampling import Stage
+from ..capture.tokens import display_label, plotly_labels
+from .heatmap import _tick_axis
+from . import palette
+from .palette import SEQUENTIAL
 
-KEPT_COLOUR = "#1f77b4"
-CUT_COLOUR = "rgba(150, 150, 150, 0.55)"
-CHOSEN_COLOUR = "#ff7f0e"
 SHOWN_STAGES = ("softmax", "temperature", "top-k", "top-p")  # "final" equals the last cut; it is not drawn again
 
 
@@ -64,11 +63,11 @@ def stage_chart(
         cut_here = [
             bool(stage.kept is not None and not stage.kept[i] and previous is not None and previous[i] > 0) for i in ids
         ]
-        colours = [CHOSEN_COLOUR if i == chosen else KEPT_COLOUR for i in ids]
+        colours = [palette.SECOND if i == chosen else palette.FIRST for i in ids]
         fig.add_trace(
             go.Bar(
                 x=values + [rest], y=labels + [others], orientation="h", name="kept",
-                marker_color=colours + ["rgba(31, 119, 180, 0.35)"],
+                marker_color=colours + [palette.FIRST_FADED],
                 hovertemplate="%{y}: %{x:.4f}<extra>" + plotly_escape(stage.label) + "</extra>",
             ),
             row=1, col=col,
@@ -79,7 +78,7 @@ def stage_chart(
             fig.add_trace(
                 go.Bar(
                     x=before + [rest_cut], y=labels + [others], orientation="h", name="cut by this stage",
-                    marker=dict(color=CUT_COLOUR, pattern=dict(shape="/")),
+                    marker=dict(color=palette.CUT, pattern=dict(shape="/")),
                     hovertemplate="%{y}: cut (had %{x:.4f})<extra>" + plotly_escape(stage.label) + "</extra>",
                 ),
                 row=1, col=col,
@@ -132,7 +131,7 @@ def attention_row_chart(
     labels = plotly_labels(tokens)
     values = np.asarray(row, dtype=np.float32)
     query = len(labels) - 1 if query is None else query
-    colours = [CHOSEN_COLOUR if i == query else KEPT_COLOUR for i in range(len(labels))]
+    colours = [palette.SECOND if i == query else palette.FIRST for i in range(len(labels))]
     fig = go.Figure(
         go.Bar(x=labels, y=values, marker_color=colours, hovertemplate="key %{x}<br>attention %{y:.4f}<extra></extra>")
     )

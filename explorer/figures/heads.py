@@ -24,18 +24,17 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..stats import first_token
+from ..analysis.stats import first_token
 from ..escape import plotly_escape
-from ..tokens import plotly_labels, unique_labels
-from .heatmap import MAX_CELLS, SEQUENTIAL, _short, block_mean, token_heatmap
+from ..capture.tokens import plotly_labels, unique_labels
+from .heatmap import MAX_CELLS, _short, block_mean, token_heatmap
+from . import palette
+from .palette import SEQUENTIAL
 
 SMALL_CELLS = 96  # per side, per head, in the small multiples of one layer
 THUMB_CELLS = 32  # per side, per head, in the model view
 MAX_LINES = 200  # lines drawn in the head view
 LINE_WIDTH_PER_UNIT = 10.0  # px of line width for an attention weight of 1 (widths are proportional)
-SINK_COLOUR = "#f59e0b"  # amber: visible on Viridis and on light and dark backgrounds
-SELECTED_COLOUR = "#ff4b4b"  # Streamlit's accent red
-LINE_COLOUR = "#3b82f6"
 # Category ticks that plotly thins when it draws, to one per 1.2 × font size of axis length: labels never overlap,
 # whatever the window's width (a fixed count, as token_heatmap's, overlaps on a 400 px plot). With x labels at
 # -90° that spacing is enough. Hover still names every token.
@@ -110,13 +109,13 @@ def mark_sink(fig: go.Figure, *, xref: str = "x", yref: str = "y", hidden: bool 
     """Outline key column 0 (the first displayed column; category index 0) of one heatmap, in place."""
     fig.add_shape(
         type="rect", xref=xref, yref=f"{yref} domain", x0=-0.5, x1=0.5, y0=0, y1=1,
-        line=dict(color=SINK_COLOUR, width=2, dash="dot"), fillcolor="rgba(0,0,0,0)", layer="above",
+        line=dict(color=palette.HIGHLIGHT, width=2, dash="dot"), fillcolor="rgba(0,0,0,0)", layer="above",
     )
     if label:
         fig.add_annotation(
             xref=xref, yref=f"{yref} domain", x=0, y=1, yanchor="bottom", xanchor="left", showarrow=False,
             text="token 0 hidden (view transform)" if hidden else "token 0: sink?",
-            font=dict(color=SINK_COLOUR, size=11),
+            font=dict(color=palette.HIGHLIGHT, size=11),
         )
 
 
@@ -213,12 +212,12 @@ def layer_small_multiples(
         mark_sink(fig, xref=f"x{axis}", yref=f"y{axis}", hidden=sink_hidden, label=False)
         if h == selected_head:
             fig.add_shape(type="rect", xref=f"x{axis} domain", yref=f"y{axis} domain", x0=-0.01, x1=1.01,
-                          y0=-0.01, y1=1.01, line=dict(color=SELECTED_COLOUR, width=3))
+                          y0=-0.01, y1=1.01, line=dict(color=palette.ACCENT, width=3))
     for title in fig.layout.annotations:  # subplot titles: small enough for ~90 px maps in a narrow window
         title.font.size = 12
     # Subplot titles are annotations; the selected head's title is coloured too, so it reads without the frame.
     if selected_head is not None and 0 <= selected_head < n_heads:
-        fig.layout.annotations[selected_head].font.color = SELECTED_COLOUR
+        fig.layout.annotations[selected_head].font.color = palette.ACCENT
     title = f"Layer {layer}: all {n_heads} heads"
     notes: list[str] = [f"downsampled: each cell averages {rs}×{cs} token pairs"] if rs > 1 or cs > 1 else []
     if sink_hidden:
@@ -294,13 +293,13 @@ def model_view_grid(
     if selected is not None:
         layer, head = selected
         fig.add_shape(type="rect", x0=head * pitch - 1.2, x1=head * pitch + c + 0.2, y0=layer * pitch - 1.2,
-                      y1=layer * pitch + c + 0.2, line=dict(color=SELECTED_COLOUR, width=3))
+                      y1=layer * pitch + c + 0.2, line=dict(color=palette.ACCENT, width=3))
     if kv_heads is not None:  # thin separators between the groups of query heads that share a KV head
         for h in range(1, n_heads):
             if kv_heads[h] != kv_heads[h - 1]:
                 x = h * pitch - (pitch - c) / 2 - 0.5
                 fig.add_shape(type="line", x0=x, x1=x, y0=-1, y1=n_layers * pitch - (pitch - c),
-                              line=dict(color="rgba(128,128,128,0.8)", width=1, dash="dot"))
+                              line=dict(color=palette.GUIDE, width=1, dash="dot"))
     notes = []
     if tokens_per_cell > 1:
         notes.append(f"{n_tokens or '?'} tokens: each thumbnail cell averages {tokens_per_cell}×{tokens_per_cell} "
@@ -379,7 +378,7 @@ def head_view_lines(
         to_sink = start == 0 and j == 0  # lines into token 0 in the sink colour, so they read as "sink", not meaning
         fig.add_trace(go.Scatter(
             x=[0, 1], y=[i, j], mode="lines", hoverinfo="skip", showlegend=False,
-            line=dict(width=LINE_WIDTH_PER_UNIT * w, color=SINK_COLOUR if to_sink else LINE_COLOUR),
+            line=dict(width=LINE_WIDTH_PER_UNIT * w, color=palette.HIGHLIGHT if to_sink else palette.MAIN),
             opacity=0.25 + 0.75 * w / peak,
         ))
     fig.add_trace(go.Scatter(
@@ -394,7 +393,7 @@ def head_view_lines(
     for x, pos in ((0, "middle left"), (1, "middle right")):
         fig.add_trace(go.Scatter(
             x=[x] * len(rows), y=rows, mode="markers+text", text=short, textposition=pos, showlegend=False,
-            marker=dict(size=5, color="rgba(128,128,128,0.9)"), hovertext=labels, hoverinfo="text",
+            marker=dict(size=5, color=palette.GUIDE), hovertext=labels, hoverinfo="text",
         ))
     notes = ["token 0 hidden, rows renormalised"] if sink_hidden else []
     if start > 0 or stop < n:

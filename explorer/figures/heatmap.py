@@ -15,12 +15,11 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..escape import plotly_escape
-from ..tokens import plotly_labels
+from ..capture.tokens import plotly_labels
+from .palette import DIVERGING, SEQUENTIAL
 
 MAX_CELLS = 400
 MAX_TICKS = 60  # beyond this, tick labels are thinned; hover still names every token
-SEQUENTIAL = "Viridis"
-DIVERGING = "RdBu_r"
 
 
 def block_mean(maps: np.ndarray, max_cells: int = MAX_CELLS) -> tuple[np.ndarray, int, int]:

@@ -14,12 +14,12 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..escape import plotly_escape
-from ..tokens import display_label, plotly_labels
+from ..capture.tokens import display_label, plotly_labels
 from .heatmap import _tick_axis
-from .qkv import BAR_COLOUR, MASKED_COLOUR, NEG_INF, PICKED_COLOUR
+from . import palette
+from .qkv import NEG_INF
 
 MASK_TOKENS = 16  # tokens shown in a mask matrix: enough to see the pattern, small enough to read every cell
-ALLOWED_COLOUR = "#3b82f6"
 DOWNSAMPLED = " (downsampled"  # how token_heatmap appends its downsampling note to a title
 
 
@@ -29,7 +29,7 @@ def mask_figure(allowed: np.ndarray, tokens: Sequence[str], *, title: str, heigh
     labels = plotly_labels(tokens)
     fig = go.Figure(go.Heatmap(
         z=allowed.astype(np.float32), x=labels, y=labels, zmin=0, zmax=1, showscale=False,
-        colorscale=[[0.0, MASKED_COLOUR], [0.5, MASKED_COLOUR], [0.5, ALLOWED_COLOUR], [1.0, ALLOWED_COLOUR]],
+        colorscale=[[0.0, palette.MUTED], [0.5, palette.MUTED], [0.5, palette.MAIN], [1.0, palette.MAIN]],
         text=np.where(allowed, "0", NEG_INF), texttemplate="%{text}",
         textfont=dict(color="white", size=11 if len(labels) <= 12 else 9),
         xgap=1, ygap=1,
@@ -77,7 +77,7 @@ def kl_chart(changes: pd.DataFrame, *, title: str = KL_TITLE) -> go.Figure:
     """One bar per position: how far the next-token distribution moved; amber where the top token changed."""
     labels = plotly_labels(changes["token"].tolist())
     custom = _hover_table([changes["top_causal"], changes["top_bidirectional"], changes["actual_next"]])
-    colours = np.where(changes["top_changed"].to_numpy(), PICKED_COLOUR, BAR_COLOUR).tolist()
+    colours = np.where(changes["top_changed"].to_numpy(), palette.HIGHLIGHT, palette.MAIN).tolist()
     fig = go.Figure(go.Bar(
         x=labels, y=changes["kl"].to_numpy(dtype=np.float64), marker_color=colours, customdata=custom,
         hovertemplate="position: %{x}<br>KL: %{y:.4f} nats<br>top (causal): %{customdata[0]}"
@@ -95,7 +95,7 @@ def cosine_chart(changes: pd.DataFrame, *, title: str = COSINE_TITLE) -> go.Figu
     """One bar per token: 1 − cos(final state under causal, final state under bidirectional)."""
     labels = plotly_labels(changes["token"].tolist())
     fig = go.Figure(go.Bar(
-        x=labels, y=changes["cosine_change"].to_numpy(dtype=np.float64), marker_color=BAR_COLOUR,
+        x=labels, y=changes["cosine_change"].to_numpy(dtype=np.float64), marker_color=palette.MAIN,
         customdata=changes["cosine"].to_numpy(dtype=np.float64),
         hovertemplate="token: %{x}<br>1 − cosine: %{y:.4f}<br>cosine: %{customdata:.4f}<extra></extra>",
     ))

@@ -14,15 +14,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..escape import plotly_escape
-from .heatmap import DIVERGING, _short, _tick_axis
+from .heatmap import _short, _tick_axis
+from . import palette
+from .palette import DIVERGING
 
 # Mid-tone colours readable on Streamlit's light and dark backgrounds.
-BAR_COLOUR = "#3b82f6"  # blue
-PICKED_COLOUR = "#f59e0b"  # amber: the chosen key
-QUERY_COLOUR = "#ff4b4b"  # Streamlit's accent red: the query token
-MASKED_COLOUR = "#9ca3af"  # grey
-POSITIVE_COLOUR = "#2563eb"
-NEGATIVE_COLOUR = "#dc2626"
 NEG_INF = "\u2212\u221e"  # "−∞"
 
 SATURATE_PERCENTILE = 99.0
@@ -64,7 +60,7 @@ def vectors_heatmap(
     )
     if column is not None:
         fig.add_shape(type="rect", x0=column - 0.5, x1=column + 0.5, y0=-0.5, y1=z.shape[0] - 0.5, xref="x", yref="y",
-                      line=dict(color=QUERY_COLOUR, width=2))
+                      line=dict(color=palette.ACCENT, width=2))
     fig.update_layout(
         title=plotly_escape(title),
         xaxis=dict(title="token", tickangle=-60, **_tick_axis(labels)),
@@ -106,7 +102,7 @@ def key_bars(
     text (escaped here).
     """
     values = np.asarray(values, dtype=np.float64)
-    colours = [PICKED_COLOUR if lab == picked else BAR_COLOUR for lab in labels]
+    colours = [palette.HIGHLIGHT if lab == picked else palette.MAIN for lab in labels]
     labels = [plotly_escape(label) for label in labels]
     allowed = np.ones(len(labels), dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
     shown = np.where(allowed & np.isfinite(values), values, np.nan)
@@ -118,9 +114,9 @@ def key_bars(
         hidden = [lab for lab, ok in zip(labels, allowed) if not ok]
         fig.add_trace(go.Scatter(
             x=hidden, y=[0.0] * len(hidden), mode="markers+text", text=[NEG_INF] * len(hidden),
-            textposition="top center", marker=dict(symbol="x-thin", size=9, color=MASKED_COLOUR,
-                                                   line=dict(width=2, color=MASKED_COLOUR)),
-            textfont=dict(color=MASKED_COLOUR), name="masked (−∞)",
+            textposition="top center", marker=dict(symbol="x-thin", size=9, color=palette.MUTED,
+                                                   line=dict(width=2, color=palette.MUTED)),
+            textfont=dict(color=palette.MUTED), name="masked (−∞)",
             hovertemplate=f"key: %{{x}}<br>{value_name}: {NEG_INF} (masked)<extra></extra>",
         ))
     fig.update_layout(
@@ -144,12 +140,12 @@ def neuron_view(q: np.ndarray, k: np.ndarray, products: np.ndarray, *, query_lab
                         subplot_titles=(plotly_escape(f"q of {_short(query_label, 20)} and k of "
                                                       f"{_short(key_label, 20)}"),
                                         f"q ⊙ k per dimension: Σ = {score:.4f} = the score q·k"))
-    fig.add_trace(go.Bar(x=dims, y=q, name="q", marker_color=QUERY_COLOUR,
+    fig.add_trace(go.Bar(x=dims, y=q, name="q", marker_color=palette.ACCENT,
                          hovertemplate="dimension %{x}<br>q: %{y:.4f}<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Bar(x=dims, y=k, name="k", marker_color=PICKED_COLOUR,
+    fig.add_trace(go.Bar(x=dims, y=k, name="k", marker_color=palette.HIGHLIGHT,
                          hovertemplate="dimension %{x}<br>k: %{y:.4f}<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Bar(x=dims, y=products, name="q ⊙ k", showlegend=False,
-                         marker_color=np.where(products >= 0, POSITIVE_COLOUR, NEGATIVE_COLOUR).tolist(),
+                         marker_color=np.where(products >= 0, palette.POSITIVE, palette.NEGATIVE).tolist(),
                          hovertemplate="dimension %{x}<br>q·k term: %{y:.4f}<extra></extra>"), row=2, col=1)
     fig.update_layout(
         barmode="group", height=440, bargap=0.1, margin=dict(l=10, r=10, t=50, b=10),
@@ -174,10 +170,10 @@ def rope_comparison(
         b, a = np.asarray(before[name], dtype=np.float64), np.asarray(after[name], dtype=np.float64)
         dims = np.arange(b.shape[0])
         fig.add_trace(go.Scatter(x=dims, y=b, name="before RoPE", mode="lines+markers", showlegend=row == 1,
-                                 line=dict(color=MASKED_COLOUR, dash="dot"), marker=dict(size=4),
+                                 line=dict(color=palette.MUTED, dash="dot"), marker=dict(size=4),
                                  hovertemplate="dimension %{x}<br>before: %{y:.4f}<extra></extra>"), row=row, col=1)
         fig.add_trace(go.Scatter(x=dims, y=a, name="after RoPE (as scored)", mode="lines+markers",
-                                 showlegend=row == 1, line=dict(color=BAR_COLOUR), marker=dict(size=4),
+                                 showlegend=row == 1, line=dict(color=palette.MAIN), marker=dict(size=4),
                                  hovertemplate="dimension %{x}<br>after: %{y:.4f}<extra></extra>"), row=row, col=1)
     fig.update_layout(height=200 + 180 * len(names), margin=dict(l=10, r=10, t=60, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=1.06, xanchor="right", x=1))
@@ -190,7 +186,7 @@ def vector_bars(values: np.ndarray, *, title: str, value_name: str, height: int 
     values = np.asarray(values, dtype=np.float64)
     fig = go.Figure(go.Bar(
         x=np.arange(values.shape[0]), y=values,
-        marker_color=np.where(values >= 0, POSITIVE_COLOUR, NEGATIVE_COLOUR).tolist(),
+        marker_color=np.where(values >= 0, palette.POSITIVE, palette.NEGATIVE).tolist(),
         hovertemplate=f"dimension %{{x}}<br>{value_name}: %{{y:.4f}}<extra></extra>",
     ))
     fig.update_layout(title=plotly_escape(title), height=height, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),

@@ -7,11 +7,10 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from ..kernels import KernelTiming
-from ..scratch_checks import PARITY_TOLERANCE, LayerParity
+from ..from_scratch.kernels import KernelTiming
+from ..from_scratch.checks import PARITY_TOLERANCE, LayerParity
+from . import palette
 
-TEXTBOOK_COLOR = "#1f77b4"
-VARIANT_COLOR = "#ff7f0e"
 FLOOR = 1e-9  # differences of exactly 0 cannot sit on a log axis; they are drawn at this floor
 
 
@@ -20,15 +19,15 @@ def parity_chart(parities: Sequence[LayerParity], tolerance: float = PARITY_TOLE
     layers = [p.layer for p in parities]
     worst = [max(p.worst, FLOOR) for p in parities]
     fig = go.Figure(go.Scatter(  # markers, not bars: on a log axis a bar's length depends on where the axis starts
-        x=layers, y=worst, mode="markers+lines", line=dict(color=TEXTBOOK_COLOR, width=1),
-        marker=dict(size=9, color=[TEXTBOOK_COLOR if p.passed(tolerance) else "#d62728" for p in parities]),
+        x=layers, y=worst, mode="markers+lines", line=dict(color=palette.FIRST, width=1),
+        marker=dict(size=9, color=[palette.FIRST if p.passed(tolerance) else palette.FAILED for p in parities]),
         customdata=[[p.output, p.output_scale, p.probs, p.qkv] for p in parities],
         hovertemplate="layer %{x}<br>worst relative difference %{y:.2e}<br>output |Δ| %{customdata[0]:.2e} "
                       "(scale %{customdata[1]:.3g})<br>attention |Δ| %{customdata[2]:.2e}<br>q/k/v |Δ| "
                       "%{customdata[3]:.2e}<extra></extra>",
         name="from scratch vs model",
     ))
-    fig.add_hline(y=tolerance, line_dash="dash", line_color="#d62728",
+    fig.add_hline(y=tolerance, line_dash="dash", line_color=palette.FAILED,
                   annotation_text=f"tolerance {tolerance:.0e}", annotation_position="top left")
     fig.update_layout(
         title="From scratch vs the model's own attention, every layer",
@@ -46,9 +45,9 @@ def entropy_chart(textbook: Sequence[float], variant: Sequence[float], max_entro
     attention over every allowed key would give (mean over queries of ln(number of allowed keys))."""
     heads = [f"head {h}" for h in range(len(textbook))]
     fig = go.Figure([
-        go.Bar(x=heads, y=list(map(float, textbook)), name="textbook (÷ √d_k)", marker_color=TEXTBOOK_COLOR,
+        go.Bar(x=heads, y=list(map(float, textbook)), name="textbook (÷ √d_k)", marker_color=palette.FIRST,
                hovertemplate="%{x}: %{y:.3f} nats<extra>textbook</extra>"),
-        go.Bar(x=heads, y=list(map(float, variant)), name=variant_label, marker_color=VARIANT_COLOR,
+        go.Bar(x=heads, y=list(map(float, variant)), name=variant_label, marker_color=palette.SECOND,
                hovertemplate="%{x}: %{y:.3f} nats<extra>variant</extra>"),
     ])
     fig.add_hline(y=max_entropy, line_dash="dot", line_color="gray",

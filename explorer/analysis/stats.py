@@ -1,0 +1,238 @@
+"""Head statistics: what kind of pattern each head computes, as one number per (layer, head).
+
+The statistics are pure functions over attention tensors ``(..., n, n)`` (row i = query i, rows sum to 1) that
+reduce the last two dimensions, so they can be checked on hand-made maps with known answers; :func:`head_stats`
+composes them over a model's trace of a text and of an induction probe.
+
+| statistic        | formula                                                   | queries averaged |
+|------------------|-----------------------------------------------------------|------------------|
+| entropy          | (1/n) Σ_i −Σ_j A_ij ln A_ij   (nats; uniform over n keys = ln n) | all n      |
+| previous_token   | (1/(n−1)) Σ_{i≥1} A_{i,i−1}                               | i = 1 … n−1      |
+| first_token      | (1/(n−1)) Σ_{i≥1} A_{i,0}                                  | i = 1 … n−1      |
+| self             | (1/n) Σ_i A_ii                                             | all n            |
+| induction        | (1/P) Σ_{i in 2nd half} A_{i, i−P+1}  on random tokens repeated twice (period P) | 2nd half |
+
+Query 0 is left out of previous_token (it has no previous token) and of first_token (its "first token" is itself,
+which a causal mask forces to 1: that weight is already the ``self`` statistic).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import ExplorerError
+from ..capture.tokens import Encoded
+
+STATISTICS = ("entropy", "previous_token", "first_token", "self", "induction")
+
+#: One-line LaTeX formula per statistic (A is the head's attention map, rows = queries).
+FORMULAS = {
+    "entropy": r"H = -\frac{1}{n}\sum_{i}\sum_{j} A_{ij}\ln A_{ij}",
+    "previous_token": r"\mathrm{prev} = \frac{1}{n-1}\sum_{i=1}^{n-1} A_{i,\,i-1}",
+    "first_token": r"\mathrm{first} = \frac{1}{n-1}\sum_{i=1}^{n-1} A_{i,\,0}",
+    "self": r"\mathrm{self} = \frac{1}{n}\sum_{i} A_{ii}",
+    "induction": r"\mathrm{ind} = \frac{1}{P}\sum_{i=s+P}^{s+2P-1} A_{i,\,i-P+1}",
+}
+
+#: What a high value means, in one sentence each.
+MEANINGS = {
+    "entropy": "How spread out each query's attention is, in nats: 0 = all on one key; ln n = evenly over n keys.",
+    "previous_token": "How much each token attends to the token just before it.",
+    "first_token": "How much each token attends to position 0 (an 'attention sink' when large).",
+    "self": "How much each token attends to itself (the diagonal).",
+    "induction": "On P random tokens repeated twice (after s special tokens), how much a token in the repeat attends "
+    "to the token that followed its earlier occurrence: the 'copy what came next last time' pattern of induction heads.",
+}
+
+
+# ---- pure statistics over attention maps (..., n, n) ------------------------------------------------------------
+def _check_square(attn: torch.Tensor) -> torch.Tensor:
+    """The maps as a float tensor, in their own precision (converting every layer to float64 doubles the cost)."""
+    attn = torch.as_tensor(attn)
+    if attn.dim() < 2 or attn.shape[-1] != attn.shape[-2]:
+        raise ExplorerError(f"Expected attention maps of shape (..., n, n), got {tuple(attn.shape)}.")
+    return attn if attn.is_floating_point() else attn.double()
+
+
+def entropy(attn: torch.Tensor) -> torch.Tensor:
+    """Mean over queries of the Shannon entropy of each row, in nats (0·ln 0 = 0). Shape (..., n, n) → (...)."""
+    a = _check_square(attn)
+    return torch.special.entr(a).sum(-1).mean(-1)  # entr(p) = −p ln p, and 0 at p = 0
+
+
+def previous_token(attn: torch.Tensor) -> torch.Tensor:
+    """Mean over queries i ≥ 1 of A[i, i−1]. NaN for a one-token map."""
+    a = _check_square(attn)
+    n = a.shape[-1]
+    if n < 2:
+        return torch.full(a.shape[:-2], math.nan, dtype=a.dtype)
+    return torch.diagonal(a, offset=-1, dim1=-2, dim2=-1).mean(-1)
+
+
+def first_token(attn: torch.Tensor) -> torch.Tensor:
+    """Mean over queries i ≥ 1 of A[i, 0]. NaN for a one-token map."""
+    a = _check_square(attn)
+    if a.shape[-1] < 2:
+        return torch.full(a.shape[:-2], math.nan, dtype=a.dtype)
+    return a[..., 1:, 0].mean(-1)
+
+
+def self_attention(attn: torch.Tensor) -> torch.Tensor:
+    """Mean over queries of A[i, i] (the diagonal)."""
+    a = _check_square(attn)
+    return torch.diagonal(a, dim1=-2, dim2=-1).mean(-1)
+
+
+def induction(attn: torch.Tensor, period: int, start: int = 0) -> torch.Tensor:
+    """Induction score on a map of ``start`` prefix tokens, then P random tokens, then the same P tokens again.
+
+    For each query i in the repeat (``start+P ≤ i < start+2P``) its earlier occurrence is i−P; an induction head
+    attends to the token that came right after it, i−P+1. The score is the mean of A[i, i−P+1].
+    """
+    a = _check_square(attn)
+    if period < 1 or start < 0 or start + 2 * period > a.shape[-1]:
+        raise ExplorerError(f"An induction probe of period {period} at offset {start} needs ≥ {start + 2 * period} tokens.")
+    queries = torch.arange(start + period, start + 2 * period)
+    return a[..., queries, queries - period + 1].mean(-1)
+
+
+TEXT_STATISTICS = {
+    "entropy": entropy,
+    "previous_token": previous_token,
+    "first_token": first_token,
+    "self": self_attention,
+}
+
+
+# ---- the induction probe ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InductionProbe:
+    """Random tokens t_1..t_P repeated twice, wrapped in the tokenizer's own special tokens (e.g. [CLS] … [SEP])."""
+
+    encoded: Encoded
+    start: int  # index of t_1 (the number of special tokens in front)
+    period: int  # P
+
+
+def special_affixes(model) -> tuple[list[int], list[int]]:
+    """The special ids the tokenizer puts before and after any text (BERT: [CLS] / [SEP]; SmolLM2: none)."""
+    with model._tokenizer_lock:
+        plain = model.tokenizer("hello", add_special_tokens=False)["input_ids"]
+        full = model.tokenizer("hello")["input_ids"]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i : i + len(plain)] == plain:
+            return list(full[:i]), list(full[i + len(plain) :])
+    return [], []
+
+
+def induction_probe(model, period: int = 50, seed: int = 0, low: int = 1000, high: int = 20000) -> InductionProbe:
+    """A deterministic probe: ``period`` distinct random ids (seeded), repeated twice.
+
+    Ids come from ``[low, high)`` minus the special ids: below ~1000 most vocabularies keep bytes, special and
+    unused tokens; the range is clipped to the vocabulary. Distinct ids make "the earlier occurrence" unique.
+    """
+    vocab = model.vocab_size
+    high = min(high, vocab)
+    low = min(low, max(0, high - 2 * period))
+    special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
+    candidates = torch.tensor([i for i in range(low, high) if i not in special])
+    if len(candidates) < period:
+        raise ExplorerError(f"The vocabulary is too small for an induction probe of {period} distinct tokens.")
+    generator = torch.Generator().manual_seed(seed)
+    random_ids = candidates[torch.randperm(len(candidates), generator=generator)[:period]].tolist()
+    before, after = special_affixes(model)
+    ids = before + random_ids + random_ids + after
+    tokens = [model.decode_token(i) for i in ids]
+    return InductionProbe(Encoded("".join(tokens), ids, tokens), start=len(before), period=period)
+
+
+# ---- composing: one table per model and text ---------------------------------------------------------------------
+def text_statistics(trace) -> dict[str, np.ndarray]:
+    """entropy / previous_token / first_token / self of every head of a trace: name → (n_layers, n_heads)."""
+    out = {name: np.zeros((trace.n_layers, trace.n_heads)) for name in TEXT_STATISTICS}
+    for layer in range(trace.n_layers):
+        maps = trace.attentions(layer)
+        for name, fn in TEXT_STATISTICS.items():
+            out[name][layer] = fn(maps).numpy()
+    return out
+
+
+def induction_scores(probe_trace, probe: InductionProbe) -> np.ndarray:
+    """(n_layers, n_heads) induction scores from a trace of ``probe``."""
+    return np.stack(
+        [induction(probe_trace.attentions(layer), probe.period, probe.start).numpy() for layer in range(probe_trace.n_layers)]
+    )
+
+
+def stats_frame(values: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per (layer, head), one column per statistic (``values``: name → (n_layers, n_heads))."""
+    n_layers, n_heads = next(iter(values.values())).shape
+    layer, head = np.meshgrid(np.arange(n_layers), np.arange(n_heads), indexing="ij")
+    frame = pd.DataFrame({"layer": layer.ravel(), "head": head.ravel()})
+    for name in STATISTICS:
+        frame[name] = values[name].ravel().astype(np.float64)
+    return frame
+
+
+def head_stats(
+    model,
+    text: str | None = None,
+    *,
+    mask: str | None = None,
+    trace=None,
+    period: int = 50,
+    seed: int = 0,
+    max_tokens: int | None = None,
+) -> pd.DataFrame:
+    """Every head's statistics: columns layer, head, entropy, previous_token, first_token, self, induction.
+
+    entropy / previous_token / first_token / self are measured on ``text`` (or on an existing ``trace`` of it);
+    with neither, on the induction probe itself. induction is always measured on the probe (``period`` random
+    tokens repeated twice, seeded by ``seed``). ``mask`` applies to both traces (None = the model's own).
+    """
+    probe = induction_probe(model, period=period, seed=seed)
+    probe_trace = model.trace_ids(probe.encoded, mask=mask, keep_inputs=False)
+    if trace is None and text is not None:
+        trace = model.trace(text, mask=mask, keep_inputs=False, max_tokens=max_tokens)
+    values = text_statistics(trace if trace is not None else probe_trace)
+    values["induction"] = induction_scores(probe_trace, probe)
+    return stats_frame(values)
+
+
+# ---- one telling head, for a first look --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TellingHead:
+    """The head that shows most plainly what attention does with a text, and why it was picked."""
+
+    layer: int
+    head: int
+    kind: str  # "previous_token" | "self" | "first_token": the pattern it shows
+    score: float  # that statistic's value for this head (a share of attention, 0…1)
+
+
+# The patterns a newcomer can see at a glance, in order of preference on ties: a diagonal just below the main one, the
+# main diagonal, one bright column. The sink comes last: most heads of a causal LM park attention there, so it is the
+# least telling, and is shown only when no head follows tokens more than this share of the time.
+TELLING_KINDS = ("previous_token", "self", "first_token")
+CLEAR_PATTERN = 0.3
+
+
+def telling_head(values: dict[str, np.ndarray]) -> TellingHead:
+    """Pick one head from :func:`text_statistics`' ``values`` (name → (n_layers, n_heads)).
+
+    The strongest previous-token or self head, when its score reaches :data:`CLEAR_PATTERN`; otherwise the strongest
+    first-token (sink) head. NaN scores (a one-token text has no previous token) count as −1 and never win.
+    """
+
+    def strongest(kind: str) -> TellingHead:
+        scores = np.nan_to_num(np.asarray(values[kind], dtype=np.float64), nan=-1.0)
+        layer, head = np.unravel_index(int(np.argmax(scores)), scores.shape)  # the first of equal maxima
+        return TellingHead(int(layer), int(head), kind, float(scores[layer, head]))
+
+    pattern = max((strongest(kind) for kind in TELLING_KINDS[:2]), key=lambda h: h.score)  # ties: previous_token
+    return pattern if pattern.score >= CLEAR_PATTERN else strongest("first_token")

@@ -1,0 +1,320 @@
+"""The model wrapper: one loaded ``transformers`` model + tokenizer, traced through the recording attention."""
+
+from __future__ import annotations
+
+import operator
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import torch
+
+from ..errors import ExplorerError, InstrumentationError
+from .intervention import (
+    Ablation,
+    Head,
+    ablation_intervention,
+    check_ablation,
+    intervening,
+    patch_heads,
+    register_output_hooks,
+)
+from .recorder import MaskOverride, Recorder, capture_input_hook, recording
+from .tokens import Encoded, readable_tokens
+from .trace import Trace
+
+ModelKind = Literal["causal-lm", "masked-lm", "encoder"]
+MASK_CHOICES = (None, "causal", "bidirectional")
+
+
+@dataclass
+class Model:
+    """A loaded model, ready to trace. Build it with :func:`explorer.load`.
+
+    The underlying ``transformers`` model is ``hf``; it is shared read-only between threads. Only the
+    tokenizer needs a lock: HF fast tokenizers raise "Already borrowed" when used from two threads at once.
+    """
+
+    name: str
+    hf: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    kind: ModelKind
+    attention_modules: list[torch.nn.Module] = field(default_factory=list)
+    _tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # ---- facts -------------------------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.hf.config
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.attention_modules)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.config.num_attention_heads)
+
+    @property
+    def n_kv_heads(self) -> int:
+        return int(getattr(self.config, "num_key_value_heads", None) or self.n_heads)
+
+    @property
+    def default_mask(self) -> str:
+        """The mask the model was trained with (what ``mask=None`` runs)."""
+        causal = getattr(self.attention_modules[0], "is_causal", self.kind == "causal-lm")
+        return "causal" if causal else "bidirectional"
+
+    @property
+    def is_causal_lm(self) -> bool:
+        return self.kind == "causal-lm"
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.config.vocab_size)
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest input the model takes (its context length), when its config says; longer texts are cut.
+
+        Models with learned absolute positions (BERT, GPT-2) fail with a shape error past it.
+        """
+        limit = getattr(self.config, "max_position_embeddings", None)
+        return int(limit) if isinstance(limit, int) and limit > 0 else None
+
+    # ---- tokenising --------------------------------------------------------------------------------------
+    def encode(self, text: str, chat: bool = False, max_tokens: int | None = None) -> Encoded:
+        """Tokenise like the model's own tokenizer with its defaults (special tokens included, no padding).
+
+        ``chat=True`` wraps the text as one user turn with the tokenizer's chat template, ready for the
+        assistant's reply (for instruct models). ``max_tokens`` keeps the first that many tokens (the library's only
+        cap of its own is the model's context length, :attr:`max_positions`; the app sets a lower one) and records
+        the original length in ``truncated_from``.
+        """
+        if not isinstance(text, str):
+            raise ExplorerError("The text must be a string.")
+        if text.strip() == "":
+            raise ExplorerError("The text is empty. Type a sentence to trace.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates: the tokenizer would raise a bare TypeError
+            raise ExplorerError(
+                f"The text contains an invalid character (U+{ord(text[exc.start]):04X}, half of a surrogate pair) "
+                f"at position {exc.start}. Remove it or paste the text again."
+            ) from exc
+        tok = self.tokenizer
+        with self._tokenizer_lock:
+            if chat:
+                if not getattr(tok, "chat_template", None):
+                    raise ExplorerError(f"The model '{self.name}' has no chat template.")
+                text = tok.apply_chat_template(
+                    [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+                )
+                enc = tok(text, add_special_tokens=False, return_offsets_mapping=_is_fast(tok))
+            else:
+                enc = tok(text, return_offsets_mapping=_is_fast(tok))
+            ids = list(enc["input_ids"])
+            raw = tok.convert_ids_to_tokens(ids)
+            special = set(getattr(tok, "all_special_ids", []) or [])
+            unk = getattr(tok, "unk_token_id", None)
+        if not ids:
+            raise ExplorerError("The tokenizer produced no tokens for this text.")
+        offsets = [tuple(o) for o in enc["offset_mapping"]] if "offset_mapping" in enc else None
+        tokens = readable_tokens(text, ids, offsets, raw, special, unk)
+        return self._cut(Encoded(text, ids, tokens), max_tokens)
+
+    def encode_ids(self, token_ids: Sequence[int], max_tokens: int | None = None) -> Encoded:
+        """Token ids to trace as they are (no special tokens added), with one readable string per id.
+
+        The text is the tokenizer's decoding of the ids; when encoding that text gives the same ids back (the usual
+        case), each token is labelled by the part of the text it covers, as :meth:`encode` does.
+        """
+        if isinstance(token_ids, (str, bytes)) or not isinstance(token_ids, Sequence) or len(token_ids) == 0:
+            raise ExplorerError("Give the token ids as a non-empty list of integers.")
+        rows = self.hf.get_input_embeddings().num_embeddings
+        ids = [_token_id(i, rows, self.name) for i in token_ids]
+        tok = self.tokenizer
+        with self._tokenizer_lock:
+            raw = tok.convert_ids_to_tokens(ids)
+            text = tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            fast = _is_fast(tok)
+            enc = tok(text, add_special_tokens=False, return_offsets_mapping=fast) if fast else None
+            special = set(getattr(tok, "all_special_ids", []) or [])
+            unk = getattr(tok, "unk_token_id", None)
+        offsets = None
+        if enc is not None and list(enc["input_ids"]) == ids:
+            offsets = [tuple(o) for o in enc["offset_mapping"]]
+        tokens = readable_tokens(text, ids, offsets, raw, special, unk)
+        return self._cut(Encoded(text, ids, tokens), max_tokens)
+
+    def encode_input(self, text_or_ids: str | Sequence[int], chat: bool = False,
+                     max_tokens: int | None = None) -> Encoded:
+        """:meth:`encode` for a text, :meth:`encode_ids` for a list of token ids."""
+        if isinstance(text_or_ids, (str, bytes)) or not isinstance(text_or_ids, Sequence):
+            return self.encode(text_or_ids, chat=chat, max_tokens=max_tokens)  # refuses what is not a text
+        if chat:
+            raise ExplorerError("The chat template applies to a text; token ids are traced as they are.")
+        return self.encode_ids(text_or_ids, max_tokens=max_tokens)
+
+    def _cut(self, encoded: Encoded, max_tokens: int | None) -> Encoded:
+        if self.max_positions is not None:  # never past the model's context length, whatever the caller asked
+            max_tokens = self.max_positions if max_tokens is None else min(max_tokens, self.max_positions)
+        n = len(encoded.token_ids)
+        if max_tokens is not None and n > max_tokens:
+            encoded = Encoded(encoded.text, encoded.token_ids[:max_tokens], encoded.tokens[:max_tokens], n)
+        return encoded
+
+    def single_token_id(self, text: str, what: str = "The text") -> int:
+        """The id of ``text`` when the tokenizer makes exactly one token of it (no special tokens added)."""
+        if not isinstance(text, str) or text == "":
+            raise ExplorerError(f"{what} must be a non-empty string of one token.")
+        with self._tokenizer_lock:
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            pieces = [self.tokenizer.decode([i]) for i in ids]
+        if len(ids) != 1:
+            raise ExplorerError(
+                f"{what} {text!r} is {len(ids)} tokens for '{self.name}' ({', '.join(map(repr, pieces))}), not one. "
+                "Use a single token; a word after a space usually starts with that space (' Mary')."
+            )
+        return ids[0]
+
+    def decode_token(self, token_id: int) -> str:
+        """One token's text, as it would appear appended to the output."""
+        with self._tokenizer_lock:
+            return self.tokenizer.decode([int(token_id)])
+
+    # ---- tracing -----------------------------------------------------------------------------------------
+    def trace(
+        self,
+        text: str | Sequence[int],
+        mask: MaskOverride | str | None = None,
+        chat: bool = False,
+        keep_inputs: bool = True,
+        max_tokens: int | None = None,
+        ablate: Sequence[Head] = (),
+        ablation: Ablation = "zero",
+    ) -> Trace:
+        """Run ``text`` through the model and record its attention.
+
+        Args:
+            text: a text, or a list of token ids traced as they are (no special tokens added).
+            mask: ``None`` runs the model's own mask; ``"causal"`` / ``"bidirectional"`` override it, which
+                changes the computation (a what-if when the model was trained with the other one).
+            chat: apply the tokenizer's chat template (off by default).
+            keep_inputs: also keep each attention layer's input x (needed for the Q/K/V walk-through).
+            max_tokens: cut the text to this many tokens; ``trace.truncated_from`` then says how many it had.
+            ablate: (layer, head) query heads to switch off, at the input of the output projection W_o; the trace's
+                maps, hidden states and logits are then those of the ablated run (see :mod:`explorer.intervention`).
+            ablation: ``"zero"`` sets each head's output to 0 at every position; ``"mean"`` to its mean over the
+                text's positions in an un-ablated run.
+        """
+        if mask not in MASK_CHOICES:
+            raise ExplorerError(f"Unknown mask '{mask}'. Use 'causal', 'bidirectional' or None (the model's own).")
+        encoded = self.encode_input(text, chat=chat, max_tokens=max_tokens)
+        return self.trace_ids(encoded, mask=mask, keep_inputs=keep_inputs, ablate=ablate, ablation=ablation)
+
+    def trace_ids(self, encoded: Encoded, mask: MaskOverride = None, keep_inputs: bool = True,
+                  ablate: Sequence[Head] = (), ablation: Ablation = "zero") -> Trace:
+        rows = self.hf.get_input_embeddings().num_embeddings
+        if max(encoded.token_ids) >= rows:  # a folder whose tokenizer does not belong to its weights
+            raise ExplorerError(
+                f"The tokenizer of '{self.name}' produced token id {max(encoded.token_ids)}, but the model has only "
+                f"{rows} embeddings: its tokenizer files do not match its weights."
+            )
+        heads = check_ablation(self, ablate, ablation)
+        ids = torch.tensor([encoded.token_ids], device=self.device)
+        intervention = ablation_intervention(self, ids, heads, ablation, mask) if heads else None
+        recorder = Recorder(mask_override=mask, keep_inputs=keep_inputs)
+        with torch.inference_mode(), recording(recorder), intervening(intervention):
+            out = self.base(input_ids=ids, output_hidden_states=True, use_cache=False)
+        recorder.check_complete(self.n_layers)
+        records = recorder.records
+        kinds = {r.mask_kind for r in records}
+        ran = "custom" if "custom" in kinds else records[-1].mask_kind
+        return Trace(
+            text=encoded.text,
+            tokens=encoded.tokens,
+            token_ids=encoded.token_ids,
+            records=records,
+            mask=ran,
+            mask_is_model_default=all(r.mask_is_model_default for r in records),  # what ran, not the names
+            truncated_from=encoded.truncated_from,
+            model_name=self.name,
+            hidden_states=tuple(h[0] for h in out.hidden_states),
+            final_hidden=out.last_hidden_state[0],
+            _unembed=weakref.WeakMethod(self.unembed) if self.is_causal_lm else None,
+            ablated=heads,
+            ablation=ablation if heads else None,
+        )
+
+    # ---- pieces of the model used by the pages -------------------------------------------------------------
+    @property
+    def base(self) -> torch.nn.Module:
+        """The transformer without its LM head (so a trace need not hold n × vocab logits)."""
+        return self.hf.base_model
+
+    def unembed(self, hidden: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        """Final hidden states (…, d_model) → next-token logits (…, vocab), as the LM head computes them.
+
+        ``grad=True`` keeps the autograd graph (attribution patching differentiates the logits).
+        """
+        head = self.hf.get_output_embeddings()
+        with torch.inference_mode(not grad):
+            logits = head(hidden.to(self.device))
+            cap = getattr(self.config, "final_logit_softcapping", None)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def final_norm(self) -> torch.nn.Module | None:
+        """The norm applied before the unembedding (for the logit lens), when the architecture has one."""
+        for name in ("norm", "ln_f", "final_layer_norm", "final_layernorm"):
+            module = getattr(self.base, name, None)
+            if isinstance(module, torch.nn.Module):
+                return module
+        return None
+
+    def patch_heads(self, clean: str | Sequence[int], corrupt: str | Sequence[int], answer: str, wrong: str,
+                    method: str = "exact", heads: Sequence[Head] | None = None):
+        """Each head's share of the change from ``clean`` to ``corrupt``, as a pandas DataFrame (layer, head,
+        effect): see :func:`explorer.intervention.patch_heads`."""
+        return patch_heads(self, clean, corrupt, answer, wrong, method=method, heads=heads)
+
+
+def _is_fast(tokenizer: object) -> bool:
+    return bool(getattr(tokenizer, "is_fast", False))
+
+
+def _token_id(value: object, rows: int, model_name: str) -> int:
+    """``value`` as a token id of a model with ``rows`` embeddings, or a clear error."""
+    if not isinstance(value, bool):  # True is an int to Python, but never a token id
+        try:
+            token_id = operator.index(value)  # int, numpy and 0-d torch integers
+        except TypeError:
+            token_id = -1
+        if 0 <= token_id < rows:
+            return token_id
+    raise ExplorerError(f"Token id {value!r} is not a token of '{model_name}': ids are integers 0–{rows - 1}.")
+
+
+def discover_attention_modules(model: Model) -> list[torch.nn.Module]:
+    """Run two tokens through the model and note which modules call the attention interface, in order.
+
+    This is how we know a model is instrumentable, and where to hook to capture each layer's input x.
+    """
+    ids = torch.tensor([[0, 1]], device=model.device)
+    recorder = Recorder(keep_inputs=False)
+    with torch.inference_mode(), recording(recorder):
+        model.base(input_ids=ids, use_cache=False)
+    if not recorder.modules:
+        raise InstrumentationError(
+            f"The model '{model.name}' does not route attention through transformers' attention interface, "
+            "so Attention Explorer cannot see its attention. Try a Llama, Qwen, Mistral, GPT-2 or BERT model."
+        )
+    for module in recorder.modules:
+        module.register_forward_pre_hook(capture_input_hook, with_kwargs=True)
+    model.attention_modules = list(recorder.modules)
+    register_output_hooks(model)  # where heads are ablated and patched (explorer.intervention)
+    return model.attention_modules

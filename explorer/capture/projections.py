@@ -1,0 +1,165 @@
+"""The weights of one attention layer in one shape for every architecture: W_q, W_k, W_v, W_o (+ biases, RoPE).
+
+The Q/K/V walk-through and the from-scratch attention both start from a layer's input x and these weights, so
+they need the same per-architecture knowledge in one place. Weights use ``nn.Linear``'s layout (out, in):
+``q = x @ w_q.T + b_q``. Supported: the Llama family (Llama, Qwen2/3, Mistral, SmolLM: ``q_proj``… + RoPE + GQA),
+BERT-style encoders (``query``/``key``/``value``) and GPT-2 (fused ``c_attn`` Conv1D).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from ..errors import ExplorerError, check_layer_head
+
+if TYPE_CHECKING:  # only for annotations: the model wrapper imports the intervention hooks, which use this module
+    from .model import Model
+
+# (q, k, positions) -> (q, k), each (heads, T, D): the model's own rotary embedding
+RopeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class LayerProjections:
+    """One attention layer's parameters (float32, on the model's device) and how it shapes heads."""
+
+    layer: int
+    w_q: torch.Tensor  # (H·D, d_model)
+    w_k: torch.Tensor  # (H_kv·D, d_model)
+    w_v: torch.Tensor  # (H_kv·D, d_model)
+    w_o: torch.Tensor  # (d_model, H·D)
+    b_q: torch.Tensor | None
+    b_k: torch.Tensor | None
+    b_v: torch.Tensor | None
+    b_o: torch.Tensor | None
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    scale: float
+    rope: RopeFn | None = None
+    q_norm: torch.nn.Module | None = None  # per-head RMSNorm before RoPE (Qwen3)
+    k_norm: torch.nn.Module | None = None
+    # Does the attention module's own output already include W_o? (False for BERT: its output dense lives in the
+    # parent block, so the module returns the concatenated heads.) Tells a caller where to compare with the module.
+    output_in_module: bool = True
+
+    @property
+    def group_size(self) -> int:
+        return self.n_heads // self.n_kv_heads
+
+    def project(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """x (T, d_model) → per-head ``q_pre``, ``k_pre`` (before RoPE), ``q``, ``k`` (as scored) and ``v``.
+
+        Shapes: q (H, T, D); k, v (H_kv, T, D).
+        """
+        T = x.shape[0]
+        x = x.to(self.w_q)
+        q = _heads(_linear(x, self.w_q, self.b_q), self.n_heads, self.head_dim)
+        k = _heads(_linear(x, self.w_k, self.b_k), self.n_kv_heads, self.head_dim)
+        v = _heads(_linear(x, self.w_v, self.b_v), self.n_kv_heads, self.head_dim)
+        with torch.inference_mode():
+            if self.q_norm is not None:
+                q = self.q_norm(q)
+            if self.k_norm is not None:
+                k = self.k_norm(k)
+        q_pre, k_pre = q, k
+        if self.rope is not None:
+            pos = positions if positions is not None else torch.arange(T, device=x.device)
+            q, k = self.rope(q, k, pos)
+        return {"q_pre": q_pre, "k_pre": k_pre, "q": q, "k": k, "v": v}
+
+    def output(self, heads_out: torch.Tensor) -> torch.Tensor:
+        """Concatenate head outputs (H, T, D) → (T, H·D) and apply W_o: the layer's attention output (T, d_model)."""
+        H, T, D = heads_out.shape
+        return _linear(heads_out.transpose(0, 1).reshape(T, H * D), self.w_o, self.b_o)
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    y = x @ w.T
+    return y + b if b is not None else y
+
+
+def _heads(y: torch.Tensor, n: int, d: int) -> torch.Tensor:
+    return y.view(y.shape[0], n, d).transpose(0, 1)  # (T, n·d) → (n, T, d)
+
+
+def _param(module: torch.nn.Module | None, name: str = "weight") -> torch.Tensor | None:
+    t = getattr(module, name, None) if module is not None else None
+    return t.detach().float() if isinstance(t, torch.Tensor) else None
+
+
+def layer_projections(model: Model, layer: int) -> LayerProjections:
+    """The projections of ``layer`` of a loaded model, or an ExplorerError naming what is not supported."""
+    check_layer_head(layer, model.n_layers)
+    attn = model.attention_modules[layer]
+    cfg = model.config
+    n_heads, n_kv = model.n_heads, model.n_kv_heads
+    if hasattr(attn, "q_proj"):
+        head_dim = int(getattr(attn, "head_dim", None) or cfg.hidden_size // n_heads)
+        return LayerProjections(
+            layer, _param(attn.q_proj), _param(attn.k_proj), _param(attn.v_proj), _param(attn.o_proj),
+            _param(attn.q_proj, "bias"), _param(attn.k_proj, "bias"), _param(attn.v_proj, "bias"),
+            _param(attn.o_proj, "bias"), n_heads, n_kv, head_dim, float(attn.scaling),
+            rope=_rope_for(model, attn), q_norm=getattr(attn, "q_norm", None), k_norm=getattr(attn, "k_norm", None),
+        )
+    if hasattr(attn, "query") and hasattr(attn, "key"):  # BERT family: output dense lives in the parent block
+        head_dim = int(getattr(attn, "attention_head_size", cfg.hidden_size // n_heads))
+        out = output_projection(model, layer)
+        return LayerProjections(
+            layer, _param(attn.query), _param(attn.key), _param(attn.value), _param(out),
+            _param(attn.query, "bias"), _param(attn.key, "bias"), _param(attn.value, "bias"), _param(out, "bias"),
+            n_heads, n_heads, head_dim, float(getattr(attn, "scaling", head_dim**-0.5)), output_in_module=False,
+        )
+    if hasattr(attn, "c_attn"):  # GPT-2: one Conv1D (in, 3·out) for q, k, v; Conv1D stores weights transposed
+        d = cfg.hidden_size
+        w = attn.c_attn.weight.detach().float().T  # (3d, d)
+        b = attn.c_attn.bias.detach().float()
+        head_dim = d // n_heads
+        scale = head_dim**-0.5 if getattr(attn, "scale_attn_weights", True) else 1.0
+        if getattr(attn, "scale_attn_by_inverse_layer_idx", False):
+            scale /= float(layer + 1)
+        return LayerProjections(
+            layer, w[:d], w[d : 2 * d], w[2 * d :], attn.c_proj.weight.detach().float().T,
+            b[:d], b[d : 2 * d], b[2 * d :], attn.c_proj.bias.detach().float(), n_heads, n_heads, head_dim, scale,
+        )
+    raise ExplorerError(
+        f"The walk-through does not know where {type(attn).__name__} keeps its Q/K/V weights "
+        "(supported: Llama-family q_proj/k_proj/v_proj, BERT query/key/value, GPT-2 c_attn)."
+    )
+
+
+def output_projection(model: Model, layer: int) -> torch.nn.Module:
+    """The module that applies W_o in ``layer``. Its input is the concatenated head outputs (…, T, H·D), head h
+    at [h·D, (h+1)·D): where a head is ablated or patched (:mod:`explorer.intervention`)."""
+    check_layer_head(layer, model.n_layers)
+    attn = model.attention_modules[layer]
+    for name in ("o_proj", "c_proj"):  # Llama family (Qwen, Mistral, Gemma) / GPT-2
+        module = getattr(attn, name, None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    if hasattr(attn, "query") and hasattr(attn, "key"):  # BERT family: the output dense lives in the parent block
+        return model.base.encoder.layer[layer].attention.output.dense
+    raise ExplorerError(
+        f"Attention Explorer does not know where {type(attn).__name__} applies its output projection "
+        "(supported: Llama-family o_proj, BERT attention.output.dense, GPT-2 c_proj)."
+    )
+
+
+def _rope_for(model: Model, attn: torch.nn.Module) -> RopeFn | None:
+    """The model's own rotary embedding, applied exactly as its attention module applies it."""
+    rotary = getattr(model.base, "rotary_emb", None)
+    apply = getattr(sys.modules.get(type(attn).__module__), "apply_rotary_pos_emb", None)
+    if rotary is None or apply is None:
+        return None
+
+    def rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            cos, sin = rotary(q, positions[None, :].to(q.device))
+            q_rot, k_rot = apply(q[None], k[None], cos, sin)
+        return q_rot[0], k_rot[0]
+
+    return rope

@@ -1,0 +1,380 @@
+"""Streamlit glue shared by every page: the sidebar, cached models and traces, selectors, error display.
+
+Only ``explorer/ui*`` modules import Streamlit. Pages stay thin: they call :func:`current_trace` /
+:func:`current_model`, read their own widgets, call the engine and draw figures built by ``explorer.figures``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+import streamlit as st
+
+from ..capture.devices import cuda_available
+from ..capture.embedded import DEFAULT_MODEL, EMBEDDED
+from ..errors import ExplorerError
+from ..escape import md_escape
+from ..capture.loading import is_explicit_path, load
+from ..capture.model import Model
+from .settings import Settings, is_loopback
+from ..capture.tokens import display_label
+from ..capture.trace import Trace
+from .trace_cache import TraceCache
+
+log = logging.getLogger("attention_explorer")
+
+DEFAULT_TEXT = "The cat sat on the mat because it was tired."
+MASK_LABELS = {"model": "Model default", "causal": "Causal", "bidirectional": "Bidirectional"}
+MAX_TEXT_CHARS = 100_000  # beyond this we refuse before tokenising; the token cap handles the rest
+MAX_MODEL_CHARS = 200  # a hub id is at most 96 + 1 + 96; a folder path rarely longer
+OTHER_MODEL = "other…"
+DEVICES = ("auto", "cpu", "cuda")
+MAX_INDEX_DIGITS = 4  # layer/head from a link: 0–9999, checked against the model later
+PATH_HIDDEN = (
+    "Could not load a model from a path on this server. Why is shown only to visitors on the server's own machine, "
+    "since it would tell whether the path exists."
+)
+
+
+@st.cache_resource(show_spinner=False)
+def settings() -> Settings:
+    """The AE_* settings; their permissive defaults hold only while the server listens on this machine alone."""
+    return Settings.from_env(local_only=is_loopback(st.get_option("server.address")))
+
+
+def visitor_is_local() -> bool:
+    """Is this session's browser on the server's own machine? (Streamlit reports no IP address for loopback
+    connections. A reverse proxy on the same machine makes every visitor look local: see docs/deployment.md.)"""
+    return st.context.ip_address is None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the sidebar asks for. ``mask`` is None for the model's own mask."""
+
+    model: str
+    device: str
+    text: str
+    mask: str | None
+
+
+# ---- cached resources (shared by all sessions) ---------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load_model(name: str, device: str, local_paths: bool) -> Model:
+    allow_hub = settings().allowed_models == "any" or None
+    return load(name, device=device, allow_local_paths=local_paths, allow_hub=allow_hub)
+
+
+@st.cache_resource(show_spinner=False)
+def _trace_cache() -> TraceCache:
+    s = settings()
+    return TraceCache(max_entries=s.trace_cache_entries, max_bytes=s.trace_cache_mb << 20)
+
+
+@st.cache_resource(show_spinner=False)
+def _loaded_keys() -> set:
+    return set()
+
+
+def model_for(name: str, device: str) -> Model:
+    """The cached model, with visible progress the first time this process loads it.
+
+    A visitor from another machine may load a path only when it is spelt as one (``/``, ``.``, ``~``): a bare name
+    is a hub id for them, whatever lies in the server's working folder. And every failure to load a path gets one
+    message, :data:`PATH_HIDDEN`, so that the message never tells them whether the path exists.
+    """
+    s = settings()
+    if not s.model_allowed(name):
+        raise ExplorerError(f"This server only allows the embedded models: {', '.join(EMBEDDED)}.")
+    local, explicit = visitor_is_local(), is_explicit_path(name)
+    local_paths = s.allow_local_paths and (local or explicit)
+    try:
+        return _model_with_progress(name, device, local_paths)
+    except ExplorerError:
+        if local or not (explicit and local_paths):  # with paths off the engine refuses before looking at the disk
+            raise
+        raise ExplorerError(PATH_HIDDEN) from None
+
+
+def _model_with_progress(name: str, device: str, local_paths: bool) -> Model:
+    key = (name, device, local_paths)
+    if key in _loaded_keys():
+        return _load_model(name, device, local_paths)
+    with st.status(f"Loading **{md_escape(name)}** on {device}…", expanded=False) as status:
+        st.write("First load in this server process; later pages and sessions reuse it.")
+        if name == "smollm2":
+            st.write("The first run ever converts the GGUF file once (about 20 s); later runs read the cache.")
+        try:
+            model = _load_model(name, device, local_paths)
+        except Exception:
+            status.update(label=f"Could not load **{md_escape(name)}**", state="error")
+            raise
+        status.update(label=f"Loaded **{md_escape(name)}** ({model.n_layers} layers × {model.n_heads} heads)",
+                      state="complete")
+    _loaded_keys().add(key)
+    return model
+
+
+def trace_for(model: Model, text: str, mask: str | None) -> Trace:
+    """A cached trace of ``text`` (cut to the app's token cap) under ``mask``."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise ExplorerError(
+            f"The text has {len(text):,} characters; the app accepts at most {MAX_TEXT_CHARS:,}. Shorten it."
+        )
+    cache, cap = _trace_cache(), settings().max_tokens
+    if mask is not None and mask == model.default_mask:
+        # The model's own mask asked for by name (Masking, Compare): the trace under mask=None (the sidebar's) is
+        # the same computation unless the model's own mask is something else (sliding windows), so reuse it.
+        own = cache.get((model.name, str(model.device), text, None, cap))
+        if own is not None and all(r.mask_kind == mask for r in own.records):
+            return own
+    key = (model.name, str(model.device), text, mask, cap)
+    return cache.get_or_build(key, lambda: model.trace(text, mask=mask, max_tokens=cap))
+
+
+def trace_key(trace: Trace) -> tuple:
+    """A small key for st.cache_data on analyses of a sidebar trace: model, device, text, the sidebar's mask (None:
+    the model's own; analyses re-trace with it), token count."""
+    return (trace.model_name, str(trace.device), trace.text, current_selection().mask, trace.n_tokens)
+
+
+# ---- session state and URL --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UrlView:
+    """The view a link asks for, validated. ``None``: the link does not say (or said something not understood,
+    which ``notices`` reports as Markdown with the link's values escaped)."""
+
+    model: str | None = None
+    device: str | None = None  # one of DEVICES
+    text: str | None = None
+    mask: str | None = None  # a key of MASK_LABELS
+    layer: int | None = None
+    head: int | None = None
+    notices: tuple[str, ...] = field(default=())
+
+
+def parse_url(params: Mapping[str, str], allow_any_model: bool) -> UrlView:
+    """The one parser of URL parameters (user input: anyone can craft a link). Numbers are ASCII digits only
+    (``"²".isdigit()`` is true, ``int("²")`` raises), enums come from their known sets, strings are bounded;
+    anything else is dropped with a notice. Unknown parameters (Streamlit's own ``embed``, …) are left alone."""
+    found: dict = {}
+    notices: list[str] = []
+
+    def ignored(key: str, why: str) -> None:
+        notices.append(f"The link's {key} “{md_escape(_clip(params[key]))}” was ignored: {why}.")
+
+    if "model" in params:
+        model = params["model"].strip()
+        if model in EMBEDDED or (allow_any_model and 0 < len(model) <= MAX_MODEL_CHARS):
+            found["model"] = model
+        else:
+            ignored("model", f"this server opens {', '.join(EMBEDDED)}" + (" or a Hugging Face id or folder of at "
+                             f"most {MAX_MODEL_CHARS} characters" if allow_any_model else " only"))
+    for key, known in (("device", DEVICES), ("mask", tuple(MASK_LABELS))):
+        if key in params:
+            if params[key] in known:
+                found[key] = params[key]
+            else:
+                ignored(key, "it is none of " + ", ".join(known))
+    if "text" in params:
+        found["text"] = params["text"][:MAX_TEXT_CHARS]
+        if len(params["text"]) > MAX_TEXT_CHARS:
+            notices.append(f"The link's text was cut to its first {MAX_TEXT_CHARS:,} characters.")
+    for key in ("layer", "head"):
+        if key in params:
+            raw = params[key]
+            if raw.isascii() and raw.isdigit() and len(raw) <= MAX_INDEX_DIGITS:
+                found[key] = int(raw)
+            else:
+                ignored(key, f"it is not a whole number from 0 to {10**MAX_INDEX_DIGITS - 1}; showing 0")
+    return UrlView(**found, notices=tuple(notices))
+
+
+def _clip(value: str, limit: int = 60) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _init_from_query_params() -> None:
+    """On a session's first run, seed the widgets from the URL (through :func:`parse_url`)."""
+    if st.session_state.get("_ae_init"):
+        return
+    st.session_state["_ae_init"] = True
+    s = settings()
+    view = parse_url(st.query_params.to_dict(), allow_any_model=s.allowed_models == "any")
+    notices = list(view.notices)
+    model = view.model or DEFAULT_MODEL
+    if model in EMBEDDED:
+        st.session_state["model_choice"] = model
+    else:
+        st.session_state["model_choice"] = OTHER_MODEL
+        st.session_state["model_custom"] = model
+    device = view.device or s.default_device
+    if device == "auto":
+        device = "cuda" if cuda_available() else "cpu"
+    if device == "cuda" and not cuda_available():
+        source = "The link" if view.device else "This server's AE_DEFAULT_DEVICE"
+        notices.append(f"{source} asked for CUDA, but there is no GPU here: using the CPU.")
+        device = "cpu"
+    st.session_state["device"] = device if device in device_options() else device_options()[0]
+    st.session_state["text"] = DEFAULT_TEXT if view.text is None else view.text
+    st.session_state["mask"] = view.mask or "model"
+    for key in ("layer", "head"):
+        if getattr(view, key) is not None:
+            st.session_state[f"_ae_{key}"] = getattr(view, key)
+    if notices:
+        st.session_state["_ae_notice"] = "\n\n".join(notices)
+
+
+def device_options() -> list[str]:
+    return ["cpu", "cuda"] if cuda_available() else ["cpu"]
+
+
+def sidebar() -> None:
+    """Draw the shared controls (in ``app.py``, so they persist across pages); pages read them back through
+    :func:`current_selection`."""
+    with guard():  # the URL is user input: a bad link gets a message, never a crash
+        _init_from_query_params()
+    s = settings()
+    with st.sidebar:
+        st.markdown("### Model and text")
+        choices = list(EMBEDDED) + ([OTHER_MODEL] if s.allowed_models == "any" else [])
+        st.selectbox(
+            "Model",
+            choices,
+            key="model_choice",
+            format_func=lambda n: f"{n} (embedded)" if n in EMBEDDED else "Other: Hugging Face id or folder",
+            help="\n\n".join(f"**{m.name}**: {m.description}" for m in EMBEDDED.values()),
+        )
+        if st.session_state["model_choice"] == OTHER_MODEL:
+            st.text_input("Model id or folder", key="model_custom", placeholder="e.g. gpt2")
+        st.radio("Device", device_options(), key="device", horizontal=True,
+                 help="CUDA appears when PyTorch sees a GPU. The numbers agree within float32 tolerance.")
+        st.text_area("Text", key="text", height=120, max_chars=MAX_TEXT_CHARS,
+                     help=f"Any language. Cut to {s.max_tokens:,} tokens for display.")
+        st.radio("Mask", list(MASK_LABELS), key="mask", format_func=MASK_LABELS.get, horizontal=True,
+                 help="Overriding the model's own mask is a what-if: it changes the computation.")
+    notice = st.session_state.pop("_ae_notice", None)
+    if notice:
+        st.warning(notice)
+
+
+def sync_query_params() -> None:
+    """Write the view into the URL so that a link reproduces it."""
+    sel = {
+        "model": current_selection().model,
+        "device": st.session_state.get("device"),
+        "mask": st.session_state.get("mask"),
+    }
+    text = st.session_state.get("text", "")
+    if len(text) <= 1500:  # long texts would make unusable links; they are simply left out
+        sel["text"] = text
+    for key in ("layer", "head"):
+        if f"_ae_{key}" in st.session_state and st.session_state[f"_ae_{key}"] >= 0:
+            sel[key] = str(st.session_state[f"_ae_{key}"])
+    wanted = {k: str(v) for k, v in sel.items() if v not in (None, "")}
+    if dict(st.query_params) != wanted:
+        st.query_params.from_dict(wanted)
+
+
+# ---- what pages use -------------------------------------------------------------------------------------------
+def quoted(token: str) -> str:
+    """A token for Markdown (st.markdown, st.caption, …): visible whitespace, escaped, in quotes."""
+    return "“" + md_escape(display_label(token)) + "”"
+
+
+def kv_sharing_note(trace: Trace, head: int) -> str:
+    """Which key/value head a query head reads under grouped-query attention, and which other heads share it."""
+    kv = trace.kv_head(head)
+    mates = [h for h in trace.heads_sharing_kv(kv) if h != head]
+    return f"Head {head} reads key/value head {kv}, shared with heads {', '.join(map(str, mates))}"
+
+
+@contextlib.contextmanager
+def guard() -> Iterator[None]:
+    """Show a user's mistake as a clear message and anything else as a short error, never as a traceback."""
+    try:
+        yield
+    except ExplorerError as exc:  # a plain sentence that may quote a model name, a path or another library's error
+        st.error(md_escape(exc), icon="⚠️")
+    except Exception as exc:  # noqa: BLE001 - the page must survive; the log keeps the traceback
+        log.exception("unexpected error")
+        st.error(f"Something went wrong ({type(exc).__name__}). Your text and settings are kept; try another input.")
+
+
+def current_selection() -> Selection:
+    mask = st.session_state.get("mask", "model")
+    model = st.session_state.get("model_choice", DEFAULT_MODEL)
+    if model == OTHER_MODEL:
+        model = st.session_state.get("model_custom", "").strip()
+    return Selection(model, st.session_state.get("device", "cpu"), st.session_state.get("text", ""),
+                     None if mask == "model" else mask)
+
+
+def current_model() -> Model:
+    """The selected model (raises ExplorerError with a user-facing message; call inside :func:`guard`)."""
+    sel = current_selection()
+    if not sel.model:
+        raise ExplorerError("Type a Hugging Face model id or a folder in the sidebar.")
+    return model_for(sel.model, sel.device)
+
+
+def current_trace(mask: str | None | type(...) = ...) -> Trace:
+    """The trace of the sidebar's text under the sidebar's mask (or ``mask`` when given)."""
+    sel = current_selection()
+    model = current_model()
+    trace = trace_for(model, sel.text, sel.mask if mask is ... else mask)
+    if trace.truncated_from:
+        cap = settings().max_tokens
+        why = f"the app's cap, AE_MAX_TOKENS={cap}" if trace.n_tokens == cap else "the model's context length"
+        st.info(f"The text has {trace.truncated_from:,} tokens; showing the first {trace.n_tokens:,} ({why}).")
+    if mask is ... and not trace.mask_is_model_default:
+        st.warning(
+            f"What-if: {md_escape(model.name)} was trained with a {model.default_mask} mask and is running under a "
+            f"{trace.mask} one here. The numbers are real, but not what the model normally computes.",
+            icon=":material/science:",
+        )
+    return trace
+
+
+def layer_head_selectors(trace: Trace, key: str, head: bool = True, container=None) -> tuple[int, int]:
+    """Layer (and head) selectors whose choice is shared by every page and kept in the URL.
+
+    Values out of range (e.g. from an edited URL) are clamped with a message rather than crashing.
+    """
+    where = container or st
+    chosen = []
+    for name, count in (("layer", trace.n_layers), ("head", trace.n_heads))[: 2 if head else 1]:
+        shared = f"_ae_{name}"
+        value = st.session_state.get(shared, 0)
+        if not 0 <= value < count:
+            if value != 0:
+                st.warning(f"{name.capitalize()} {value} is out of range for this model (0–{count - 1}); showing 0.")
+            value = 0
+        widget_key = f"{key}_{name}"
+        st.session_state[widget_key] = value
+
+        def _store(shared=shared, widget_key=widget_key):
+            st.session_state[shared] = st.session_state[widget_key]
+
+        where.number_input(name.capitalize(), 0, count - 1, step=1, key=widget_key, on_change=_store)
+        st.session_state[shared] = value
+        chosen.append(int(value))
+    return (chosen[0], chosen[1] if head else 0)
+
+
+def require_entrypoint() -> None:
+    """Make sure the page runs under ``app.py``'s navigation and sidebar.
+
+    Because page files live in ``pages/``, Streamlit runs a fresh server's *first* script run in its legacy
+    multipage mode: a deep link such as ``/heads?text=…`` would run the page file alone, without the sidebar or
+    the URL's state. ``app.py``'s ``st.navigation`` switches the process to the current mode; if a page finds
+    itself running before that happened, it flips the switch and reruns, so the same URL runs through ``app.py``.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()

@@ -1,0 +1,80 @@
+"""A bounded, thread-safe LRU of traces shared by all sessions, limited by entry count and by bytes.
+
+Streamlit's ``st.cache_data`` would pickle and copy every trace on each hit; traces are read-only once built, so
+one shared copy is safe and keeps memory bounded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Callable, Hashable
+
+from ..capture.trace import Trace
+
+
+class TraceCache:
+    """LRU of traces. ``get_or_build`` builds each key once even when several sessions ask at the same moment."""
+
+    def __init__(self, max_entries: int = 32, max_bytes: int = 2 << 30):
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Hashable, Trace] = OrderedDict()
+        self._building: dict[Hashable, threading.Event] = {}
+        self._nbytes = 0
+        self._lock = threading.Lock()
+
+    def get_or_build(self, key: Hashable, build: Callable[[], Trace]) -> Trace:
+        """The cached trace for ``key``, or ``build()``'s, cached. Exceptions from ``build`` pass through."""
+        while True:
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    trace = self._items[key]
+                    self._evict()  # the hit may have grown since it was stored (lazy logits)
+                    return trace
+                pending = self._building.get(key)
+                if pending is None:
+                    pending = self._building[key] = threading.Event()
+                    break  # this thread builds it
+            # Another session is tracing the same key: wait for it rather than trace it twice. If its build failed
+            # (or the trace was evicted at once) the loop builds here.
+            pending.wait()
+        try:
+            trace = build()  # outside the lock: two sessions may trace different texts at once
+            with self._lock:
+                self._items[key] = trace
+                self._evict()
+        finally:
+            with self._lock:
+                self._building.pop(key).set()
+        return trace
+
+    def get(self, key: Hashable) -> Trace | None:
+        """The cached trace for ``key`` (counted as a use), or None; never builds."""
+        with self._lock:
+            trace = self._items.get(key)
+            if trace is not None:
+                self._items.move_to_end(key)
+            return trace
+
+    def _evict(self) -> None:
+        # Sizes are measured afresh each time (holding the lock): a trace's logits (n × vocab floats) are computed
+        # on first use, after the trace was stored, and must count from then on.
+        sizes = {key: trace.nbytes() for key, trace in self._items.items()}
+        total = sum(sizes.values())
+        while len(self._items) > self.max_entries or (total > self.max_bytes and len(self._items) > 1):
+            key, _ = self._items.popitem(last=False)
+            total -= sizes[key]
+        self._nbytes = total
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cached traces, as measured at the last access."""
+        return self._nbytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
