@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 
 from ..errors import ExplorerError, InstrumentationError
-from .recorder import MaskOverride, Recorder, capture_input_hook, recording
+from .recorder import MaskOverride, Recorder, capture_input_hook, recording, sliding_window_of
 from .tokens import Encoded, readable_tokens
 from .trace import Trace
 
@@ -161,14 +161,17 @@ class Model:
         recorder.check_complete(self.n_layers)
         records = recorder.records
         kinds = {r.mask_kind for r in records}
-        ran = "custom" if "custom" in kinds else records[-1].mask_kind
+        ran = "custom" if "custom" in kinds else "sliding" if "sliding" in kinds else records[-1].mask_kind
+        # A sliding window (Gemma 3) cuts nothing until the text outgrows it: only then is a causal override a what-if.
+        windows = [sliding_window_of(m) for m in self.attention_modules]
+        own = mask is None or (mask == self.default_mask and all(w is None or len(ids[0]) <= w for w in windows))
         return Trace(
             text=encoded.text,
             tokens=encoded.tokens,
             token_ids=encoded.token_ids,
             records=records,
             mask=ran,
-            mask_is_model_default=mask is None or mask == self.default_mask,
+            mask_is_model_default=own,
             truncated_from=encoded.truncated_from,
             model_name=self.name,
             hidden_states=tuple(h[0] for h in out.hidden_states),
