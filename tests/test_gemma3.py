@@ -15,6 +15,7 @@ import torch
 from explorer import generate
 from explorer.capture.embedded import _load_tokenizer_fast
 from explorer.capture.projections import layer_projections
+from explorer.capture.recorder import sliding_allowed
 from explorer.decoding.generation import Stepper
 
 WINDOW = 512
@@ -29,8 +30,8 @@ def _long_text() -> str:
     objects = ["a wooden boat near the harbour", "the broken clock in the hall", "seven red apples from the market",
                "a letter written in green ink", "the map of a forgotten island"]
     times = ["on Monday morning", "after the storm", "before dinner", "during the long winter"]
-    pairs = itertools.product(subjects, verbs)
-    return " ".join(f"{s} {v} {o} {t}." for (s, v), o, t in zip(pairs, itertools.cycle(objects), itertools.cycle(times)))
+    rows = zip(itertools.product(subjects, verbs), itertools.cycle(objects), itertools.cycle(times))
+    return " ".join(f"{s} {v} {o} {t}." for (s, v), o, t in rows)
 
 
 TEXTS = {
@@ -92,6 +93,20 @@ def test_logits_match_sdpa(gemma3, gemma3_sdpa, traces, name):
     # |logit| reaches ~45: float32 rounding of the 640-long unembedding dot products and of the final hidden state
     # gives differences of order 1e-4 at that magnitude.
     assert (ours - ref).abs().max().item() <= 1e-3
+
+
+@pytest.mark.parametrize(
+    "T, past, kept",  # new queries; tokens seen before them; how many of those the sliding cache still holds
+    [(10, 0, 0), (3, 7, 7), (1, 20, 3), (2, 20, 3), (6, 2, 2)],
+)
+def test_sliding_allowed_is_transformers_sliding_window(T, past, kept):
+    """Bottom-right alignment also fits a sliding-window cache, which keeps only the last window − 1 keys."""
+    from transformers.masking_utils import sdpa_mask, sliding_window_causal_mask_function
+
+    window, S = 4, kept + T
+    theirs = sdpa_mask(batch_size=1, q_length=T, kv_length=S, q_offset=past, kv_offset=past - kept,
+                       mask_function=sliding_window_causal_mask_function(window), allow_is_causal_skip=False)
+    assert torch.equal(sliding_allowed(T, S, window), theirs[0, 0])
 
 
 def test_sliding_layers_record_a_window_not_a_matrix(gemma3, traces):

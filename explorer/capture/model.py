@@ -163,8 +163,9 @@ class Model:
         kinds = {r.mask_kind for r in records}
         ran = "custom" if "custom" in kinds else "sliding" if "sliding" in kinds else records[-1].mask_kind
         # A sliding window (Gemma 3) cuts nothing until the text outgrows it: only then is a causal override a what-if.
+        n = len(encoded.token_ids)
         windows = [sliding_window_of(m) for m in self.attention_modules]
-        own = mask is None or (mask == self.default_mask and all(w is None or len(ids[0]) <= w for w in windows))
+        own = mask is None or (mask == self.default_mask and all(w is None or n <= w for w in windows))
         return Trace(
             text=encoded.text,
             tokens=encoded.tokens,
