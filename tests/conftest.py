@@ -27,7 +27,7 @@ def _reference(name: str, attn: str):
     from transformers import AutoModel, AutoModelForCausalLM
 
     folder = str(resolve_embedded(name))
-    auto = AutoModelForCausalLM if name == "smollm2" else AutoModel
+    auto = AutoModelForCausalLM if name in ("smollm2", "gemma3") else AutoModel
     return auto.from_pretrained(folder, dtype=torch.float32, attn_implementation=attn).eval()
 
 
@@ -44,6 +44,21 @@ def smollm2_sdpa():
 @pytest.fixture(scope="session")
 def minilm_eager():
     return _reference("minilm", "eager")
+
+
+@pytest.fixture(scope="session")
+def gemma3() -> explorer.Model:
+    return explorer.load("gemma3", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def gemma3_eager():
+    return _reference("gemma3", "eager")
+
+
+@pytest.fixture(scope="session")
+def gemma3_sdpa():
+    return _reference("gemma3", "sdpa")
 
 
 @pytest.fixture(scope="session")

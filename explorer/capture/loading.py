@@ -32,8 +32,8 @@ def load(
     """Load a model for tracing.
 
     Args:
-        name_or_path: an embedded name (``"smollm2"``, ``"minilm"``), a local folder (or ``.gguf`` file), or a
-            Hugging Face hub id (``"gpt2"``, ``"Qwen/Qwen2.5-0.5B"``).
+        name_or_path: an embedded name (``"smollm2"``, ``"minilm"``, ``"gemma3"``), a local folder (or ``.gguf``
+            file), or a Hugging Face hub id (``"gpt2"``, ``"Qwen/Qwen2.5-0.5B"``).
         device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
         allow_hub: may a hub id be downloaded? Default: unless ``HF_HUB_OFFLINE`` is set. Ids already in the local
             Hugging Face cache load either way.
@@ -50,7 +50,9 @@ def load(
         raise ExplorerError(f"A model is given by name or path, not by a {type(name_or_path).__name__}.")
     name = (name_or_path or "").strip()
     if not name:
-        raise ExplorerError("No model given. Choose 'smollm2', 'minilm', a Hugging Face id or a local folder.")
+        raise ExplorerError(
+            f"No model given. Choose one of {', '.join(EMBEDDED)}, a Hugging Face id or a local folder."
+        )
     dev = resolve_device(device)
     path = _resolve_source(name, allow_hub=allow_hub, allow_local_paths=allow_local_paths)
     return _load_folder(name, path, dev, device_map)

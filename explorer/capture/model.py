@@ -232,7 +232,7 @@ class Model:
         recorder.check_complete(self.n_layers)
         records = recorder.records
         kinds = {r.mask_kind for r in records}
-        ran = "custom" if "custom" in kinds else records[-1].mask_kind
+        ran = "custom" if "custom" in kinds else "sliding" if "sliding" in kinds else records[-1].mask_kind
         return Trace(
             text=encoded.text,
             tokens=encoded.tokens,

@@ -2,12 +2,14 @@
 
 The Q/K/V walk-through and the from-scratch attention both start from a layer's input x and these weights, so
 they need the same per-architecture knowledge in one place. Weights use ``nn.Linear``'s layout (out, in):
-``q = x @ w_q.T + b_q``. Supported: the Llama family (Llama, Qwen2/3, Mistral, SmolLM: ``q_proj``… + RoPE + GQA),
-BERT-style encoders (``query``/``key``/``value``) and GPT-2 (fused ``c_attn`` Conv1D).
+``q = x @ w_q.T + b_q``. Supported: the Llama family (Llama, Qwen2/3, Mistral, SmolLM, Gemma 3: ``q_proj``… + RoPE
++ GQA, with QK-norm for Qwen3 and Gemma 3), BERT-style encoders (``query``/``key``/``value``) and GPT-2 (fused
+``c_attn`` Conv1D).
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -41,8 +43,12 @@ class LayerProjections:
     head_dim: int
     scale: float
     rope: RopeFn | None = None
-    q_norm: torch.nn.Module | None = None  # per-head RMSNorm before RoPE (Qwen3)
+    q_norm: torch.nn.Module | None = None  # per-head RMSNorm before RoPE (Qwen3, Gemma 3)
     k_norm: torch.nn.Module | None = None
+    # The QK-norm's formula, y = x / √(mean(x²) + eps) · (offset + w): offset 0 for Qwen3, 1 for Gemma 3 (whose
+    # weights are stored centred on 0). None when the layer has no QK-norm, or one of neither form.
+    norm_offset: float | None = None
+    norm_eps: float | None = None
     # Does the attention module's own output already include W_o? (False for BERT: its output dense lives in the
     # parent block, so the module returns the concatenated heads.) Tells a caller where to compare with the module.
     output_in_module: bool = True
@@ -52,7 +58,9 @@ class LayerProjections:
         return self.n_heads // self.n_kv_heads
 
     def project(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """x (T, d_model) → per-head ``q_pre``, ``k_pre`` (before RoPE), ``q``, ``k`` (as scored) and ``v``.
+        """x (T, d_model) → per-head ``q_raw``, ``k_raw`` (x·W, before any QK-norm), ``q_pre``, ``k_pre`` (before
+        RoPE: after the QK-norm where the model has one, else the same as q_raw/k_raw), ``q``, ``k`` (as scored)
+        and ``v``.
 
         Shapes: q (H, T, D); k, v (H_kv, T, D).
         """
@@ -61,6 +69,7 @@ class LayerProjections:
         q = _heads(_linear(x, self.w_q, self.b_q), self.n_heads, self.head_dim)
         k = _heads(_linear(x, self.w_k, self.b_k), self.n_kv_heads, self.head_dim)
         v = _heads(_linear(x, self.w_v, self.b_v), self.n_kv_heads, self.head_dim)
+        q_raw, k_raw = q, k
         with torch.inference_mode():
             if self.q_norm is not None:
                 q = self.q_norm(q)
@@ -70,7 +79,7 @@ class LayerProjections:
         if self.rope is not None:
             pos = positions if positions is not None else torch.arange(T, device=x.device)
             q, k = self.rope(q, k, pos)
-        return {"q_pre": q_pre, "k_pre": k_pre, "q": q, "k": k, "v": v}
+        return {"q_raw": q_raw, "k_raw": k_raw, "q_pre": q_pre, "k_pre": k_pre, "q": q, "k": k, "v": v}
 
     def output(self, heads_out: torch.Tensor) -> torch.Tensor:
         """Concatenate head outputs (H, T, D) → (T, H·D) and apply W_o: the layer's attention output (T, d_model)."""
@@ -100,11 +109,15 @@ def layer_projections(model: Model, layer: int) -> LayerProjections:
     n_heads, n_kv = model.n_heads, model.n_kv_heads
     if hasattr(attn, "q_proj"):
         head_dim = int(getattr(attn, "head_dim", None) or cfg.hidden_size // n_heads)
+        q_norm, k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
+        offset, eps = rms_norm_form(q_norm) if q_norm is not None else (None, None)
+        if k_norm is not None and rms_norm_form(k_norm) != (offset, eps):
+            offset, eps = None, None
         return LayerProjections(
             layer, _param(attn.q_proj), _param(attn.k_proj), _param(attn.v_proj), _param(attn.o_proj),
             _param(attn.q_proj, "bias"), _param(attn.k_proj, "bias"), _param(attn.v_proj, "bias"),
             _param(attn.o_proj, "bias"), n_heads, n_kv, head_dim, float(attn.scaling),
-            rope=_rope_for(model, attn), q_norm=getattr(attn, "q_norm", None), k_norm=getattr(attn, "k_norm", None),
+            rope=_rope_for(model, attn), q_norm=q_norm, k_norm=k_norm, norm_offset=offset, norm_eps=eps,
         )
     if hasattr(attn, "query") and hasattr(attn, "key"):  # BERT family: output dense lives in the parent block
         head_dim = int(getattr(attn, "attention_head_size", cfg.hidden_size // n_heads))
@@ -149,16 +162,42 @@ def output_projection(model: Model, layer: int) -> torch.nn.Module:
     )
 
 
+def rms_norm_form(norm: torch.nn.Module) -> tuple[float | None, float | None]:
+    """(offset, eps) such that ``norm(x) = x / √(mean(x²) + eps) · (offset + weight)``, or (None, None).
+
+    Checked on a probe rather than read off the class: Llama-style RMSNorms scale by w (offset 0), Gemma's by 1 + w
+    (offset 1), and the two are told apart by what the module computes.
+    """
+    weight = getattr(norm, "weight", None)
+    eps = getattr(norm, "eps", getattr(norm, "variance_epsilon", None))
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 1 or not isinstance(eps, float):
+        return None, None
+    w = weight.detach().float()
+    probe = torch.randn(3, w.numel(), generator=torch.Generator().manual_seed(0)).to(w.device)  # (3, D)
+    normed = probe * torch.rsqrt(probe.pow(2).mean(-1, keepdim=True) + eps)
+    with torch.inference_mode():
+        out = norm(probe.to(weight.dtype)).float()
+    for offset in (0.0, 1.0):
+        if torch.allclose(out, normed * (offset + w), rtol=1e-5, atol=1e-6):
+            return offset, eps
+    return None, None
+
+
 def _rope_for(model: Model, attn: torch.nn.Module) -> RopeFn | None:
     """The model's own rotary embedding, applied exactly as its attention module applies it."""
     rotary = getattr(model.base, "rotary_emb", None)
     apply = getattr(sys.modules.get(type(attn).__module__), "apply_rotary_pos_emb", None)
     if rotary is None or apply is None:
         return None
+    # Gemma 3 keeps one set of frequencies per layer type (base 10,000 on sliding layers, 1,000,000 on global ones)
+    # and its rotary embedding takes the layer type; single-base models take no such argument.
+    layer_type = getattr(attn, "layer_type", None)
+    per_type = layer_type is not None and "layer_type" in inspect.signature(rotary.forward).parameters
+    extra = (layer_type,) if per_type else ()
 
     def rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            cos, sin = rotary(q, positions[None, :].to(q.device))
+            cos, sin = rotary(q, positions[None, :].to(q.device), *extra)
             q_rot, k_rot = apply(q[None], k[None], cos, sin)
         return q_rot[0], k_rot[0]
 

@@ -30,7 +30,8 @@ from ..errors import InstrumentationError
 
 ATTENTION_NAME = "explorer"
 
-MaskKind = Literal["causal", "bidirectional", "custom"]
+# "sliding": causal, and only the last ``window`` keys (Gemma 3, Mistral): kept as that one int, never a (T, S) matrix.
+MaskKind = Literal["causal", "bidirectional", "sliding", "custom"]
 MaskOverride = Literal["causal", "bidirectional"] | None
 
 # kwargs that change the maths in ways this implementation does not reproduce; better a clear error than a
@@ -49,8 +50,9 @@ class AttentionRecord:
     A batched call computes every item under its own mask but records only item 0 (the trace API is one text).
     Shapes: ``q`` (H, T, D) after RoPE; ``k``/``v`` (H_kv, S, D), including cached positions (S ≥ T);
     ``lse`` (H, T) float32, −inf for a query that may see no key; ``allowed`` (T, S) bool or None (None: every key
-    allowed, or the causal pattern when ``mask_kind == "causal"``). ``mask_is_model_default`` is False when a mask
-    override made this layer's mask differ from the one the model itself would have used.
+    allowed, the causal pattern when ``mask_kind == "causal"``, or the sliding window of ``window`` keys when
+    ``mask_kind == "sliding"``). ``mask_is_model_default`` is False when a mask override made this layer's mask
+    differ from the one the model itself would have used.
     """
 
     layer: int
@@ -63,6 +65,7 @@ class AttentionRecord:
     allowed: torch.Tensor | None
     x: torch.Tensor | None = None  # the attention module's input (T, d_model): the normed hidden state
     mask_is_model_default: bool = True
+    window: int | None = None  # keys per query (itself included) when mask_kind == "sliding"
 
     @property
     def n_heads(self) -> int:
@@ -80,6 +83,8 @@ class AttentionRecord:
         """The (T, S) bool matrix of allowed (query, key) pairs, on the record's device."""
         if self.allowed is not None:
             return self.allowed
+        if self.mask_kind == "sliding":
+            return sliding_allowed(self.q.shape[1], self.k.shape[1], self.window, self.q.device)
         return mask_pattern(self.mask_kind, self.q.shape[1], self.k.shape[1], self.q.device)
 
     def query_probs(self, position: int) -> torch.Tensor:
@@ -146,6 +151,39 @@ def mask_pattern(kind: MaskKind, T: int, S: int, device: torch.device | str = "c
     return torch.ones(T, S, dtype=torch.bool, device=device)
 
 
+def sliding_allowed(T: int, S: int, window: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(T, S) bool: causal, and query i sees only the last ``window`` keys up to itself (itself included), as in
+    transformers' ``sliding_window_overlay`` (key j allowed iff i − window < j ≤ i). Bottom-right aligned, like
+    :func:`causal_allowed`, which also holds for a sliding-window cache (it keeps the most recent keys)."""
+    rows = torch.arange(T, device=device)[:, None] + (S - T)
+    cols = torch.arange(S, device=device)[None, :]
+    return (cols <= rows) & (cols > rows - window)
+
+
+def sliding_window_of(module: torch.nn.Module, kwargs: dict | None = None) -> int | None:
+    """The sliding window an attention module runs with (the ``sliding_window`` kwarg transformers passes, else the
+    module's attribute), or None for full attention."""
+    window = (kwargs or {}).get("sliding_window", getattr(module, "sliding_window", None))
+    return int(window) if isinstance(window, int) and not isinstance(window, bool) and window > 0 else None
+
+
+def _as_sliding(
+    kind: MaskKind, allowed: torch.Tensor | None, window: int | None, T: int, S: int
+) -> tuple[MaskKind, torch.Tensor | None, int | None]:
+    """The model's own mask, relabelled ``"sliding"`` when it is exactly the window pattern, so that the record
+    keeps one int instead of a (T, S) matrix per layer. ``allowed`` is (B, T, S) or None; anything else is returned
+    unchanged (window None)."""
+    if window is None:
+        return kind, allowed, None
+    if kind == "causal":  # no mask given (or a causal one): the window cut nothing iff it reaches key 0
+        same = S <= window
+    elif kind == "bidirectional":  # a lone decoding query inside a full window sees every key
+        same = T == 1 and S <= window
+    else:
+        same = kind == "custom" and torch.equal(allowed, sliding_allowed(T, S, window, allowed.device).expand_as(allowed))
+    return ("sliding", None, window) if same else (kind, allowed, None)
+
+
 def _classify(allowed: torch.Tensor) -> MaskKind:
     """The kind of a (..., T, S) bool mask: the same plain pattern for every item, else "custom"."""
     T, S = allowed.shape[-2:]
@@ -196,7 +234,13 @@ def _resolve_mask(
 
 
 def _fused_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, kind: MaskKind, allowed: torch.Tensor | None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    kind: MaskKind,
+    allowed: torch.Tensor | None,
+    window: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention output (B, H, T, D) and log-sum-exp (B, H, T) from a fused kernel, or exact maths as a fall-back.
 
@@ -204,6 +248,8 @@ def _fused_attention(
     mask, or None. A query that may see no key (left padding) gets output 0 and lse −inf on every path.
     """
     T, S = q.shape[2], k.shape[2]
+    if kind == "sliding":  # the kernels take no window: within S ≤ window it is plain causal, else a transient bias
+        kind, allowed = ("causal", None) if S <= window else ("custom", sliding_allowed(T, S, window, q.device)[None])
     is_causal = kind == "causal" and allowed is None and T == S
     if allowed is None and kind == "causal" and T != S and T > 1:  # (one new query, decoding, sees every key)
         allowed = causal_allowed(T, S, q.device)[None]  # (1, T, S): a chunk over a cache, bottom-right aligned
@@ -310,12 +356,16 @@ def recording_attention(
         # cache's prefill, whose keys past T are empty slots; drop them as transformers does (not bottom-right).
         key, value = key[:, :, :T], value[:, :, :T]  # (B, H_kv, T, D)
     kind, allowed, own_mask = _resolve_mask(module, query, key, attention_mask, kwargs, recorder)
+    S = key.shape[2]
+    # Sliding windows (Gemma 3): recorded as a window size, not a (T, S) matrix per layer. Never under an override.
+    no_override = recorder is None or recorder.mask_override is None
+    kind, allowed, window = _as_sliding(kind, allowed, sliding_window_of(module, kwargs) if no_override else None, T, S)
     groups = H // key.shape[1]
     k_full = key.repeat_interleave(groups, dim=1) if groups > 1 else key
     v_full = value.repeat_interleave(groups, dim=1) if groups > 1 else value
     if dropout and module.training:
         raise InstrumentationError("Attention dropout is active: put the model in eval mode before tracing.")
-    out, lse = _fused_attention(query, k_full, v_full, scale, kind, allowed)
+    out, lse = _fused_attention(query, k_full, v_full, scale, kind, allowed, window)
 
     if recorder is not None:  # batch item 0 only
         first_kind = kind if allowed is None else _classify(allowed[0])
@@ -332,21 +382,29 @@ def recording_attention(
                 allowed=allowed[0] if first_kind == "custom" else None,
                 x=recorder._pending_x.pop(id(module), None),
                 mask_is_model_default=own_mask,
+                window=window,
             )
         )
     weights = None
     if kwargs.get("output_attentions"):
-        weights = attention_probs(query, key, lse, scale, kind, None if allowed is None else allowed[:, None])
+        weights = attention_probs(query, key, lse, scale, kind, None if allowed is None else allowed[:, None], window)
     return out.transpose(1, 2).contiguous(), weights
 
 
 def attention_probs(
-    q: torch.Tensor, k: torch.Tensor, lse: torch.Tensor, scale: float, kind: MaskKind, allowed: torch.Tensor | None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    lse: torch.Tensor,
+    scale: float,
+    kind: MaskKind,
+    allowed: torch.Tensor | None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Rebuild exact probabilities ``exp(q kᵀ·scale + mask − lse)``.
 
     q (..., H, T, D), k (..., H_kv, S, D), lse (..., H, T), allowed broadcastable to (..., H, T, S) →
     (..., H, T, S) float32. Masked cells are exactly 0, and so is a whole row with no allowed key.
+    ``window`` is the record's, needed when ``kind == "sliding"``.
     """
     H, T = q.shape[-3], q.shape[-2]
     S = k.shape[-2]
@@ -356,6 +414,8 @@ def attention_probs(
     scores = (q.float() @ k.float().transpose(-1, -2)) * scale
     if allowed is None and kind == "causal":
         allowed = causal_allowed(T, S, q.device)
+    if allowed is None and kind == "sliding":
+        allowed = sliding_allowed(T, S, window, q.device)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
     return torch.exp(scores - _finite(lse.float())[..., None])

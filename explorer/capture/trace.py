@@ -15,7 +15,7 @@ import torch
 from ..errors import ExplorerError, check_layer_head
 from .recorder import AttentionRecord, attention_probs
 
-Mask = Literal["causal", "bidirectional", "custom"]
+Mask = Literal["causal", "bidirectional", "sliding", "custom"]
 
 
 @dataclass
@@ -24,7 +24,9 @@ class Trace:
 
     Attributes:
         text: the input text. ``tokens``: one readable string per token. ``token_ids``: the ids the model ran on.
-        mask: the mask that ran (``"causal"`` or ``"bidirectional"``; ``"custom"`` for e.g. sliding windows).
+        mask: the mask that ran (``"causal"`` or ``"bidirectional"``; ``"sliding"`` when some layers see only a
+            window of recent keys, as in Gemma 3: each record's ``mask_kind`` and ``window`` say which; else
+            ``"custom"``).
         mask_is_model_default: False when an override made some layer's mask differ from the model's own (the
             computation is then a what-if); an override equal to the model's own mask leaves it True.
         hidden_states: the residual stream, ``n_layers + 1`` tensors (n, d_model), embeddings first.
@@ -92,13 +94,13 @@ class Trace:
         self._check(layer, head)
         r = self.records[layer]
         kv = head // r.group_size
-        p = attention_probs(r.q[head : head + 1], r.k[kv : kv + 1], r.lse[head : head + 1], r.scale, r.mask_kind, r.allowed)
+        p = attention_probs(r.q[head : head + 1], r.k[kv : kv + 1], r.lse[head : head + 1], r.scale, r.mask_kind, r.allowed, r.window)
         return p[0].float().cpu()
 
     def attentions(self, layer: int) -> torch.Tensor:
         """All heads of one layer: (H, n, n)."""
         r = self.record(layer)
-        return attention_probs(r.q, r.k, r.lse, r.scale, r.mask_kind, r.allowed).float().cpu()
+        return attention_probs(r.q, r.k, r.lse, r.scale, r.mask_kind, r.allowed, r.window).float().cpu()
 
     def q(self, layer: int, head: int) -> torch.Tensor:
         """(n, head_dim): the query vectors used in the scores (after RoPE where the model uses it)."""

@@ -391,13 +391,14 @@ def _last_query_rows(records: list[AttentionRecord], context_length: int) -> tor
     first = records[0]
     alike = all(
         r.k.shape == first.k.shape and r.scale == first.scale and r.mask_kind == first.mask_kind and r.allowed is None
+        and r.window == first.window
         for r in records
     )
     if alike:
         q = torch.stack([r.q[:, -1:] for r in records])
         k = torch.stack([r.k for r in records])
         lse = torch.stack([r.lse[:, -1:] for r in records])
-        rows = attention_probs(q, k, lse, first.scale, first.mask_kind, None)[:, :, 0]
+        rows = attention_probs(q, k, lse, first.scale, first.mask_kind, None, first.window)[:, :, 0]
     else:
         # Per layer; sliding-window layers may hold fewer keys, so rows are left-padded to the longest.
         width = max(r.k.shape[1] for r in records)

@@ -31,7 +31,11 @@ class FormulaSteps:
     Attributes:
         x: (n, d) the attention module's input (the normed hidden state for pre-norm models).
         w_q, w_k, w_v: (D, d) the rows of W_q for this head and of W_k / W_v for its key/value head.
-        q_pre, k_pre: (n, D) Q and K before the rotary embedding; None for models without RoPE.
+        q_pre, k_pre: (n, D) Q and K before the rotary embedding (after the QK-norm, where there is one); None for
+            models without RoPE.
+        q_raw, k_raw: (n, D) x·W_q (+ b_q) and x·W_k (+ b_k) before the QK-norm (Qwen3, Gemma 3); None without one.
+            ``norm_offset``/``norm_eps`` give its formula, q_pre = q_raw / √(mean(q_raw²) + eps) · (offset + w)
+            (offset 1 for Gemma 3, 0 for Qwen3; None when the norm is of neither form).
         q, k, v: (n, D) as scored: Q of this head, K and V of its key/value head (shared under GQA).
         scores: (n,) q_query · k_j for every key j.  ``scaled``: scores × scale.
         allowed: (n,) which keys the mask lets the query see.  ``masked``: scaled, −∞ where not allowed.
@@ -66,6 +70,14 @@ class FormulaSteps:
     head_out: torch.Tensor
     head_contribution: torch.Tensor
     layer_out: torch.Tensor
+    q_raw: torch.Tensor | None = None
+    k_raw: torch.Tensor | None = None
+    norm_offset: float | None = None
+    norm_eps: float | None = None
+
+    @property
+    def uses_qk_norm(self) -> bool:
+        return self.q_raw is not None
 
     @property
     def n_tokens(self) -> int:
@@ -143,6 +155,7 @@ def formula_steps(
     head_contribution = head_out @ w_o[:, rows_q].T
 
     rope = proj.rope is not None
+    normed = proj.q_norm is not None
     return FormulaSteps(
         layer=layer, head=head, query=query, kv_head=kv, scale=scale, x=cpu(x),
         w_q=cpu(proj.w_q[rows_q]), w_k=cpu(proj.w_k[rows_kv]), w_v=cpu(proj.w_v[rows_kv]),
@@ -152,6 +165,8 @@ def formula_steps(
         q_pre=cpu(parts["q_pre"][head]) if rope else None, k_pre=cpu(parts["k_pre"][kv]) if rope else None,
         q=q, k=k, v=v, scores=scores, scaled=scaled, allowed=allowed, masked=masked, probs=probs,
         head_out=head_out, head_contribution=head_contribution, layer_out=layer_out,
+        q_raw=cpu(parts["q_raw"][head]) if normed else None, k_raw=cpu(parts["k_raw"][kv]) if normed else None,
+        norm_offset=proj.norm_offset, norm_eps=proj.norm_eps,
     )
 
 
