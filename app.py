@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer.ui.common import common as ui
+from explorer.ui import common as ui
 
 st.set_page_config(page_title="Attention Explorer", page_icon=":material/visibility:", layout="wide")
 

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from explorer.ui.common import common as ui
-from explorer.ui.common import generation as gen
+from explorer.ui import common as ui
+from explorer.ui import generation as gen
 
 ui.require_entrypoint()
 

@@ -7,7 +7,7 @@ from functools import partial
 import numpy as np
 import streamlit as st
 
-from explorer.ui.common import common as ui
+from explorer.ui import common as ui
 from explorer.figures import heads as fh
 from explorer.capture.trace import Trace
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer.ui.common import common as ui
+from explorer.ui import common as ui
 from explorer.capture.tokens import display_label
 
 ui.require_entrypoint()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from explorer.ui.common import common as ui, qkv as ui_qkv
+from explorer.ui import common as ui, qkv as ui_qkv
 from explorer.figures import qkv as fq
 from explorer.capture.tokens import unique_labels
 from explorer.analysis.mask_effects import CAUSAL_MASK_LATEX

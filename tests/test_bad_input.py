@@ -26,7 +26,7 @@ import torch
 import explorer
 from explorer import ExplorerError, InstrumentationError
 from explorer.capture.embedded import resolve_embedded
-from explorer.ui.common.settings import Settings
+from explorer.ui.settings import Settings
 from explorer.capture.tokens import CONTINUATION, display_label
 
 from apptest_helpers import APP

@@ -19,7 +19,7 @@ import torch
 
 import explorer
 from explorer import ExplorerError
-from explorer.ui.common.trace_cache import TraceCache
+from explorer.ui.trace_cache import TraceCache
 
 from apptest_helpers import APP
 

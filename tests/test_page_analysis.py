@@ -10,7 +10,7 @@ from apptest_helpers import decode, open_page
 from streamlit.testing.v1 import AppTest
 
 import explorer
-from explorer.ui.common import common as ui
+from explorer.ui import common as ui
 from explorer.analysis.lens import logit_lens
 from explorer.analysis.rollout import trace_rollout
 from explorer.analysis.stats import FORMULAS, STATISTICS

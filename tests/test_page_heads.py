@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.ui.common import common as ui
+from explorer.ui import common as ui
 from explorer.figures import heads as fh
 
 from apptest_helpers import assert_clean, decode, open_page

@@ -75,7 +75,7 @@ def test_long_text_stays_within_the_payload_budget(smollm2):
 
 def test_the_models_own_mask_reuses_the_sidebar_trace():
     """The page asks for "causal" by name; for SmolLM2 that is the sidebar's trace (mask=None), not a second one."""
-    from explorer.ui.common import common as ui
+    from explorer.ui import common as ui
 
     text = "A fresh sentence for the masking cache test."
     at = open_page("pages/home.py", model_choice="smollm2", text=text)  # Home traces the sidebar's text first

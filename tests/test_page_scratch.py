@@ -9,7 +9,7 @@ from apptest_helpers import chart_data, decode, open_page
 
 from explorer.from_scratch import kernels, checks as scratch_checks
 from explorer.analysis import stats
-from explorer.ui.common import common as ui
+from explorer.ui import common as ui
 from explorer.from_scratch.scratch import Departures, MultiHeadAttention, tutorial_variant
 
 PAGE = "pages/scratch.py"
