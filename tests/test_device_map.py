@@ -12,6 +12,8 @@ import torch
 
 import explorer
 
+from bounds import attention_bound, model_bound
+
 TEXT = "The capital of France is Paris, and the capital of Italy is"
 
 
@@ -46,12 +48,12 @@ def test_device_map_load_traces_the_same(device_map, plain_trace, monkeypatch):
             ours, ref = trace.attention(layer, head), plain_trace.attention(layer, head)
             if exact:
                 assert torch.equal(ours, ref), (layer, head)
-            else:
-                assert (ours - ref).abs().max().item() < 1e-4, (layer, head)
+            else:  # another device sums in other orders (see bounds)
+                assert (ours - ref).abs().max().item() <= attention_bound(plain_trace, layer), (layer, head)
     for ours, ref in zip(trace.hidden_states, plain_trace.hidden_states, strict=True):
         if exact:
             assert torch.equal(ours.cpu(), ref)
         else:
-            assert torch.allclose(ours.float().cpu(), ref, atol=1e-3, rtol=1e-3)
+            assert (ours.float().cpu() - ref).abs().max().item() <= model_bound(model, float(ref.abs().max()))
     # The prediction agrees: the same greedy next token.
     assert int(trace.logits[-1].argmax()) == int(plain_trace.logits[-1].argmax())

@@ -19,10 +19,15 @@ from explorer.figures import palette
 from explorer.figures.heatmap import MAX_CELLS, block_mean
 from explorer.capture.tokens import unique_labels
 
+from bounds import EPS32, attention_bound, f32_dot_bound
+
 TEXT = "The cat sat on the mat because it was tired."
 LONG_TEXT = " ".join(["The committee met on Tuesday to discuss the budget, and after a long debate it decided to "
                       "postpone the vote until the next session."] * 45)
 PAYLOAD_LIMIT = 1_500_000  # bytes of JSON per figure
+# The figures sum in float64 and round once to float32, the references likewise (or not at all): the two land at most
+# one float32 step apart, a relative EPS32. hide_sink rounds twice (its float32 total, then the quotient).
+ONE_ROUNDING = EPS32
 
 
 def reference_block_mean(matrix: np.ndarray, max_cells: int) -> tuple[np.ndarray, int, int]:
@@ -72,23 +77,27 @@ def reference_renormalised(a: torch.Tensor) -> np.ndarray:
 def test_hide_sink_renormalises_rows_over_keys_after_the_first(short):
     a = short.attention(20, 3)
     shown = fh.hide_sink(a.numpy())
-    np.testing.assert_allclose(shown, reference_renormalised(a), rtol=1e-5, atol=1e-7, equal_nan=True)
+    np.testing.assert_allclose(shown, reference_renormalised(a), rtol=2 * ONE_ROUNDING, atol=0, equal_nan=True)
     assert np.isnan(shown[:, 0]).all()
     assert np.isnan(shown[0]).all()  # causal: query 0 had only key 0
-    np.testing.assert_allclose(np.nansum(shown[1:], axis=1), 1.0, atol=1e-5)
+    # each value within 2 roundings of exact, and a float32 sum of n of them
+    row_bound = f32_dot_bound(short.n_tokens, 1.0) + 2 * ONE_ROUNDING
+    np.testing.assert_allclose(np.nansum(shown[1:], axis=1), 1.0, atol=row_bound, rtol=0)
 
 
 def test_hide_sink_bidirectional_keeps_every_row(short_minilm):
     a = short_minilm.attentions(2).numpy()
     shown = fh.hide_sink(a)
     assert not np.isnan(shown[..., 1:]).any()
-    np.testing.assert_allclose(shown[..., 1:].sum(-1), 1.0, atol=1e-5)
+    row_bound = f32_dot_bound(short_minilm.n_tokens, 1.0) + 2 * ONE_ROUNDING  # as above
+    np.testing.assert_allclose(shown[..., 1:].sum(-1), 1.0, atol=row_bound, rtol=0)
 
 
 def test_sink_share_is_the_mean_attention_to_token_zero(short):
     maps = short.attentions(12)
     expected = float(maps[:, 1:, 0].double().mean())
-    assert fh.sink_share(maps.numpy()) == pytest.approx(expected, abs=1e-6)
+    # float32 means of ≤ 1 values, against float64
+    assert fh.sink_share(maps.numpy()) == pytest.approx(expected, abs=f32_dot_bound(maps[:, 1:, 0].numel(), 1.0))
     assert expected > 0.2  # SmolLM2 parks a large share on token 0 in later layers: the reason for the marking
 
 
@@ -103,14 +112,14 @@ def test_block_mean_of_a_stack_matches_the_plain_block_mean_of_each_map(long, ce
     for h in range(3):
         ref, rs_ref, cs_ref = reference_block_mean(maps[h], cells)
         assert (rs, cs) == (rs_ref, cs_ref)
-        np.testing.assert_allclose(got[h], ref, rtol=1e-5, atol=1e-7, equal_nan=True)
+        np.testing.assert_allclose(got[h], ref, rtol=ONE_ROUNDING, atol=0, equal_nan=True)
 
 
 def test_quantise_error_is_at_most_half_a_level(short):
     values = short.attention(4, 1).numpy()
     q = fh.quantise(values)
     assert q.dtype == np.uint8
-    assert np.abs(q / 255.0 - values).max() <= 0.5 / 255 + 1e-7
+    assert np.abs(q / 255.0 - values).max() <= 0.5 / 255 + 1e-12  # float64 arithmetic: only the level's rounding
 
 
 # ---- one head --------------------------------------------------------------------------------------------------
@@ -130,7 +139,7 @@ def test_head_heatmap_shows_the_exact_map_with_token_labels_and_sink_outline(sho
 def test_head_heatmap_sink_hidden_is_labelled_and_renormalised(short):
     a = short.attention(25, 0)
     fig = fh.head_heatmap(fh.hide_sink(a.numpy()), short.tokens, layer=25, head=0, sink_hidden=True)
-    np.testing.assert_allclose(np.asarray(fig.data[0].z), reference_renormalised(a), rtol=1e-5, atol=1e-7,
+    np.testing.assert_allclose(np.asarray(fig.data[0].z), reference_renormalised(a), rtol=2 * ONE_ROUNDING, atol=0,
                                equal_nan=True)
     assert "token 0 hidden" in fig.layout.title.text
     assert any("hidden" in (ann.text or "") for ann in fig.layout.annotations)
@@ -164,12 +173,13 @@ def test_small_multiples_downsample_long_texts_to_block_means(long):
     assert f"{step}×{step}" in fig.layout.title.text
     for h in (0, 8):
         ref, _, _ = reference_block_mean(maps[h], fh.SMALL_CELLS)
-        np.testing.assert_allclose(np.asarray(fig.data[h].z), ref, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(fig.data[h].z), ref, rtol=ONE_ROUNDING, atol=0)
     # colour range: the largest full block outside query block 0, not 1 (blocks of a causal map are ≤ 1/11 here);
     # 1024 = 93 × 11 + 1, so the last block is a single undiluted weight and is left out of the range
     z = np.stack([np.asarray(d.z) for d in fig.data])
-    assert fig.layout.coloraxis.cmax == pytest.approx(float(z[:, 1:-1, :-1].max()))
-    assert fig.layout.coloraxis.cmax <= 1 / step + 1e-6
+    assert fig.layout.coloraxis.cmax == float(z[:, 1:-1, :-1].max())
+    # a block's rows each carry ≤ 1 (plus the maps' own rounding) over its step columns, then one float32 rounding
+    assert fig.layout.coloraxis.cmax <= (1 + attention_bound(long, 3) + ONE_ROUNDING) / step
 
 
 # ---- model view ------------------------------------------------------------------------------------------------
@@ -186,7 +196,9 @@ def test_model_view_grid_shows_every_head_exactly_for_short_texts(short):
     fig = fh.model_view_grid(thumbs, kv_heads=kv_list(short), selected=(4, 2))
     grid = decode_grid(fig, 30, 9)
     for layer, head in [(0, 0), (4, 2), (17, 8), (29, 5)]:
-        np.testing.assert_allclose(grid[(layer, head)], short.attention(layer, head).numpy(), atol=0.5 / 255 + 1e-7)
+        # half a level of 1/255 (float64 arithmetic otherwise)
+        np.testing.assert_allclose(grid[(layer, head)], short.attention(layer, head).numpy(), atol=0.5 / 255 + 1e-12,
+                                   rtol=0)
     overlay = fig.data[-1]
     assert overlay.type == "scatter" and overlay.marker.opacity == 0
     assert [list(c) for c in overlay.customdata][9 * 17 + 8] == [17, 8, 2]
@@ -206,8 +218,10 @@ def test_model_view_grid_downsamples_long_texts_within_the_payload(long):
     vmax = per_level * 255
     for layer, head in [(0, 0), (18, 4), (29, 8)]:
         ref, _, _ = reference_block_mean(long.attention(layer, head).numpy(), fh.THUMB_CELLS)
-        # values above the colour range (query 0's own block, see colour_max) saturate at the top level
-        np.testing.assert_allclose(grid[(layer, head)], np.minimum(ref, vmax), atol=per_level / 2 + 1e-7)
+        # values above the colour range (query 0's own block, see colour_max) saturate at the top level; half a
+        # level, plus the float32 step by which the block means may differ before quantising
+        np.testing.assert_allclose(grid[(layer, head)], np.minimum(ref, vmax), atol=per_level / 2 + ONE_ROUNDING * vmax,
+                                   rtol=0)
     assert "1024 tokens" in fig.layout.title.text and f"{step}×{step}" in fig.layout.title.text
     assert len(pio.to_json(fig, validate=False)) <= PAYLOAD_LIMIT
 
@@ -225,7 +239,8 @@ def test_head_view_line_widths_are_proportional_to_attention(short):
     for line in lines:
         (q, k) = line.y
         assert line.x == (0, 1)
-        assert line.line.width == pytest.approx(fh.LINE_WIDTH_PER_UNIT * float(a[q, k]), rel=1e-6)
+        # float32 weight × float constant: one float32 rounding
+        assert line.line.width == pytest.approx(fh.LINE_WIDTH_PER_UNIT * float(a[q, k]), rel=ONE_ROUNDING)
         assert k <= q  # causal
     sink_lines = [ln for ln in lines if ln.y[1] == 0]
     assert sink_lines and all(ln.line.color == palette.HIGHLIGHT for ln in sink_lines)
@@ -241,9 +256,10 @@ def test_head_view_window_keeps_the_strongest_lines_and_says_so(long):
     assert len(lines) == 50
     window = a[100:140, 100:140]
     kept = sorted(float(window[ln.y[0], ln.y[1]]) for ln in lines)
-    np.testing.assert_allclose(kept, np.sort(window[window > 0])[-50:], rtol=1e-6)
+    np.testing.assert_array_equal(kept, np.sort(window[window > 0])[-50:])  # the same float32 values
     for ln in lines:
-        assert ln.line.width == pytest.approx(fh.LINE_WIDTH_PER_UNIT * float(window[ln.y[0], ln.y[1]]), rel=1e-6)
+        width = fh.LINE_WIDTH_PER_UNIT * float(window[ln.y[0], ln.y[1]])
+        assert ln.line.width == pytest.approx(width, rel=ONE_ROUNDING)
     assert "tokens 100–139 of 1024" in fig.layout.title.text and "50 strongest" in fig.layout.title.text
     labels = [d for d in fig.data if d.mode == "markers+text"][0].hovertext
     assert labels[0].startswith("100\u2002")

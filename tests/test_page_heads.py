@@ -13,6 +13,7 @@ from explorer.ui import common as ui
 from explorer.figures import heads as fh
 
 from apptest_helpers import assert_clean, decode, open_page
+from bounds import EPS32, attention_bound
 
 PAGE = "pages/heads.py"
 TEXT = ui.DEFAULT_TEXT
@@ -45,6 +46,13 @@ def charts(at: AppTest) -> list[dict]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
+# The page traces the text in its own script thread, whose float32 sums may run in another order than ours: its
+# maps are within attention_bound of our trace's (see bounds), not bit for bit.
+def shown_percent(value: float, bound: float) -> set[str]:
+    """The ways a share within ``bound`` of ``value`` can be printed to one decimal of a percent."""
+    return {f"{value - bound:.1%}", f"{value + bound:.1%}"}
+
+
 def test_smollm2_widgets_drive_every_view(smollm2_trace):
     tr = smollm2_trace
     at = open_heads()
@@ -52,23 +60,27 @@ def test_smollm2_widgets_drive_every_view(smollm2_trace):
     (small,) = charts(at)
     assert len(small["data"]) == 9
     for h in (0, 4, 8):
-        np.testing.assert_allclose(decode(small["data"][h]["z"]), tr.attention(0, h).numpy(), atol=1e-6)
+        np.testing.assert_allclose(decode(small["data"][h]["z"]), tr.attention(0, h).numpy(),
+                                   atol=attention_bound(tr, 0), rtol=0)
     titles = [a["text"] for a in small["layout"]["annotations"]][:9]
     assert titles[4] == "head 4 · kv 1"
     captions = " ".join(c.value for c in at.caption)
     assert "9 query heads share 3 key/value heads" in captions
-    assert f"{float(tr.attentions(0)[:, 1:, 0].mean()):.1%}" in captions
+    share = float(tr.attentions(0)[:, 1:, 0].mean())
+    assert any(s in captions for s in shown_percent(share, attention_bound(tr, 0)))
 
     at.number_input(key="heads_layer").set_value(3).run()
     at.number_input(key="heads_head").set_value(7).run()
     assert_clean(at)
     (small,) = charts(at)
-    np.testing.assert_allclose(decode(small["data"][7]["z"]), tr.attention(3, 7).numpy(), atol=1e-6)
-    assert f"{float(tr.attentions(3)[:, 1:, 0].mean()):.1%}" in " ".join(c.value for c in at.caption)
+    bound = attention_bound(tr, 3)
+    np.testing.assert_allclose(decode(small["data"][7]["z"]), tr.attention(3, 7).numpy(), atol=bound, rtol=0)
+    share = float(tr.attentions(3)[:, 1:, 0].mean())
+    assert any(s in " ".join(c.value for c in at.caption) for s in shown_percent(share, bound))
 
     show_tab(at, "One head")
     (big,) = charts(at)
-    np.testing.assert_allclose(decode(big["data"][0]["z"]), tr.attention(3, 7).numpy(), atol=1e-6)
+    np.testing.assert_allclose(decode(big["data"][0]["z"]), tr.attention(3, 7).numpy(), atol=bound, rtol=0)
     assert "Layer 3 · head 7 · kv 2" in big["layout"]["title"]["text"]
     assert "shared with heads 6, 8" in " ".join(c.value for c in at.caption)
     assert at.query_params["layer"] == "3" and at.query_params["head"] == "7"  # the link reproduces the view
@@ -79,7 +91,8 @@ def test_smollm2_widgets_drive_every_view(smollm2_trace):
     a = tr.attention(3, 7).numpy().astype(np.float64)
     expected = np.full_like(a, np.nan)
     expected[1:, 1:] = a[1:, 1:] / a[1:, 1:].sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(decode(big["data"][0]["z"]), expected, atol=1e-6, equal_nan=True)
+    # p off relatively by the bound, and once more through the renormalisation
+    np.testing.assert_allclose(decode(big["data"][0]["z"]), expected, atol=2 * bound, rtol=0, equal_nan=True)
     assert "token 0 hidden" in big["layout"]["title"]["text"]
     at.toggle(key="heads_hide_sink").set_value(False).run()
 
@@ -90,14 +103,16 @@ def test_smollm2_widgets_drive_every_view(smollm2_trace):
     assert len(lines) == int((a > 0).sum())
     for line in lines:
         q, k = line["y"]
-        assert line["line"]["width"] == pytest.approx(fh.LINE_WIDTH_PER_UNIT * float(a[q, k]), rel=1e-5)
+        # p's error is relative to p (see bounds.probs_bound), plus one float32 rounding of the width
+        assert line["line"]["width"] == pytest.approx(fh.LINE_WIDTH_PER_UNIT * float(a[q, k]), rel=bound + EPS32)
 
     show_tab(at, "All layers × heads")
     (grid,) = charts(at)
     per_level = grid["layout"]["meta"]["value_per_level"]
     for layer, head in [(0, 0), (3, 7), (29, 8)]:
-        z = decode(grid["data"][layer * 9 + head]["z"]) * per_level
-        np.testing.assert_allclose(z, tr.attention(layer, head).numpy(), atol=per_level / 2 + 1e-7)
+        z = decode(grid["data"][layer * 9 + head]["z"]) * per_level  # half a level, on the page's own map
+        bound = per_level / 2 + attention_bound(tr, layer)
+        np.testing.assert_allclose(z, tr.attention(layer, head).numpy(), atol=bound, rtol=0)
     overlay = grid["data"][-1]
     assert overlay["type"] == "scatter" and overlay["customdata"][3 * 9 + 7][:2] == [3, 7]
 
@@ -110,13 +125,14 @@ def test_minilm_heads_without_gqa(minilm_trace):
     (small,) = charts(at)
     assert len(small["data"]) == 12
     assert [a["text"] for a in small["layout"]["annotations"]][:12] == [f"head {h}" for h in range(12)]
+    bound = attention_bound(tr, 5)
     for h in (0, 11):
-        np.testing.assert_allclose(decode(small["data"][h]["z"]), tr.attention(5, h).numpy(), atol=1e-6)
+        np.testing.assert_allclose(decode(small["data"][h]["z"]), tr.attention(5, h).numpy(), atol=bound, rtol=0)
     assert "key/value heads" not in " ".join(c.value for c in at.caption)
     at.number_input(key="heads_head").set_value(11).run()
     show_tab(at, "One head")
     (big,) = charts(at)
-    np.testing.assert_allclose(decode(big["data"][0]["z"]), tr.attention(5, 11).numpy(), atol=1e-6)
+    np.testing.assert_allclose(decode(big["data"][0]["z"]), tr.attention(5, 11).numpy(), atol=bound, rtol=0)
     assert big["layout"]["title"]["text"].startswith("Layer 5 · head 11")
 
 
@@ -125,7 +141,8 @@ def test_out_of_range_layer_in_the_url_warns_and_shows_layer_zero(smollm2_trace)
     assert any("out of range" in w.value for w in at.warning), [w.value for w in at.warning]
     assert at.number_input(key="heads_layer").value == 0
     (small,) = charts(at)
-    np.testing.assert_allclose(decode(small["data"][2]["z"]), smollm2_trace.attention(0, 2).numpy(), atol=1e-6)
+    np.testing.assert_allclose(decode(small["data"][2]["z"]), smollm2_trace.attention(0, 2).numpy(),
+                               atol=attention_bound(smollm2_trace, 0), rtol=0)
 
 
 def test_garbage_layer_and_a_head_out_of_range_for_the_model(minilm_trace):
