@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .i18n import _
+
 
 class ExplorerError(Exception):
     """A problem with the user's request (model name, device, text, knob), with a message written for them.
@@ -13,9 +15,13 @@ class ExplorerError(Exception):
 def check_layer_head(layer: int, n_layers: int, head: int | None = None, n_heads: int | None = None) -> None:
     """Raise the one message every per-layer (and per-head) API gives for an index outside the model."""
     if not 0 <= layer < n_layers:
-        raise ExplorerError(f"Layer {layer} is out of range: this model has layers 0–{n_layers - 1}.")
+        raise ExplorerError(
+            _("Layer {layer} is out of range: this model has layers 0–{last}.").format(layer=layer, last=n_layers - 1)
+        )
     if head is not None and not 0 <= head < n_heads:
-        raise ExplorerError(f"Head {head} is out of range: this model has heads 0–{n_heads - 1}.")
+        raise ExplorerError(
+            _("Head {head} is out of range: this model has heads 0–{last}.").format(head=head, last=n_heads - 1)
+        )
 
 
 class InstrumentationError(ExplorerError):

@@ -101,3 +101,39 @@ def test_out_of_range_layer_and_head(smollm2):
         trace.attention(30, 0)
     with pytest.raises(explorer.ExplorerError, match="Head 9"):
         trace.attention(0, 9)
+
+
+# ---- knowledge in one place (issue 12) ------------------------------------------------------------------------------
+def test_repeat_kv_matches_transformers():
+    from transformers.models.llama.modeling_llama import repeat_kv as hf_repeat_kv
+
+    from explorer.capture.gqa import repeat_kv
+
+    kv = torch.randn(2, 3, 5, 4, generator=torch.Generator().manual_seed(0))  # (B, H_kv, T, D)
+    for groups in (1, 3):
+        assert torch.equal(repeat_kv(kv, groups), hf_repeat_kv(kv, groups))  # a copy: exact
+    assert torch.equal(repeat_kv(kv[0], 3), hf_repeat_kv(kv, 3)[0])  # unbatched (H_kv, T, D): same heads axis
+
+
+def test_head_dim_is_the_attention_modules_own(smollm2, minilm):
+    assert smollm2.head_dim == smollm2.attention_modules[0].head_dim == 64
+    assert minilm.head_dim == minilm.attention_modules[0].attention_head_size == 32
+
+
+def test_tokenizer_calls_on_the_model_match_the_tokenizer(smollm2, minilm):
+    for model in (smollm2, minilm):
+        tok = model.tokenizer
+        ids = tok("The cat sat.")["input_ids"]
+        assert model.token_ids("The cat sat.") == ids
+        assert model.token_ids("The cat sat.", special=False) == tok("The cat sat.", add_special_tokens=False)["input_ids"]
+        assert model.decode(ids) == tok.decode(ids)
+        assert model.raw_tokens(ids) == tok.convert_ids_to_tokens(ids)
+
+
+def test_unknown_attention_module_names_the_supported_families(smollm2, monkeypatch):
+    from explorer.capture.projections import layer_projections, output_projection
+
+    monkeypatch.setattr(smollm2, "attention_modules", [torch.nn.Identity()] * smollm2.n_layers)
+    for fn in (layer_projections, output_projection):
+        with pytest.raises(explorer.ExplorerError, match=r"Identity .*Llama family .*BERT .*GPT-2"):
+            fn(smollm2, 0)

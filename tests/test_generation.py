@@ -148,8 +148,10 @@ def test_end_of_text_and_caps(smollm2):
     short = Stepper(smollm2, PROMPT, max_new_tokens=2, seed=0)
     short.run(5)
     assert len(short.steps) == 2 and short.stop_reason == "max_new_tokens"
+    assert short.stop_message == "This run has reached its limit of 2 new tokens."  # the app's status line too
     with pytest.raises(ExplorerError, match="limit of 2"):
         short.step()
+    assert Stepper(smollm2, PROMPT, max_new_tokens=2).stop_message is None  # still going
 
 
 def test_chat_template_only_when_asked(smollm2, smollm2_sdpa):

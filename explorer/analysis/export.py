@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..i18n import _
 from ..errors import ExplorerError
 from ..capture.tokens import unique_labels
 
@@ -42,7 +43,8 @@ def head_map_csv(matrix, row_tokens, col_tokens=None) -> str:
     matrix = np.asarray(matrix, dtype=np.float32)
     col_tokens = row_tokens if col_tokens is None else col_tokens
     if matrix.shape != (len(row_tokens), len(col_tokens)):
-        raise ExplorerError(f"The map is {matrix.shape} but there are {len(row_tokens)} × {len(col_tokens)} tokens.")
+        raise ExplorerError(_("The map is {shape} but there are {rows} × {cols} tokens.").format(
+            shape=matrix.shape, rows=len(row_tokens), cols=len(col_tokens)))
     frame = pd.DataFrame(matrix, index=unique_labels(row_tokens), columns=unique_labels(col_tokens))
     frame.index.name = "query \\ key"
     return frame.to_csv(float_format="%.9g")
@@ -125,9 +127,9 @@ def _browser_path() -> str | None:
 def png_export_status() -> tuple[bool, str]:
     """Whether figures can be saved as PNG here, and why not when they cannot."""
     if importlib.util.find_spec("kaleido") is None:
-        return False, "PNG export needs the kaleido package, which is not installed; HTML works everywhere."
+        return False, _("PNG export needs the kaleido package, which is not installed; HTML works everywhere.")
     if _browser_path() is None:
-        return False, "PNG export needs a Chromium browser for kaleido (e.g. Debian's chromium); none was found."
+        return False, _("PNG export needs a Chromium browser for kaleido (e.g. Debian's chromium); none was found.")
     return True, ""
 
 
@@ -144,4 +146,6 @@ def figure_png(fig: go.Figure, scale: float = 2.0) -> bytes:
     try:
         return for_export(fig).to_image(format="png", width=width, height=height, scale=scale)
     except Exception as exc:  # noqa: BLE001 - kaleido/Chromium failures vary; the user gets one clear message
-        raise ExplorerError(f"PNG export failed ({type(exc).__name__}); use the HTML download instead.") from exc
+        raise ExplorerError(
+            _("PNG export failed ({error}); use the HTML download instead.").format(error=type(exc).__name__)
+        ) from exc

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ..i18n import _
 from ..errors import ExplorerError
 
 Projection = Literal["pca", "query"]
@@ -45,9 +46,9 @@ def pca_plane(q, k) -> QKPlane:
     q, k = _as_numpy(q), _as_numpy(k)
     both = np.concatenate([q, k])
     if both.shape[1] < 2:
-        raise ExplorerError("Need at least 2 dimensions to draw a plane.")
+        raise ExplorerError(_("Need at least 2 dimensions to draw a plane."))
     centred = both - both.mean(0)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    s, vt = np.linalg.svd(centred, full_matrices=False)[1:]  # singular values, right singular vectors
     basis = vt[:2].T
     # Fix each axis' sign (SVD's is arbitrary) so the plot does not flip between reruns or machines.
     signs = np.sign(basis[np.abs(basis).argmax(0), [0, 1]])
@@ -64,14 +65,14 @@ def query_plane(q, k, query_index: int) -> QKPlane:
     main direction of the rest of all vectors once that component is removed."""
     q, k = _as_numpy(q), _as_numpy(k)
     if not 0 <= query_index < len(q):
-        raise ExplorerError(f"Query {query_index} is out of range (0–{len(q) - 1}).")
+        raise ExplorerError(_("Query {query} is out of range (0–{last}).").format(query=query_index, last=len(q) - 1))
     norm = np.linalg.norm(q[query_index])
     if norm == 0:
-        raise ExplorerError("This query vector is zero: it gives every key the same score.")
+        raise ExplorerError(_("This query vector is zero: it gives every key the same score."))
     x_axis = q[query_index] / norm
     both = np.concatenate([q, k])
     rest = both - np.outer(both @ x_axis, x_axis)
-    _, _, vt = np.linalg.svd(rest - rest.mean(0), full_matrices=False)
+    vt = np.linalg.svd(rest - rest.mean(0), full_matrices=False)[2]
     y_axis = vt[0] - (vt[0] @ x_axis) * x_axis
     y_axis = y_axis / (np.linalg.norm(y_axis) or 1.0)
     coords = np.stack([both @ x_axis, both @ y_axis], axis=1)
@@ -85,7 +86,7 @@ def qk_plane(q, k, method: Projection = "pca", query_index: int = 0) -> QKPlane:
         return pca_plane(q, k)
     if method == "query":
         return query_plane(q, k, query_index)
-    raise ExplorerError(f"Unknown projection '{method}'. Use 'pca' or 'query'.")
+    raise ExplorerError(_("Unknown projection '{method}'. Use 'pca' or 'query'.").format(method=method))
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def score_vs_distance(q, k, query_index: int, scale: float, allowed=None) -> Sco
     qi = q[query_index]
     ok = np.ones(len(k), dtype=bool) if allowed is None else _as_numpy(allowed).astype(bool)
     if not ok.any():
-        raise ExplorerError(f"Query {query_index} may attend to no key under this mask.")
+        raise ExplorerError(_("Query {query} may attend to no key under this mask.").format(query=query_index))
     scores = np.where(ok, (k @ qi) * scale, -np.inf)
     distances = np.where(ok, np.linalg.norm(k - qi, axis=1), np.inf)
     return ScoreVsDistance(scores, distances, np.linalg.norm(k, axis=1), int(scores.argmax()), int(distances.argmin()))

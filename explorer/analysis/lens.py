@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..i18n import _
 from ..errors import ExplorerError
 
 
@@ -57,14 +58,14 @@ def logit_lens(model, trace, positions: Sequence[int] | None = None, top_k: int 
     """Top-``top_k`` predictions and their probabilities from every layer at ``positions`` (default: all)."""
     if not model.is_causal_lm or trace.logits is None:
         raise ExplorerError(
-            f"The logit lens reads next-token predictions, and '{model.name}' has no language-model head "
-            "(it is an encoder). Choose a causal language model such as smollm2."
+            _("The logit lens reads next-token predictions, and '{model}' has no language-model head "
+              "(it is an encoder). Choose a causal language model such as smollm2.").format(model=model.name)
         )
     if len(trace.hidden_states) != trace.n_layers + 1:
-        raise ExplorerError("This trace did not keep the residual stream of every layer.")
+        raise ExplorerError(_("This trace did not keep the residual stream of every layer."))
     positions = list(range(trace.n_tokens)) if positions is None else [int(p) for p in positions]
     if not positions or min(positions) < 0 or max(positions) >= trace.n_tokens:
-        raise ExplorerError(f"Positions must lie in 0–{trace.n_tokens - 1}.")
+        raise ExplorerError(_("Positions must lie in 0–{last}.").format(last=trace.n_tokens - 1))
     index = torch.tensor(positions, device=trace.final_hidden.device)
     # All layers' rows go through the unembedding together (one big matmul is much faster than 31 small ones),
     # in chunks so that rows × vocab probabilities stay within ~200 MB.

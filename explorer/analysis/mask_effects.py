@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..i18n import _
 from ..errors import ExplorerError
 from ..capture.model import Model
 from ..capture.recorder import causal_allowed
@@ -32,7 +33,7 @@ def mask_matrix(kind: str, n: int) -> np.ndarray:
         return causal_allowed(n, n).numpy()
     if kind == "bidirectional":
         return np.ones((n, n), dtype=bool)
-    raise ExplorerError(f"Unknown mask '{kind}'. Use one of: {', '.join(MASKS)}.")
+    raise ExplorerError(_("Unknown mask '{mask}'. Use one of: {choices}.").format(mask=kind, choices=", ".join(MASKS)))
 
 
 def additive_mask(allowed: np.ndarray) -> np.ndarray:
@@ -43,10 +44,11 @@ def additive_mask(allowed: np.ndarray) -> np.ndarray:
 def _check_pair(causal: Trace, bidirectional: Trace) -> None:
     if causal.mask != "causal" or bidirectional.mask != "bidirectional":
         raise ExplorerError(
-            f"Expected a causal and a bidirectional trace, got '{causal.mask}' and '{bidirectional.mask}'."
+            _("Expected a causal and a bidirectional trace, got '{first}' and '{second}'.").format(
+            first=causal.mask, second=bidirectional.mask)
         )
     if causal.token_ids != bidirectional.token_ids:
-        raise ExplorerError("The two traces are of different texts.")
+        raise ExplorerError(_("The two traces are of different texts."))
 
 
 def attention_difference(causal: Trace, bidirectional: Trace, layer: int, head: int) -> np.ndarray:
@@ -80,7 +82,9 @@ def next_token_changes(
     Under the bidirectional mask position i can already see token i+1, the one it is asked to predict.
     """
     if not model.is_causal_lm:
-        raise ExplorerError(f"'{model.name}' is not a causal language model: it makes no next-token predictions.")
+        raise ExplorerError(
+            _("'{model}' is not a causal language model: it makes no next-token predictions.").format(model=model.name)
+        )
     _check_pair(causal, bidirectional)
     n = causal.n_tokens
     kl = np.empty(n)

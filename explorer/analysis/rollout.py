@@ -13,6 +13,7 @@ from typing import Iterable
 
 import torch
 
+from ..i18n import _
 from ..errors import ExplorerError, check_layer_head
 
 RESIDUAL_WEIGHT = 0.5
@@ -30,7 +31,7 @@ def mixing_matrix(attn: torch.Tensor, residual: float = RESIDUAL_WEIGHT) -> torc
     if a.dim() == 3:
         a = a.mean(0)
     if a.dim() != 2 or a.shape[0] != a.shape[1]:
-        raise ExplorerError(f"Expected (H, n, n) or (n, n) attention, got {tuple(attn.shape)}.")
+        raise ExplorerError(_("Expected (H, n, n) or (n, n) attention, got {shape}.").format(shape=tuple(attn.shape)))
     mixed = residual * torch.eye(a.shape[0], dtype=a.dtype) + (1 - residual) * a
     return mixed / mixed.sum(-1, keepdim=True)
 
@@ -44,7 +45,7 @@ def rollout(layers: Iterable[torch.Tensor], residual: float = RESIDUAL_WEIGHT) -
         mixed = mixing_matrix(attn, residual)
         result = mixed if result is None else mixed @ result
     if result is None:
-        raise ExplorerError("Rollout needs at least one layer.")
+        raise ExplorerError(_("Rollout needs at least one layer."))
     return result
 
 

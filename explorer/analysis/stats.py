@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..i18n import _
 from ..errors import ExplorerError
 from ..capture.tokens import Encoded
 
@@ -55,7 +56,9 @@ def _check_square(attn: torch.Tensor) -> torch.Tensor:
     """The maps as a float tensor, in their own precision (converting every layer to float64 doubles the cost)."""
     attn = torch.as_tensor(attn)
     if attn.dim() < 2 or attn.shape[-1] != attn.shape[-2]:
-        raise ExplorerError(f"Expected attention maps of shape (..., n, n), got {tuple(attn.shape)}.")
+        raise ExplorerError(
+            _("Expected attention maps of shape (..., n, n), got {shape}.").format(shape=tuple(attn.shape))
+        )
     return attn if attn.is_floating_point() else attn.double()
 
 
@@ -96,7 +99,11 @@ def induction(attn: torch.Tensor, period: int, start: int = 0) -> torch.Tensor:
     """
     a = _check_square(attn)
     if period < 1 or start < 0 or start + 2 * period > a.shape[-1]:
-        raise ExplorerError(f"An induction probe of period {period} at offset {start} needs ≥ {start + 2 * period} tokens.")
+        raise ExplorerError(
+            _("An induction probe of period {period} at offset {start} needs ≥ {needed} tokens.").format(
+                period=period, start=start, needed=start + 2 * period
+            )
+        )
     queries = torch.arange(start + period, start + 2 * period)
     return a[..., queries, queries - period + 1].mean(-1)
 
@@ -121,9 +128,7 @@ class InductionProbe:
 
 def special_affixes(model) -> tuple[list[int], list[int]]:
     """The special ids the tokenizer puts before and after any text (BERT: [CLS] / [SEP]; SmolLM2: none)."""
-    with model._tokenizer_lock:
-        plain = model.tokenizer("hello", add_special_tokens=False)["input_ids"]
-        full = model.tokenizer("hello")["input_ids"]
+    plain, full = model.token_ids("hello", special=False), model.token_ids("hello")
     for i in range(len(full) - len(plain) + 1):
         if full[i : i + len(plain)] == plain:
             return list(full[:i]), list(full[i + len(plain) :])
@@ -142,7 +147,9 @@ def induction_probe(model, period: int = 50, seed: int = 0, low: int = 1000, hig
     special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
     candidates = torch.tensor([i for i in range(low, high) if i not in special])
     if len(candidates) < period:
-        raise ExplorerError(f"The vocabulary is too small for an induction probe of {period} distinct tokens.")
+        raise ExplorerError(
+            _("The vocabulary is too small for an induction probe of {period} distinct tokens.").format(period=period)
+        )
     generator = torch.Generator().manual_seed(seed)
     random_ids = candidates[torch.randperm(len(candidates), generator=generator)[:period]].tolist()
     before, after = special_affixes(model)

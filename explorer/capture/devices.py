@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..i18n import _
 from ..errors import ExplorerError
 
 def cuda_available() -> bool:
@@ -24,16 +25,20 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if name.startswith("cuda"):
         if not cuda_available():
             raise ExplorerError(
-                "CUDA was asked for, but this machine has no CUDA GPU visible to PyTorch. Choose the CPU instead."
+                _("CUDA was asked for, but this machine has no CUDA GPU visible to PyTorch. Choose the CPU instead.")
             )
         try:
             dev = torch.device(name)
         except RuntimeError as exc:
-            raise ExplorerError(f"'{device}' is not a valid CUDA device name.") from exc
+            raise ExplorerError(_("'{device}' is not a valid CUDA device name.").format(device=device)) from exc
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ExplorerError(f"There is no GPU {dev.index}: this machine has {torch.cuda.device_count()}.")
+            raise ExplorerError(
+                _("There is no GPU {index}: this machine has {count}.").format(
+                    index=dev.index, count=torch.cuda.device_count()
+                )
+            )
         return dev
-    raise ExplorerError(f"Unknown device '{device}'. Use one of: auto, cpu, cuda.")
+    raise ExplorerError(_("Unknown device '{device}'. Use one of: auto, cpu, cuda.").format(device=device))
 
 
 def tf32_enabled() -> bool:

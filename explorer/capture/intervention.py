@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Iterator, Literal, Sequence
 import pandas as pd
 import torch
 
+from ..i18n import _
 from ..errors import ExplorerError, check_layer_head
 from .projections import output_projection
 from .recorder import MaskOverride, Recorder, recording
@@ -139,10 +140,12 @@ def register_output_hooks(model: Model) -> None:
 # ---- validation ----------------------------------------------------------------------------------------------
 
 
-def check_heads(model: Model, heads: Sequence[Head], what: str = "head") -> tuple[Head, ...]:
-    """(layer, head) pairs checked against the model, without repeats, sorted by layer then head."""
+def check_heads(model: Model, heads: Sequence[Head], what: str | None = None) -> tuple[Head, ...]:
+    """(layer, head) pairs checked against the model, without repeats, sorted by layer then head. ``what`` names one
+    pair in the error, already translated (default: "head")."""
+    what = _("head") if what is None else what
     if isinstance(heads, (str, bytes)) or not isinstance(heads, Sequence):
-        raise ExplorerError(f"Give each {what} as a (layer, head) pair, in a list.")
+        raise ExplorerError(_("Give each {what} as a (layer, head) pair, in a list.").format(what=what))
     checked = set()
     for item in heads:
         try:
@@ -151,7 +154,9 @@ def check_heads(model: Model, heads: Sequence[Head], what: str = "head") -> tupl
                 raise TypeError
             layer, head = operator.index(layer), operator.index(head)  # int, numpy and 0-d torch integers
         except (TypeError, ValueError):
-            raise ExplorerError(f"Give each {what} as a (layer, head) pair of integers, not {item!r}.") from None
+            raise ExplorerError(
+                _("Give each {what} as a (layer, head) pair of integers, not {item!r}.").format(what=what, item=item)
+            ) from None
         check_layer_head(layer, model.n_layers, head, model.n_heads)
         checked.add((layer, head))
     if checked:
@@ -161,8 +166,8 @@ def check_heads(model: Model, heads: Sequence[Head], what: str = "head") -> tupl
 
 def check_ablation(model: Model, ablate: Sequence[Head], ablation: str) -> tuple[Head, ...]:
     if ablation not in ABLATIONS:
-        raise ExplorerError(f"Unknown ablation {ablation!r}. Use 'zero' or 'mean'.")
-    return check_heads(model, ablate, "head to ablate")
+        raise ExplorerError(_("Unknown ablation {ablation!r}. Use 'zero' or 'mean'.").format(ablation=ablation))
+    return check_heads(model, ablate, _("head to ablate"))
 
 
 # ---- ablation ------------------------------------------------------------------------------------------------
@@ -236,23 +241,28 @@ def patch_heads(
     Returns a DataFrame with columns layer, head, effect; ``attrs`` holds ld_clean, ld_corrupt and method.
     """
     if method not in METHODS:
-        raise ExplorerError(f"Unknown patching method {method!r}. Use 'exact' or 'attribution'.")
+        raise ExplorerError(
+            _("Unknown patching method {method!r}. Use 'exact' or 'attribution'.").format(method=method)
+        )
     if not model.is_causal_lm:
         raise ExplorerError(
-            f"Patching compares next-token logits, and '{model.name}' is not a causal language model "
-            f"(it is {'an encoder' if model.kind == 'encoder' else 'a masked language model'})."
+            _("Patching compares next-token logits, and '{model}' is not a causal language model (it is an encoder).")
+            .format(model=model.name) if model.kind == "encoder" else
+            _("Patching compares next-token logits, and '{model}' is not a causal language model "
+              "(it is a masked language model).").format(model=model.name)
         )
     all_heads = [(layer, head) for layer in range(model.n_layers) for head in range(model.n_heads)]
-    chosen = check_heads(model, all_heads if heads is None else heads, "head to patch")
+    chosen = check_heads(model, all_heads if heads is None else heads, _("head to patch"))
     if not chosen:
-        raise ExplorerError("Choose at least one head to patch.")
-    answer_id = model.single_token_id(answer, "The answer")
-    wrong_id = model.single_token_id(wrong, "The wrong answer")
+        raise ExplorerError(_("Choose at least one head to patch."))
+    answer_id = model.single_token_id(answer, _("The answer"))
+    wrong_id = model.single_token_id(wrong, _("The wrong answer"))
     clean_ids, corrupt_ids = (model.encode_input(t).token_ids for t in (clean, corrupt))
     if len(clean_ids) != len(corrupt_ids):
         raise ExplorerError(
-            f"The clean text has {len(clean_ids)} tokens and the corrupt text has {len(corrupt_ids)}. Patching "
-            "swaps head outputs position by position, so both must have the same number of tokens."
+            _("The clean text has {clean} tokens and the corrupt text has {corrupt}. Patching "
+              "swaps head outputs position by position, so both must have the same number of tokens.").format(
+                clean=len(clean_ids), corrupt=len(corrupt_ids))
         )
     pair = torch.tensor([clean_ids, corrupt_ids], device=model.device)  # (2, T): both runs in one forward
     if method == "exact":
@@ -271,8 +281,9 @@ def _denominator(ld_clean: float, ld_corrupt: float) -> float:
     # smaller than that is noise, and dividing by it would turn noise into effects.
     if not math.isfinite(change) or abs(change) < 1e-4:
         raise ExplorerError(
-            f"The clean and corrupt texts give the same logit difference ({ld_clean:.4g} and {ld_corrupt:.4g}), so "
-            "there is no difference for a head to carry. Change the corrupt text so that the answer changes."
+            _("The clean and corrupt texts give the same logit difference ({clean:.4g} and {corrupt:.4g}), so "
+              "there is no difference for a head to carry. Change the corrupt text so that the answer changes.").format(
+                clean=ld_clean, corrupt=ld_corrupt)
         )
     return change
 

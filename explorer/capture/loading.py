@@ -14,6 +14,7 @@ import torch
 
 from .devices import resolve_device
 from .embedded import EMBEDDED, converted_gguf_dir, resolve_embedded
+from ..i18n import _
 from ..errors import ExplorerError, InstrumentationError
 from .model import Model, ModelKind, discover_attention_modules
 from .recorder import ATTENTION_NAME
@@ -47,11 +48,14 @@ def load(
     if isinstance(name_or_path, os.PathLike):
         name_or_path = os.fspath(name_or_path)
     if name_or_path is not None and not isinstance(name_or_path, str):
-        raise ExplorerError(f"A model is given by name or path, not by a {type(name_or_path).__name__}.")
+        raise ExplorerError(
+            _("A model is given by name or path, not by a {type}.").format(type=type(name_or_path).__name__)
+        )
     name = (name_or_path or "").strip()
     if not name:
         raise ExplorerError(
-            f"No model given. Choose one of {', '.join(EMBEDDED)}, a Hugging Face id or a local folder."
+            _("No model given. Choose one of {embedded}, a Hugging Face id or a local folder.").format(
+            embedded=", ".join(EMBEDDED))
         )
     dev = resolve_device(device)
     path = _resolve_source(name, allow_hub=allow_hub, allow_local_paths=allow_local_paths)
@@ -65,22 +69,24 @@ def _resolve_source(name: str, allow_hub: bool | None, allow_local_paths: bool) 
     # With paths off, a bare name is not looked up on the disk: the answer must not depend on what exists there.
     if is_explicit_path(name) or (allow_local_paths and _exists(name)):
         if not allow_local_paths:
-            raise ExplorerError("Loading models from local folders is disabled on this server.")
+            raise ExplorerError(_("Loading models from local folders is disabled on this server."))
         path = Path(name).expanduser()
         if not _exists(name):
-            raise ExplorerError(f"There is no file or folder at '{_shown(name)}'.")
+            raise ExplorerError(_("There is no file or folder at '{path}'.").format(path=_shown(name)))
         if path.is_file() and path.suffix == ".gguf":
             return str(converted_gguf_dir(path))
         if not (path / "config.json").exists():
             ggufs = sorted(path.glob("*.gguf")) if path.is_dir() else []
             if len(ggufs) == 1:
                 return str(converted_gguf_dir(ggufs[0]))
-            raise ExplorerError(f"'{name}' is not a model folder: it has no config.json (or a single .gguf file).")
+            raise ExplorerError(
+                _("'{name}' is not a model folder: it has no config.json (or a single .gguf file).").format(name=name)
+            )
         return str(path)
     if not _HUB_ID.match(name):
         raise ExplorerError(
-            f"'{_shown(name)}' is not a model name. Use one of {', '.join(EMBEDDED)}, a Hugging Face id like 'gpt2', "
-            "or a local folder."
+            _("'{name}' is not a model name. Use one of {embedded}, a Hugging Face id like 'gpt2', "
+              "or a local folder.").format(name=_shown(name), embedded=", ".join(EMBEDDED))
         )
     return _hub_snapshot(name, allow_hub)
 
@@ -116,14 +122,15 @@ def _hub_snapshot(repo_id: str, allow_hub: bool | None) -> str:
         pass
     if not allow_hub:
         raise ExplorerError(
-            f"The model '{repo_id}' is not in the local Hugging Face cache, and downloading from the hub is off."
+            _("The model '{model}' is not in the local Hugging Face cache, and downloading from the hub is off.")
+            .format(model=repo_id)
         )
     try:
         return snapshot_download(repo_id, allow_patterns=patterns)
     except Exception as exc:
         raise ExplorerError(
-            f"Could not get '{repo_id}' from the Hugging Face hub (no such model, a private one, or no network): "
-            f"{type(exc).__name__}."
+            _("Could not get '{model}' from the Hugging Face hub (no such model, a private one, or no network): "
+              "{error}.").format(model=repo_id, error=type(exc).__name__)
         ) from exc
 
 
@@ -141,13 +148,15 @@ def _load_folder(name: str, path: str, device: torch.device, device_map) -> Mode
 
     if not any(Path(path).glob("*.safetensors")):
         raise ExplorerError(
-            f"'{name}' has no .safetensors weights. Attention Explorer loads only safetensors or GGUF, never pickled "
-            "PyTorch files, since those can run code when loaded."
+            _("'{name}' has no .safetensors weights. Attention Explorer loads only safetensors or GGUF, never pickled "
+              "PyTorch files, since those can run code when loaded.").format(name=name)
         )
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except Exception as exc:
-        raise ExplorerError(f"'{name}' has a config transformers cannot read: {exc}") from exc
+        raise ExplorerError(
+            _("'{name}' has a config transformers cannot read: {error}").format(name=name, error=exc)
+        ) from exc
     kind = _model_kind(config)
     auto = {"causal-lm": AutoModelForCausalLM, "masked-lm": AutoModelForMaskedLM, "encoder": AutoModel}[kind]
     kwargs = dict(dtype=torch.float32, use_safetensors=True, trust_remote_code=False)
@@ -158,27 +167,27 @@ def _load_folder(name: str, path: str, device: torch.device, device_map) -> Mode
     except ValueError as exc:
         if "attn_implementation" in str(exc) or "attention" in str(exc).lower():
             raise InstrumentationError(
-                f"The model '{name}' ({type(config).__name__}) does not support transformers' attention interface, "
-                "so its attention cannot be recorded."
+                _("The model '{name}' ({config}) does not support transformers' attention interface, "
+                  "so its attention cannot be recorded.").format(name=name, config=type(config).__name__)
             ) from exc
-        raise ExplorerError(f"Could not load '{name}': {exc}") from exc
+        raise ExplorerError(_("Could not load '{name}': {error}").format(name=name, error=exc)) from exc
     except KeyError as exc:
         if exc.args == (ATTENTION_NAME,):  # e.g. GPT-Neo looks its attention class up by implementation name
             raise InstrumentationError(
-                f"The model '{name}' ({config.model_type}) picks its own attention classes instead of using "
-                "transformers' attention interface, so its attention cannot be recorded. Try a Llama, Qwen, "
-                "Mistral, GPT-2 or BERT model."
+                _("The model '{name}' ({model_type}) picks its own attention classes instead of using "
+                  "transformers' attention interface, so its attention cannot be recorded. Try a Llama, Qwen, "
+                  "Mistral, GPT-2 or BERT model.").format(name=name, model_type=config.model_type)
             ) from exc
-        raise ExplorerError(f"Could not load '{name}': {exc}") from exc
+        raise ExplorerError(_("Could not load '{name}': {error}").format(name=name, error=exc)) from exc
     except OSError as exc:
-        raise ExplorerError(f"Could not load '{name}': {exc}") from exc
+        raise ExplorerError(_("Could not load '{name}': {error}").format(name=name, error=exc)) from exc
     hf.eval()
     if device_map is None:
         hf.to(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except Exception as exc:
-        raise ExplorerError(f"'{name}' has no usable tokenizer: {exc}") from exc
+        raise ExplorerError(_("'{name}' has no usable tokenizer: {error}").format(name=name, error=exc)) from exc
     model = Model(name=name, hf=hf, tokenizer=tokenizer, device=device, kind=kind)
     model.attention_modules = discover_attention_modules(model)
     return model

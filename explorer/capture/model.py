@@ -10,6 +10,7 @@ from typing import Literal, Sequence
 
 import torch
 
+from ..i18n import _
 from ..errors import ExplorerError, InstrumentationError
 from .intervention import (
     Ablation,
@@ -62,6 +63,11 @@ class Model:
         return int(getattr(self.config, "num_key_value_heads", None) or self.n_heads)
 
     @property
+    def head_dim(self) -> int:
+        """D, the size of one head's query/key/value vectors (Gemma 3's is not d_model / H, so the config's wins)."""
+        return int(getattr(self.config, "head_dim", None) or self.config.hidden_size // self.n_heads)
+
+    @property
     def default_mask(self) -> str:
         """The mask the model was trained with (what ``mask=None`` runs)."""
         causal = getattr(self.attention_modules[0], "is_causal", self.kind == "causal-lm")
@@ -94,21 +100,22 @@ class Model:
         the original length in ``truncated_from``.
         """
         if not isinstance(text, str):
-            raise ExplorerError("The text must be a string.")
+            raise ExplorerError(_("The text must be a string."))
         if text.strip() == "":
-            raise ExplorerError("The text is empty. Type a sentence to trace.")
+            raise ExplorerError(_("The text is empty. Type a sentence to trace."))
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:  # lone surrogates: the tokenizer would raise a bare TypeError
             raise ExplorerError(
-                f"The text contains an invalid character (U+{ord(text[exc.start]):04X}, half of a surrogate pair) "
-                f"at position {exc.start}. Remove it or paste the text again."
+                _("The text contains an invalid character (U+{code:04X}, half of a surrogate pair) "
+                  "at position {position}. Remove it or paste the text again.").format(
+                    code=ord(text[exc.start]), position=exc.start)
             ) from exc
         tok = self.tokenizer
         with self._tokenizer_lock:
             if chat:
                 if not getattr(tok, "chat_template", None):
-                    raise ExplorerError(f"The model '{self.name}' has no chat template.")
+                    raise ExplorerError(_("The model '{model}' has no chat template.").format(model=self.name))
                 text = tok.apply_chat_template(
                     [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
                 )
@@ -120,7 +127,7 @@ class Model:
             special = set(getattr(tok, "all_special_ids", []) or [])
             unk = getattr(tok, "unk_token_id", None)
         if not ids:
-            raise ExplorerError("The tokenizer produced no tokens for this text.")
+            raise ExplorerError(_("The tokenizer produced no tokens for this text."))
         offsets = [tuple(o) for o in enc["offset_mapping"]] if "offset_mapping" in enc else None
         tokens = readable_tokens(text, ids, offsets, raw, special, unk)
         return self._cut(Encoded(text, ids, tokens), max_tokens)
@@ -132,7 +139,7 @@ class Model:
         case), each token is labelled by the part of the text it covers, as :meth:`encode` does.
         """
         if isinstance(token_ids, (str, bytes)) or not isinstance(token_ids, Sequence) or len(token_ids) == 0:
-            raise ExplorerError("Give the token ids as a non-empty list of integers.")
+            raise ExplorerError(_("Give the token ids as a non-empty list of integers."))
         rows = self.hf.get_input_embeddings().num_embeddings
         ids = [_token_id(i, rows, self.name) for i in token_ids]
         tok = self.tokenizer
@@ -155,7 +162,7 @@ class Model:
         if isinstance(text_or_ids, (str, bytes)) or not isinstance(text_or_ids, Sequence):
             return self.encode(text_or_ids, chat=chat, max_tokens=max_tokens)  # refuses what is not a text
         if chat:
-            raise ExplorerError("The chat template applies to a text; token ids are traced as they are.")
+            raise ExplorerError(_("The chat template applies to a text; token ids are traced as they are."))
         return self.encode_ids(text_or_ids, max_tokens=max_tokens)
 
     def _cut(self, encoded: Encoded, max_tokens: int | None) -> Encoded:
@@ -166,24 +173,43 @@ class Model:
             encoded = Encoded(encoded.text, encoded.token_ids[:max_tokens], encoded.tokens[:max_tokens], n)
         return encoded
 
-    def single_token_id(self, text: str, what: str = "The text") -> int:
-        """The id of ``text`` when the tokenizer makes exactly one token of it (no special tokens added)."""
+    def single_token_id(self, text: str, what: str | None = None) -> int:
+        """The id of ``text`` when the tokenizer makes exactly one token of it (no special tokens added).
+
+        ``what`` names the text in the error, already translated (default: "The text")."""
+        what = _("The text") if what is None else what
         if not isinstance(text, str) or text == "":
-            raise ExplorerError(f"{what} must be a non-empty string of one token.")
+            raise ExplorerError(_("{what} must be a non-empty string of one token.").format(what=what))
         with self._tokenizer_lock:
             ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
             pieces = [self.tokenizer.decode([i]) for i in ids]
         if len(ids) != 1:
             raise ExplorerError(
-                f"{what} {text!r} is {len(ids)} tokens for '{self.name}' ({', '.join(map(repr, pieces))}), not one. "
-                "Use a single token; a word after a space usually starts with that space (' Mary')."
+                _("{what} {text!r} is {n} tokens for '{model}' ({pieces}), not one. "
+                  "Use a single token; a word after a space usually starts with that space (' Mary').").format(
+                    what=what, text=text, n=len(ids), model=self.name, pieces=", ".join(map(repr, pieces)))
             )
         return ids[0]
 
     def decode_token(self, token_id: int) -> str:
         """One token's text, as it would appear appended to the output."""
+        return self.decode([int(token_id)])
+
+    # The tokenizer's own calls, each under the lock: callers outside this class never take it themselves.
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """The text of ``token_ids``, decoded as a whole (characters split over tokens come out whole)."""
         with self._tokenizer_lock:
-            return self.tokenizer.decode([int(token_id)])
+            return self.tokenizer.decode(list(token_ids))
+
+    def raw_tokens(self, token_ids: Sequence[int]) -> list[str]:
+        """The tokenizer's own strings for ``token_ids`` (``'Ġthe'``, ``'##ing'``), not the readable labels."""
+        with self._tokenizer_lock:
+            return list(self.tokenizer.convert_ids_to_tokens(list(token_ids)))
+
+    def token_ids(self, text: str, special: bool = True) -> list[int]:
+        """The ids the tokenizer makes of ``text``, with its special tokens (``special=True``) or without."""
+        with self._tokenizer_lock:
+            return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
 
     # ---- tracing -----------------------------------------------------------------------------------------
     def trace(
@@ -211,7 +237,9 @@ class Model:
                 text's positions in an un-ablated run.
         """
         if mask not in MASK_CHOICES:
-            raise ExplorerError(f"Unknown mask '{mask}'. Use 'causal', 'bidirectional' or None (the model's own).")
+            raise ExplorerError(
+                _("Unknown mask '{mask}'. Use 'causal', 'bidirectional' or None (the model's own).").format(mask=mask)
+            )
         encoded = self.encode_input(text, chat=chat, max_tokens=max_tokens)
         return self.trace_ids(encoded, mask=mask, keep_inputs=keep_inputs, ablate=ablate, ablation=ablation)
 
@@ -220,8 +248,9 @@ class Model:
         rows = self.hf.get_input_embeddings().num_embeddings
         if max(encoded.token_ids) >= rows:  # a folder whose tokenizer does not belong to its weights
             raise ExplorerError(
-                f"The tokenizer of '{self.name}' produced token id {max(encoded.token_ids)}, but the model has only "
-                f"{rows} embeddings: its tokenizer files do not match its weights."
+                _("The tokenizer of '{model}' produced token id {token_id}, but the model has only "
+                  "{rows} embeddings: its tokenizer files do not match its weights.").format(
+                    model=self.name, token_id=max(encoded.token_ids), rows=rows)
             )
         heads = check_ablation(self, ablate, ablation)
         ids = torch.tensor([encoded.token_ids], device=self.device)
@@ -296,7 +325,8 @@ def _token_id(value: object, rows: int, model_name: str) -> int:
             token_id = -1
         if 0 <= token_id < rows:
             return token_id
-    raise ExplorerError(f"Token id {value!r} is not a token of '{model_name}': ids are integers 0–{rows - 1}.")
+    raise ExplorerError(_("Token id {value!r} is not a token of '{model}': ids are integers 0–{last}.").format(
+        value=value, model=model_name, last=rows - 1))
 
 
 def discover_attention_modules(model: Model) -> list[torch.nn.Module]:
@@ -310,8 +340,9 @@ def discover_attention_modules(model: Model) -> list[torch.nn.Module]:
         model.base(input_ids=ids, use_cache=False)
     if not recorder.modules:
         raise InstrumentationError(
-            f"The model '{model.name}' does not route attention through transformers' attention interface, "
-            "so Attention Explorer cannot see its attention. Try a Llama, Qwen, Mistral, GPT-2 or BERT model."
+            _("The model '{model}' does not route attention through transformers' attention interface, so "
+              "Attention Explorer cannot see its attention. Try a Llama, Qwen, Mistral, GPT-2 or BERT model.")
+            .format(model=model.name)
         )
     for module in recorder.modules:
         module.register_forward_pre_hook(capture_input_hook, with_kwargs=True)

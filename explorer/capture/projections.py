@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from ..errors import ExplorerError, check_layer_head
+from ..i18n import _
 
 if TYPE_CHECKING:  # only for annotations: the model wrapper imports the intervention hooks, which use this module
     from .model import Model
@@ -101,65 +102,103 @@ def _param(module: torch.nn.Module | None, name: str = "weight") -> torch.Tensor
     return t.detach().float() if isinstance(t, torch.Tensor) else None
 
 
-def layer_projections(model: Model, layer: int) -> LayerProjections:
-    """The projections of ``layer`` of a loaded model, or an ExplorerError naming what is not supported."""
+def _llama(model: Model, layer: int, attn: torch.nn.Module) -> LayerProjections:
+    """Llama family (Llama, Qwen2/3, Mistral, SmolLM, Gemma 3): separate q/k/v/o ``nn.Linear``s, RoPE, GQA, and a
+    per-head QK-norm where the model has one (Qwen3: w; Gemma 3: 1 + w, told apart by :func:`rms_norm_form`)."""
+    q_norm, k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
+    offset, eps = rms_norm_form(q_norm) if q_norm is not None else (None, None)
+    if k_norm is not None and rms_norm_form(k_norm) != (offset, eps):
+        offset, eps = None, None
+    q, k, v, o = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj
+    return LayerProjections(
+        layer=layer, w_q=_param(q), w_k=_param(k), w_v=_param(v), w_o=_param(o),
+        b_q=_param(q, "bias"), b_k=_param(k, "bias"), b_v=_param(v, "bias"), b_o=_param(o, "bias"),
+        n_heads=model.n_heads, n_kv_heads=model.n_kv_heads, head_dim=model.head_dim, scale=float(attn.scaling),
+        rope=_rope_for(model, attn), q_norm=q_norm, k_norm=k_norm, norm_offset=offset, norm_eps=eps,
+    )
+
+
+def _llama_output(model: Model, layer: int, attn: torch.nn.Module) -> torch.nn.Module:
+    return attn.o_proj
+
+
+def _bert(model: Model, layer: int, attn: torch.nn.Module) -> LayerProjections:
+    """BERT-style encoders: query/key/value ``nn.Linear``s; the output dense lives in the parent block."""
+    out = _bert_output(model, layer, attn)
+    return LayerProjections(
+        layer=layer, w_q=_param(attn.query), w_k=_param(attn.key), w_v=_param(attn.value), w_o=_param(out),
+        b_q=_param(attn.query, "bias"), b_k=_param(attn.key, "bias"), b_v=_param(attn.value, "bias"),
+        b_o=_param(out, "bias"), n_heads=model.n_heads, n_kv_heads=model.n_heads, head_dim=model.head_dim,
+        scale=float(getattr(attn, "scaling", model.head_dim**-0.5)), output_in_module=False,
+    )
+
+
+def _bert_output(model: Model, layer: int, attn: torch.nn.Module) -> torch.nn.Module:
+    return model.base.encoder.layer[layer].attention.output.dense
+
+
+def _gpt2(model: Model, layer: int, attn: torch.nn.Module) -> LayerProjections:
+    """GPT-2: one Conv1D (in, 3·out) for q, k, v; Conv1D stores its weights transposed to nn.Linear's."""
+    d = model.config.hidden_size
+    w = attn.c_attn.weight.detach().float().T  # (3d, d): q, k, v stacked
+    b = attn.c_attn.bias.detach().float()  # (3d,)
+    scale = model.head_dim**-0.5 if getattr(attn, "scale_attn_weights", True) else 1.0
+    if getattr(attn, "scale_attn_by_inverse_layer_idx", False):
+        scale /= float(layer + 1)
+    return LayerProjections(
+        layer=layer, w_q=w[:d], w_k=w[d : 2 * d], w_v=w[2 * d :], w_o=attn.c_proj.weight.detach().float().T,
+        b_q=b[:d], b_k=b[d : 2 * d], b_v=b[2 * d :], b_o=attn.c_proj.bias.detach().float(),
+        n_heads=model.n_heads, n_kv_heads=model.n_heads, head_dim=model.head_dim, scale=scale,
+    )
+
+
+def _gpt2_output(model: Model, layer: int, attn: torch.nn.Module) -> torch.nn.Module:
+    return attn.c_proj
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What the engine knows of one family's attention module: how to read its weights, where W_o is applied."""
+
+    family: str
+    projections: Callable[[Model, int, torch.nn.Module], LayerProjections]
+    output: Callable[[Model, int, torch.nn.Module], torch.nn.Module]
+
+
+#: The attention module's attribute signature → its family, like transformers' ``AttentionInterface`` registry:
+#: the first entry whose attributes the module has wins. A new family is one builder pair and one entry here.
+ARCHITECTURES: dict[tuple[str, ...], Architecture] = {
+    ("q_proj", "k_proj", "v_proj", "o_proj"): Architecture("Llama family", _llama, _llama_output),
+    ("query", "key", "value"): Architecture("BERT", _bert, _bert_output),
+    ("c_attn", "c_proj"): Architecture("GPT-2", _gpt2, _gpt2_output),
+}
+
+
+def _architecture(model: Model, layer: int) -> tuple[torch.nn.Module, Architecture]:
+    """Layer ``layer``'s attention module and its registry entry, or an ExplorerError listing what is supported."""
     check_layer_head(layer, model.n_layers)
     attn = model.attention_modules[layer]
-    cfg = model.config
-    n_heads, n_kv = model.n_heads, model.n_kv_heads
-    if hasattr(attn, "q_proj"):
-        head_dim = int(getattr(attn, "head_dim", None) or cfg.hidden_size // n_heads)
-        q_norm, k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
-        offset, eps = rms_norm_form(q_norm) if q_norm is not None else (None, None)
-        if k_norm is not None and rms_norm_form(k_norm) != (offset, eps):
-            offset, eps = None, None
-        return LayerProjections(
-            layer, _param(attn.q_proj), _param(attn.k_proj), _param(attn.v_proj), _param(attn.o_proj),
-            _param(attn.q_proj, "bias"), _param(attn.k_proj, "bias"), _param(attn.v_proj, "bias"),
-            _param(attn.o_proj, "bias"), n_heads, n_kv, head_dim, float(attn.scaling),
-            rope=_rope_for(model, attn), q_norm=q_norm, k_norm=k_norm, norm_offset=offset, norm_eps=eps,
-        )
-    if hasattr(attn, "query") and hasattr(attn, "key"):  # BERT family: output dense lives in the parent block
-        head_dim = int(getattr(attn, "attention_head_size", cfg.hidden_size // n_heads))
-        out = output_projection(model, layer)
-        return LayerProjections(
-            layer, _param(attn.query), _param(attn.key), _param(attn.value), _param(out),
-            _param(attn.query, "bias"), _param(attn.key, "bias"), _param(attn.value, "bias"), _param(out, "bias"),
-            n_heads, n_heads, head_dim, float(getattr(attn, "scaling", head_dim**-0.5)), output_in_module=False,
-        )
-    if hasattr(attn, "c_attn"):  # GPT-2: one Conv1D (in, 3·out) for q, k, v; Conv1D stores weights transposed
-        d = cfg.hidden_size
-        w = attn.c_attn.weight.detach().float().T  # (3d, d)
-        b = attn.c_attn.bias.detach().float()
-        head_dim = d // n_heads
-        scale = head_dim**-0.5 if getattr(attn, "scale_attn_weights", True) else 1.0
-        if getattr(attn, "scale_attn_by_inverse_layer_idx", False):
-            scale /= float(layer + 1)
-        return LayerProjections(
-            layer, w[:d], w[d : 2 * d], w[2 * d :], attn.c_proj.weight.detach().float().T,
-            b[:d], b[d : 2 * d], b[2 * d :], attn.c_proj.bias.detach().float(), n_heads, n_heads, head_dim, scale,
-        )
+    for signature, arch in ARCHITECTURES.items():
+        if all(isinstance(getattr(attn, name, None), torch.nn.Module) for name in signature):
+            return attn, arch
+    supported = ", ".join(f"{arch.family} ({'/'.join(sig)})" for sig, arch in ARCHITECTURES.items())
     raise ExplorerError(
-        f"The walk-through does not know where {type(attn).__name__} keeps its Q/K/V weights "
-        "(supported: Llama-family q_proj/k_proj/v_proj, BERT query/key/value, GPT-2 c_attn)."
+        _("Attention Explorer does not know where {module} keeps its Q/K/V and output weights "
+          "(supported: {supported}).").format(module=type(attn).__name__, supported=supported)
     )
+
+
+def layer_projections(model: Model, layer: int) -> LayerProjections:
+    """The projections of ``layer`` of a loaded model, or an ExplorerError naming what is not supported."""
+    attn, arch = _architecture(model, layer)
+    return arch.projections(model, layer, attn)
 
 
 def output_projection(model: Model, layer: int) -> torch.nn.Module:
     """The module that applies W_o in ``layer``. Its input is the concatenated head outputs (…, T, H·D), head h
     at [h·D, (h+1)·D): where a head is ablated or patched (:mod:`explorer.intervention`)."""
-    check_layer_head(layer, model.n_layers)
-    attn = model.attention_modules[layer]
-    for name in ("o_proj", "c_proj"):  # Llama family (Qwen, Mistral, Gemma) / GPT-2
-        module = getattr(attn, name, None)
-        if isinstance(module, torch.nn.Module):
-            return module
-    if hasattr(attn, "query") and hasattr(attn, "key"):  # BERT family: the output dense lives in the parent block
-        return model.base.encoder.layer[layer].attention.output.dense
-    raise ExplorerError(
-        f"Attention Explorer does not know where {type(attn).__name__} applies its output projection "
-        "(supported: Llama-family o_proj, BERT attention.output.dense, GPT-2 c_proj)."
-    )
+    attn, arch = _architecture(model, layer)
+    return arch.output(model, layer, attn)
 
 
 def rms_norm_form(norm: torch.nn.Module) -> tuple[float | None, float | None]:

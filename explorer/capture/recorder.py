@@ -27,6 +27,8 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ..errors import InstrumentationError
+from ..i18n import N_, _
+from .gqa import repeat_kv
 
 ATTENTION_NAME = "explorer"
 
@@ -36,10 +38,10 @@ MaskOverride = Literal["causal", "bidirectional"] | None
 
 # kwargs that change the maths in ways this implementation does not reproduce; better a clear error than a
 # silently different map.
-_UNSUPPORTED_KWARGS = {
-    "softcap": "attention logit soft-capping (Gemma 2)",
-    "s_aux": "attention sinks (gpt-oss)",
-    "position_bias": "relative position bias (T5-style)",
+_UNSUPPORTED_KWARGS = {  # translated where the error is raised
+    "softcap": N_("attention logit soft-capping (Gemma 2)"),
+    "s_aux": N_("attention sinks (gpt-oss)"),
+    "position_bias": N_("relative position bias (T5-style)"),
 }
 
 
@@ -110,8 +112,9 @@ class Recorder:
         """Raise unless each of the model's ``n_layers`` attention layers was recorded once in this forward pass."""
         if len(self.records) != n_layers:
             raise InstrumentationError(
-                f"Expected {n_layers} attention calls, recorded {len(self.records)}: this model does not route "
-                "all its attention through transformers' attention interface."
+                _("Expected {expected} attention calls, recorded {recorded}: this model does not route "
+                  "all its attention through transformers' attention interface.").format(
+                    expected=n_layers, recorded=len(self.records))
             )
 
 
@@ -226,7 +229,7 @@ def _resolve_mask(
         return kind, allowed, True
     if B != 1 or S != T:  # padding or cached keys: a plain pattern in their place would silently drop or misalign them
         raise InstrumentationError(
-            "A mask override applies to one whole text (Model.trace), not to a padded batch or a step over a cache."
+            _("A mask override applies to one whole text (Model.trace), not to a padded batch or a step over a cache.")
         )
     own = allowed[0] if allowed is not None else mask_pattern(kind, T, S, query.device)
     # Compared, not named: a "causal" override on a sliding-window model drops the window and is a what-if.
@@ -346,7 +349,8 @@ def recording_attention(
     for name, what in _UNSUPPORTED_KWARGS.items():
         if kwargs.get(name) is not None:
             raise InstrumentationError(
-                f"This model uses {what}, which Attention Explorer's recording attention does not implement yet."
+                _("This model uses {feature}, which Attention Explorer's recording attention does not implement yet.")
+                .format(feature=_(what))
             )
     recorder = _ACTIVE.get()
     B, H, T, D = query.shape
@@ -361,10 +365,9 @@ def recording_attention(
     no_override = recorder is None or recorder.mask_override is None
     kind, allowed, window = _as_sliding(kind, allowed, sliding_window_of(module, kwargs) if no_override else None, T, S)
     groups = H // key.shape[1]
-    k_full = key.repeat_interleave(groups, dim=1) if groups > 1 else key
-    v_full = value.repeat_interleave(groups, dim=1) if groups > 1 else value
+    k_full, v_full = repeat_kv(key, groups), repeat_kv(value, groups)  # (B, H, S, D) each
     if dropout and module.training:
-        raise InstrumentationError("Attention dropout is active: put the model in eval mode before tracing.")
+        raise InstrumentationError(_("Attention dropout is active: put the model in eval mode before tracing."))
     out, lse = _fused_attention(query, k_full, v_full, scale, kind, allowed, window)
 
     if recorder is not None:  # batch item 0 only
@@ -409,8 +412,7 @@ def attention_probs(
     H, T = q.shape[-3], q.shape[-2]
     S = k.shape[-2]
     groups = H // k.shape[-3]
-    if groups > 1:
-        k = k.repeat_interleave(groups, dim=-3)
+    k = repeat_kv(k, groups)  # (..., H, S, D)
     scores = (q.float() @ k.float().transpose(-1, -2)) * scale
     if allowed is None and kind == "causal":
         allowed = causal_allowed(T, S, q.device)

@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 
+from ..i18n import _
 from ..errors import ExplorerError, check_layer_head
 from .recorder import AttentionRecord, attention_probs
 
@@ -132,7 +133,7 @@ class Trace:
         """(n, d_model): the attention module's input at ``layer`` (the normed hidden state it projects)."""
         r = self.record(layer)
         if r.x is None:
-            raise ExplorerError("This trace did not keep attention inputs.")
+            raise ExplorerError(_("This trace did not keep attention inputs."))
         return r.x.float().cpu()
 
     def head_output(self, layer: int, head: int) -> torch.Tensor:
@@ -152,8 +153,8 @@ class Trace:
             unembed = self._unembed()
             if unembed is None:
                 raise ExplorerError(
-                    f"The model '{self.model_name}' that made this trace is no longer loaded, so its logits cannot be "
-                    "computed. Trace the text again."
+                    _("The model '{model}' that made this trace is no longer loaded, so its logits cannot be "
+                      "computed. Trace the text again.").format(model=self.model_name)
                 )
             self._logits = unembed(self.final_hidden).float().cpu()
         return self._logits

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..i18n import _
 from ..errors import ExplorerError
 from ..capture.model import Model
 from ..capture.recorder import Recorder, recording
@@ -54,13 +55,23 @@ def fill_mask(model: Model, text: str, top: int = 10, max_tokens: int | None = N
     mask_token = getattr(model.tokenizer, "mask_token", None)
     mask_id = getattr(model.tokenizer, "mask_token_id", None)
     if mask_token is None or mask_id is None:
-        raise ExplorerError(f"The tokenizer of '{model.name}' has no mask token, so it cannot fill in masked words.")
+        raise ExplorerError(
+            _("The tokenizer of '{model}' has no mask token, so it cannot fill in masked words.").format(
+                model=model.name
+            )
+        )
     if PLACEHOLDER not in text and mask_token not in text:
-        raise ExplorerError(f"Put {PLACEHOLDER} in the text where the word to predict goes.")
+        raise ExplorerError(
+            _("Put {placeholder} in the text where the word to predict goes.").format(placeholder=PLACEHOLDER)
+        )
     encoded = model.encode(text.replace(PLACEHOLDER, mask_token), max_tokens=max_tokens)
     positions = [i for i, t in enumerate(encoded.token_ids) if t == mask_id]
     if not positions:
-        raise ExplorerError(f"The {PLACEHOLDER} token was cut off by the token limit; move it earlier in the text.")
+        raise ExplorerError(
+            _("The {placeholder} token was cut off by the token limit; move it earlier in the text.").format(
+                placeholder=PLACEHOLDER
+            )
+        )
     recorder = Recorder(keep_inputs=False)
     with torch.inference_mode(), recording(recorder):
         logits = model.hf(input_ids=torch.tensor([encoded.token_ids], device=model.device)).logits[0]
@@ -76,9 +87,7 @@ def fill_mask(model: Model, text: str, top: int = 10, max_tokens: int | None = N
 
 
 def _token_text(model: Model, token_id: int) -> str:
-    with model._tokenizer_lock:
-        raw = model.tokenizer.convert_ids_to_tokens(token_id)
-        text = model.tokenizer.decode([token_id])
+    raw, text = model.raw_tokens([token_id])[0], model.decode([token_id])
     return text if text.strip() else raw
 
 
@@ -86,12 +95,12 @@ def no_masked_lm_message(model: Model) -> str:
     """Why ``model`` cannot fill masks, and which models can."""
     examples = ", ".join(MASKED_LM_EXAMPLES)
     if model.kind == "causal-lm":
-        return (
-            f"'{model.name}' is a causal language model: it predicts the next token from the left context only, "
-            f"not a masked word. Load a masked-LM model for fill-mask, e.g. {examples}."
-        )
-    return (
-        f"'{model.name}' has no masked-LM head (it is a sentence encoder: its outputs are embeddings, not word "
-        f"predictions), so it cannot fill in masked words. Load a masked-LM model instead, e.g. {examples} "
+        return _(
+            "'{model}' is a causal language model: it predicts the next token from the left context only, "
+            "not a masked word. Load a masked-LM model for fill-mask, e.g. {examples}."
+        ).format(model=model.name, examples=examples)
+    return _(
+        "'{model}' has no masked-LM head (it is a sentence encoder: its outputs are embeddings, not word "
+        "predictions), so it cannot fill in masked words. Load a masked-LM model instead, e.g. {examples} "
         "(downloaded from the Hugging Face hub when the server is online), or a local BertForMaskedLM folder."
-    )
+    ).format(model=model.name, examples=examples)

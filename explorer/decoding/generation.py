@@ -26,6 +26,7 @@ from typing import Iterator, Literal, Sequence
 import torch
 
 from ..errors import ExplorerError, check_layer_head
+from ..i18n import N_, _
 from ..capture.model import Model
 from ..capture.tokens import Encoded
 from ..capture.recorder import AttentionRecord, Recorder, attention_probs, recording
@@ -34,6 +35,12 @@ from ..capture.tokens import CONTINUATION
 
 How = Literal["sampled", "greedy", "picked"]
 StopReason = Literal["eos", "max_new_tokens", "context"]
+#: Why generation stopped, written once for the engine's errors and the app's status line (translated on use).
+STOP_MESSAGES: dict[str, str] = {
+    "eos": N_("The model ended the text (it chose its end-of-sequence token)."),
+    "max_new_tokens": N_("This run has reached its limit of {max_new_tokens} new tokens."),
+    "context": N_("The context is full ({max_context} tokens, the model's maximum)."),
+}
 DECODE_WINDOW = 6  # tokens of left context used to decode one new token's text (spaces, split characters)
 
 
@@ -149,9 +156,11 @@ class Stepper:
         if not model.is_causal_lm:
             raise ExplorerError(not_causal_message(model))
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ExplorerError(f"max_new_tokens must be a whole number ≥ 1, not {max_new_tokens!r}.")
+            raise ExplorerError(
+                _("max_new_tokens must be a whole number ≥ 1, not {value!r}.").format(value=max_new_tokens)
+            )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ExplorerError(f"The seed must be a whole number ≥ 0, not {seed!r}.")
+            raise ExplorerError(_("The seed must be a whole number ≥ 0, not {value!r}.").format(value=seed))
         self.model = model
         self.prompt = model.encode(prompt, chat=chat, max_tokens=max_tokens)
         self.chat = chat
@@ -191,8 +200,7 @@ class Stepper:
     @property
     def text(self) -> str:
         """The generated text (decoded as a whole, so characters split over tokens come out whole)."""
-        with self.model._tokenizer_lock:
-            return self.model.tokenizer.decode(self.generated_ids)
+        return self.model.decode(self.generated_ids)
 
     @property
     def stop_reason(self) -> StopReason | None:
@@ -204,6 +212,14 @@ class Stepper:
         if self.max_context is not None and len(self.context_ids) >= self.max_context:
             return "context"
         return None
+
+    @property
+    def stop_message(self) -> str | None:
+        """:attr:`stop_reason` in words, in the reader's language (None while generation can go on)."""
+        if self.stop_reason is None:
+            return None
+        return _(STOP_MESSAGES[self.stop_reason]).format(max_new_tokens=self.max_new_tokens,
+                                                        max_context=self.max_context)
 
     @property
     def done(self) -> bool:
@@ -246,7 +262,9 @@ class Stepper:
         pending = self._require_pending()
         vocab = pending.logits.shape[-1]
         if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < vocab:
-            raise ExplorerError(f"Token id {token_id!r} is not in the vocabulary (0–{vocab - 1}).")
+            raise ExplorerError(
+                _("Token id {value!r} is not in the vocabulary (0–{last}).").format(value=token_id, last=vocab - 1)
+            )
         return self._commit(pending, token_id, "picked")
 
     def back(self) -> Step | None:
@@ -271,7 +289,7 @@ class Stepper:
     def run(self, n: int) -> list[Step]:
         """Take up to ``n`` sampled steps (fewer when generation ends)."""
         taken = []
-        for _ in range(n):
+        for _step in range(n):
             if self.done:
                 break
             taken.append(self.step())
@@ -292,12 +310,7 @@ class Stepper:
     def _require_pending(self) -> Step:
         pending = self.pending
         if pending is None:
-            reason = {
-                "eos": "The model ended the text (it chose its end-of-sequence token).",
-                "max_new_tokens": f"This run has reached its limit of {self.max_new_tokens} new tokens.",
-                "context": f"The context is full ({self.max_context} tokens, the model's maximum).",
-            }[self.stop_reason]
-            raise ExplorerError(f"{reason} Go back a step or reset to continue.")
+            raise ExplorerError(_("{reason} Go back a step or reset to continue.").format(reason=self.stop_message))
         return pending
 
     def _commit(self, pending: Step, token_id: int, how: How, probs: torch.Tensor | None = None) -> Step:
@@ -317,9 +330,7 @@ class Stepper:
         split over tokens; a token that completes such a character is shown as '…' + the character.
         """
         window = self.context_ids[-DECODE_WINDOW:]
-        with self.model._tokenizer_lock:
-            before = self.model.tokenizer.decode(window)
-            after = self.model.tokenizer.decode(window + [token_id])
+        before, after = self.model.decode(window), self.model.decode(window + [token_id])
         common = len(os.path.commonprefix([before, after]))
         piece = after[common:]
         return CONTINUATION + piece if common < len(before) else piece
@@ -424,11 +435,11 @@ def _eos_ids(model: Model) -> set[int]:
 
 def not_causal_message(model: Model) -> str:
     if model.kind == "masked-lm":
-        return (
-            f"'{model.name}' is a masked language model: it fills in masked words rather than predicting the next "
+        return _(
+            "'{model}' is a masked language model: it fills in masked words rather than predicting the next "
             "token. Use it for fill-mask below, and a causal LM (smollm2, gpt2, Qwen/Qwen2.5-0.5B) to generate."
-        )
-    return (
-        f"'{model.name}' is an encoder without a language-model head: it can neither generate text nor fill in "
+        ).format(model=model.name)
+    return _(
+        "'{model}' is an encoder without a language-model head: it can neither generate text nor fill in "
         "masked words. Choose smollm2 (or another causal LM, e.g. gpt2) to generate."
-    )
+    ).format(model=model.name)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..i18n import _
 from ..errors import ExplorerError
 
 STAGE_NAMES = ("softmax", "temperature", "top-k", "top-p", "final")
@@ -173,36 +174,40 @@ def _is_number(value: object) -> bool:
 
 def _check_temperature(value: object) -> float:
     if not _is_number(value) or math.isnan(float(value)):
-        raise ExplorerError(f"Temperature must be a number ≥ 0 (0 = greedy), not {value!r}.")
+        raise ExplorerError(_("Temperature must be a number ≥ 0 (0 = greedy), not {value!r}.").format(value=value))
     t = float(value)
     if t < 0 or math.isinf(t):
-        raise ExplorerError(f"Temperature must be finite and ≥ 0 (0 = greedy; 1 = the model's own), not {t:g}.")
+        raise ExplorerError(
+            _("Temperature must be finite and ≥ 0 (0 = greedy; 1 = the model's own), not {value:g}.").format(value=t)
+        )
     return t
 
 
 def _check_top_k(value: object) -> int:
     if not _is_number(value) or math.isnan(float(value)) or float(value) != int(float(value)):
-        raise ExplorerError(f"top-k must be a whole number ≥ 0 (0 = off), not {value!r}.")
+        raise ExplorerError(_("top-k must be a whole number ≥ 0 (0 = off), not {value!r}.").format(value=value))
     k = int(value)
     if k < 0:
-        raise ExplorerError(f"top-k must be ≥ 0 (0 = off), not {k}.")
+        raise ExplorerError(_("top-k must be ≥ 0 (0 = off), not {value}.").format(value=k))
     return k
 
 
 def _check_top_p(value: object) -> float:
     if not _is_number(value) or math.isnan(float(value)):
-        raise ExplorerError(f"top-p must be a number between 0 and 1 (1 = off), not {value!r}.")
+        raise ExplorerError(_("top-p must be a number between 0 and 1 (1 = off), not {value!r}.").format(value=value))
     p = float(value)
     if not 0.0 <= p <= 1.0:
-        raise ExplorerError(f"top-p must be between 0 and 1 (1 = off; 0 keeps only the top token), not {p:g}.")
+        raise ExplorerError(
+            _("top-p must be between 0 and 1 (1 = off; 0 keeps only the top token), not {value:g}.").format(value=p)
+        )
     return p
 
 
 def _check_logits(logits: torch.Tensor) -> torch.Tensor:
     z = logits.detach().float().cpu().reshape(-1)
     if z.numel() == 0:
-        raise ExplorerError("There are no logits to sample from.")
+        raise ExplorerError(_("There are no logits to sample from."))
     top = float(z.max())  # NaN if any is NaN; +inf if any is; -inf if every token is masked
     if not math.isfinite(top):
-        raise ExplorerError("The model produced NaN or infinite logits; it cannot be sampled from.")
+        raise ExplorerError(_("The model produced NaN or infinite logits; it cannot be sampled from."))
     return z

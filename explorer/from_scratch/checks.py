@@ -19,6 +19,7 @@ import torch
 from ..capture.model import Model
 from ..capture.tokens import Encoded
 from ..capture.projections import layer_projections
+from ..capture.gqa import repeat_kv
 from .scratch import NEG_INF, TUTORIAL_FILL, AttentionOutput, MultiHeadAttention, TutorialAttention, attention_core
 from ..analysis.stats import entropy
 from ..capture.trace import Trace
@@ -200,7 +201,7 @@ def mask_fill_table(ours: AttentionOutput, scale: float, allowed: torch.Tensor |
     The scores and the softmax run in that dtype, as they would under ``.half()`` or autocast. A fully masked row
     (as for a padding query) is checked separately: −∞ gives NaN there, any finite fill a uniform row.
     """
-    q, k = ours.q, ours.k.repeat_interleave(ours.q.shape[-3] // ours.k.shape[-3], dim=-3)  # (H, T, D) each
+    q, k = ours.q, repeat_kv(ours.k, ours.q.shape[-3] // ours.k.shape[-3])  # (H, T, D) each
     T = q.shape[-2]
     if allowed is None:  # an encoder: nothing is masked in its own mask, so mask the last key to have something
         allowed = torch.ones(T, T, dtype=torch.bool, device=q.device)
@@ -267,5 +268,5 @@ def attention_only(ours: AttentionOutput, scale: float, allowed: torch.Tensor | 
                    fill: float = NEG_INF) -> tuple[torch.Tensor, torch.Tensor]:
     """Re-run just the attention core on ``ours``' q, k, v (for what-ifs that change only scale or fill)."""
     g = ours.q.shape[-3] // ours.k.shape[-3]
-    k, v = ours.k.repeat_interleave(g, -3), ours.v.repeat_interleave(g, -3)  # (H, T, D): one per query head
+    k, v = repeat_kv(ours.k, g), repeat_kv(ours.v, g)  # (H, T, D): one per query head
     return attention_core(ours.q, k, v, scale, allowed, fill)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..i18n import _
 from ..capture.devices import resolve_device
 from ..capture.recorder import Recorder, causal_allowed, recording, recording_attention
 from .scratch import attention_core
@@ -52,8 +53,7 @@ class Shape:
     @classmethod
     def of_model(cls, model) -> "Shape":
         """The shape of a loaded :class:`explorer.Model` (its head count and size, its own mask)."""
-        head_dim = int(getattr(model.config, "head_dim", None) or model.config.hidden_size // model.n_heads)
-        return cls(model.n_heads, head_dim, model.default_mask == "causal")
+        return cls(model.n_heads, model.head_dim, model.default_mask == "causal")
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _method_fn(method: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s
         return recorded
     backend = SDPA_BACKENDS.get(method)
     if method != SDPA_DEFAULT and backend is None:
-        raise ValueError(f"Unknown method {method!r}.")
+        raise ValueError(_("Unknown method {method!r}.").format(method=method))
 
     def sdpa() -> torch.Tensor:
         with sdpa_kernel(backend) if backend is not None else contextlib.nullcontext():
@@ -137,7 +137,8 @@ def probe_methods(device: str | torch.device, shape: Shape) -> tuple[dict[str, t
                 reason = str(exc).strip().split("\n")[0][:200]
         if method not in runnable:
             if not reason or "No viable backend" in reason:  # torch's wording blames switched-off kernels
-                reason = f"PyTorch {torch.__version__} has no such kernel for {device.type} at this shape and dtype"
+                reason = _("PyTorch {version} has no such kernel for {device} at this shape and dtype").format(
+                    version=torch.__version__, device=device.type)
             missing.append(Unavailable(method, reason))
     return runnable, missing
 
@@ -197,7 +198,7 @@ def peak_memory(fn: AttentionFn, device: torch.device) -> int | None:
             if delta:
                 changes.append((event.time_range.start if delta > 0 else event.time_range.end, delta))
         running = peak = 0
-        for _, delta in sorted(changes, key=lambda c: (c[0], -c[1])):
+        for _time, delta in sorted(changes, key=lambda c: (c[0], -c[1])):
             running += delta
             peak = max(peak, running)
         return int(peak)

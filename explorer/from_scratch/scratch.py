@@ -26,9 +26,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..i18n import _
 from ..errors import ExplorerError
 from ..capture.model import Model
 from ..capture.projections import LayerProjections, RopeFn, layer_projections
+from ..capture.gqa import repeat_kv
 
 NEG_INF = float("-inf")
 TUTORIAL_FILL = -1e20  # the tutorial's ``energy.masked_fill(mask == 0, float("-1e20"))``
@@ -115,7 +117,11 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         n_kv_heads = n_kv_heads or n_heads
         if n_heads % n_kv_heads:
-            raise ExplorerError(f"{n_heads} query heads cannot be split evenly over {n_kv_heads} key/value heads.")
+            raise ExplorerError(
+                _("{n_heads} query heads cannot be split evenly over {n_kv_heads} key/value heads.").format(
+                    n_heads=n_heads, n_kv_heads=n_kv_heads
+                )
+            )
         self.d_model, self.n_heads, self.n_kv_heads, self.head_dim = d_model, n_heads, n_kv_heads, head_dim
         self.scale = head_dim**-0.5 if scale is None else float(scale)  # 1/√d_k
         self.w_q = _weight(n_heads, d_model, head_dim, init=init)  # (H, d, D): one query projection per head
@@ -167,8 +173,8 @@ class MultiHeadAttention(nn.Module):
             pos = torch.arange(T, device=x.device) if positions is None else positions  # (T,)
             q, k = self.rope(q, k, pos)  # same shapes: each vector turned by angles set by its position
         g = q.shape[-3] // k.shape[-3]  # query heads per key/value head (GQA); 1 for plain multi-head
-        k_per_q = k.repeat_interleave(g, dim=-3)  # (…, H, T, D): heads h·g … h·g+g−1 read kv head h
-        v_per_q = v.repeat_interleave(g, dim=-3)  # (…, H, T, D)
+        k_per_q = repeat_kv(k, g)  # (…, H, T, D): heads h·g … h·g+g−1 read kv head h
+        v_per_q = repeat_kv(v, g)  # (…, H, T, D)
         heads, probs = attention_core(q, k_per_q, v_per_q, self.score_scale(), allowed, self.mask_fill())
         concat = heads.transpose(-3, -2).flatten(-2)  # (…, H, T, D) -> (…, T, H, D) -> (…, T, H·D)
         out = concat @ self.w_o  # (…, T, H·D) @ (H·D, d) -> (…, T, d)
@@ -272,8 +278,8 @@ class TutorialAttention(MultiHeadAttention):
         H, D = textbook.n_heads, textbook.head_dim
         if H * D != textbook.d_model:
             raise ExplorerError(
-                f"The shared projection cuts x into head slices, so it needs H·d_k = d_model; this layer has "
-                f"{H}·{D} = {H * D} ≠ {textbook.d_model}."
+                _("The shared projection cuts x into head slices, so it needs H·d_k = d_model; this layer has "
+                  "{H}·{D} = {HD} ≠ {d_model}.").format(H=H, D=D, HD=H * D, d_model=textbook.d_model)
             )
         device = textbook.w_o.device
         for name in "qkv":
@@ -317,7 +323,7 @@ class TutorialAttention(MultiHeadAttention):
         :meth:`shared_r2` on other text for an honest, out-of-sample figure.
         """
         if not self.departures.shared_projection:
-            raise ExplorerError("This variant has no shared projection to fit.")
+            raise ExplorerError(_("This variant has no shared projection to fit."))
         slices, targets = self._slices_and_targets(textbook, x)
         for name, y in targets.items():
             bias = getattr(self, f"shared_b_{name}")
@@ -349,8 +355,8 @@ class TutorialAttention(MultiHeadAttention):
         real_q, real_k, real_v = textbook.project(x)  # (H, T, D), (H_kv, T, D), (H_kv, T, D): pre-RoPE
         g = textbook.group_size
         stacked = lambda t: t.reshape(-1, self.head_dim).double()  # noqa: E731 - (H, T, D) -> (H·T, D)
-        targets = {"q": stacked(real_q), "k": stacked(real_k.repeat_interleave(g, -3)),
-                   "v": stacked(real_v.repeat_interleave(g, -3))}
+        targets = {"q": stacked(real_q), "k": stacked(repeat_kv(real_k, g)),
+                   "v": stacked(repeat_kv(real_v, g))}
         return stacked(self.head_slices(x)), targets
 
 

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..i18n import _
 from ..errors import ExplorerError
 from ..capture.model import Model
 from ..capture.projections import LayerProjections, layer_projections
+from ..capture.gqa import repeat_kv
 from .scratch import attention_core
 from ..capture.trace import Trace
 
@@ -103,7 +105,9 @@ class FormulaSteps:
     def products(self, key: int) -> torch.Tensor:
         """(D,) q_query ⊙ k_key: the per-dimension terms whose sum is the raw score of ``key`` (the neuron view)."""
         if not 0 <= key < self.n_tokens:
-            raise ExplorerError(f"Key {key} is out of range: the text has tokens 0–{self.n_tokens - 1}.")
+            raise ExplorerError(
+                _("Key {key} is out of range: the text has tokens 0–{last}.").format(key=key, last=self.n_tokens - 1)
+            )
         return self.q_query * self.k[key]
 
     def weighted_values(self) -> torch.Tensor:
@@ -122,10 +126,14 @@ def formula_steps(
     trace._check(layer, head)
     n = trace.n_tokens
     if not 0 <= query < n:
-        raise ExplorerError(f"Query {query} is out of range: the text has tokens 0–{n - 1}.")
+        raise ExplorerError(
+            _("Query {query} is out of range: the text has tokens 0–{last}.").format(query=query, last=n - 1)
+        )
     proj = projections or layer_projections(model, layer)
     if proj.layer != layer:
-        raise ExplorerError(f"The projections are for layer {proj.layer}, not layer {layer}.")
+        raise ExplorerError(
+            _("The projections are for layer {actual}, not layer {layer}.").format(actual=proj.layer, layer=layer)
+        )
     x = trace.x(layer).to(proj.w_q.device)
     with torch.inference_mode():
         parts = proj.project(x)
@@ -147,8 +155,8 @@ def formula_steps(
     head_out = probs @ v
 
     # The layer output needs every head's output for this query (the heads are concatenated before W_o).
-    k_per_q = k_heads.repeat_interleave(proj.group_size, dim=0)  # (H, n, D)
-    v_per_q = v_heads.repeat_interleave(proj.group_size, dim=0)
+    k_per_q = repeat_kv(k_heads, proj.group_size)  # (H, n, D)
+    v_per_q = repeat_kv(v_heads, proj.group_size)  # (H, n, D)
     all_out = attention_core(q_heads[:, query : query + 1], k_per_q, v_per_q, scale, allowed[None])[0][:, 0]  # (H, D)
     w_o = cpu(proj.w_o)
     layer_out = cpu(proj.output(all_out[:, None, :].to(proj.w_o)))[0]

@@ -1,0 +1,16 @@
+"""Grouped-query attention (GQA/MQA): H query heads share H_kv key/value heads, each kv head serving H / H_kv
+consecutive query heads. One function repeats the kv heads so that every query head has its own, as transformers'
+``repeat_kv`` does; the recorder, the walk-through and the from-scratch attention all use it."""
+
+from __future__ import annotations
+
+import torch
+
+
+def repeat_kv(kv: torch.Tensor, groups: int, dim: int = -3) -> torch.Tensor:
+    """(…, H_kv, T, D) → (…, H_kv·groups, T, D): query head h reads kv head h // groups.
+
+    ``dim`` is the heads axis (−3 for (…, H, T, D); 0 for an unbatched (H, T, D) is the same axis). With one query
+    head per kv head (plain multi-head attention) the tensor comes back as it is, not copied.
+    """
+    return kv.repeat_interleave(groups, dim=dim) if groups > 1 else kv
