@@ -28,7 +28,7 @@ def _extracted() -> dict[str | tuple[str, ...], list[str]]:
         path = ROOT / source
         results = (
             extract_from_dir(path, method_map=[("**.py", "python")]) if path.is_dir()
-            else ((path.name, line, msg, comments, ctx) for line, _, msg, comments, ctx in _extract_file(path))
+            else ((path.name, line, msg, comments, ctx) for line, msg, comments, ctx in _extract_file(path))
         )
         for filename, line, message, _comments, _context in results:
             key = message if isinstance(message, str) else tuple(message)
