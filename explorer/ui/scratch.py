@@ -315,7 +315,7 @@ def variant_summary(trace: Trace, layer: int, head: int, departures: Departures,
     versus = _("{delta} vs textbook")
     metrics = st.container(horizontal=True)
     metrics.metric(_("Output differs by"), f"{view.output_relative_diff:.1%}", width=200,
-                   help="‖out_variant − out‖ ÷ ‖out‖")
+                   help=_("The relative difference ‖out_variant − out‖ ÷ ‖out‖."))
     metrics.metric(_("Mean entropy (nats)"), f"{view.entropy_variant.mean():.3f}", width=200,
                    delta=versus.format(delta=f"{view.entropy_variant.mean() - view.entropy_textbook.mean():+.3f}"),
                    delta_color="off")
