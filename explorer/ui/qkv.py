@@ -192,12 +192,21 @@ def projection_step(number: int, w: Walk) -> None:
                 st.plotly_chart(fq.weights_heatmap(weight.numpy(), title=name), key=f"qkv_{name}")
 
 
+def latex_number(x: float) -> str:
+    """A small constant for LaTeX: 1e-06 as 10^{-6}, 2.5e-05 as 2.5 \times 10^{-5}."""
+    mantissa, exponent = f"{x:.2g}".split("e") if "e" in f"{x:.2g}" else (f"{x:.2g}", "")
+    if not exponent:
+        return mantissa
+    power = rf"10^{{{int(exponent)}}}"
+    return power if mantissa == "1" else rf"{mantissa} \times {power}"
+
+
 def qk_norm_formulas(s: FormulaSteps) -> list[str]:
     """RMSNorm of each query and key vector over its D dimensions, with Gemma's (1 + w) or Qwen3's w scaling."""
     gain = {1.0: r"(1 + w_q)", 0.0: r"w_q"}.get(s.norm_offset)
     if gain is None:  # a norm of neither form: named, not spelled out
         return [r"\hat q_i = \mathrm{norm}_q(q_i),\quad \hat k_j = \mathrm{norm}_k(k_j)"]
-    eps = rf"\varepsilon = {s.norm_eps:.0e}" if s.norm_eps is not None else r"\varepsilon"
+    eps = rf"\varepsilon = {latex_number(s.norm_eps)}" if s.norm_eps is not None else r"\varepsilon"
     return [
         rf"\hat q_i = \frac{{q_i}}{{\sqrt{{\tfrac1D \sum_m q_{{i,m}}^2 + \varepsilon}}}} \odot {gain}",
         rf"\hat k_j = \frac{{k_j}}{{\sqrt{{\tfrac1D \sum_m k_{{j,m}}^2 + \varepsilon}}}} \odot {gain.replace('q', 'k')}",
@@ -284,13 +293,13 @@ def scale_step(number: int, w: Walk) -> None:
         w.bars(s.scaled, _("scaled score"), _("scaled"), "qkv_scaled")
 
 
-def mask_formula(kind: str, window: int | None) -> str:
+def mask_formulas(kind: str, window: int | None) -> list[str]:
     """M_ij for one layer's mask kind; a sliding window of W keys lets query i see keys i − W < j ≤ i."""
     if kind == "sliding" and window:
-        return (r"M_{ij} = \begin{cases} 0 & i - W < j \le i \\ -\infty & \text{otherwise} \end{cases},\quad "
-                rf"W = {window}")
-    return {"causal": CAUSAL_MASK_LATEX,
-            "bidirectional": r"M_{ij} = 0 \text{ for every } j"}.get(kind, r"M_{ij} \in \{0, -\infty\}")
+        return [r"M_{ij} = \begin{cases} 0 & i - W < j \le i \\ -\infty & \text{otherwise} \end{cases}",
+                rf"W = {window}"]
+    return [{"causal": CAUSAL_MASK_LATEX,
+             "bidirectional": r"M_{ij} = 0 \text{ for every } j"}.get(kind, r"M_{ij} \in \{0, -\infty\}")]
 
 
 def mask_note(trace: Trace, layer: int, hidden: int) -> str:
@@ -310,7 +319,7 @@ def mask_note(trace: Trace, layer: int, hidden: int) -> str:
 def mask_step(number: int, w: Walk) -> None:
     s, record = w.steps, w.trace.record(w.view.layer)
     hidden = int((~s.allowed).sum())
-    with step(number, _("Add the mask"), [r"\hat s_j = \tilde s_j + M_{ij}", mask_formula(record.mask_kind, record.window)],
+    with step(number, _("Add the mask"), [r"\hat s_j = \tilde s_j + M_{ij}", *mask_formulas(record.mask_kind, record.window)],
               mask_note(w.trace, w.view.layer, hidden)):
         w.bars(s.masked, _("scaled score + mask"), _("masked score"), "qkv_masked", masked=True)
 
