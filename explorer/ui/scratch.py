@@ -27,7 +27,7 @@ from ..capture.tokens import Encoded
 from ..from_scratch.scratch import Departures, tutorial_variant
 from ..from_scratch.checks import FillOutcome, LayerParity, ParameterCounts
 from ..capture.trace import Trace
-from ..i18n import N_, _
+from ..i18n import N_, _, language
 
 _SWEEP = "_scratch_sweep"
 
@@ -39,14 +39,15 @@ def encoded_of(trace: Trace) -> Encoded:
 
 # ---- parity ----------------------------------------------------------------------------------------------------------
 @st.cache_data(show_spinner=False, max_entries=16)
-def _parity(_model: Model, _trace: Trace, key: tuple, layers: tuple[int, ...]) -> list[LayerParity]:
+def _parity(_model: Model, _trace: Trace, key: tuple, layers: tuple[int, ...], lang: str) -> list[LayerParity]:
+    # ``lang``: the result holds words (where it compared), so each language gets its own entry
     return scratch_checks.parity(_model, encoded_of(_trace), mask=key[3], layers=list(layers))
 
 
 def cached_parity(model: Model, trace: Trace, layers: list[int]) -> list[LayerParity]:
     """:func:`explorer.scratch_checks.parity` for the sidebar's text and mask, cached per layer set."""
     with st.spinner(_("Running the model again, keeping each attention module's own output…")):
-        return _parity(model, trace, ui.trace_key(trace), tuple(layers))
+        return _parity(model, trace, ui.trace_key(trace), tuple(layers), language())
 
 
 # ---- the tutorial variant --------------------------------------------------------------------------------------------
@@ -73,7 +74,8 @@ class VariantView:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _variant_view(_model: Model, _trace: Trace, key: tuple, layer: int, head: int,
-                  departures: Departures) -> VariantView:
+                  departures: Departures, lang: str) -> VariantView:
+    # ``lang``: the view holds words (an engine error, the fill outcomes), so each language gets its own entry
     textbook, ours = scratch_checks.textbook_output_for(_model, _trace, layer)
     record = _trace.record(layer)
     x = record.x.float().to(textbook.w_o.device)
@@ -110,7 +112,7 @@ def _variant_view(_model: Model, _trace: Trace, key: tuple, layer: int, head: in
 
 def cached_variant_view(model: Model, trace: Trace, layer: int, head: int, departures: Departures) -> VariantView:
     with st.spinner(_("Running the textbook and the tutorial variant on this layer…")):
-        return _variant_view(model, trace, ui.trace_key(trace), layer, head, departures)
+        return _variant_view(model, trace, ui.trace_key(trace), layer, head, departures, language())
 
 
 def fills_frame(fills: list[FillOutcome]) -> pd.DataFrame:
