@@ -131,3 +131,30 @@ def test_long_text_shows_a_window_and_stays_small(smollm2):
     assert len(at.dataframe[0].value) == 1024
     sizes = {c.proto.id.rsplit("-", 1)[-1]: len(c.proto.spec) for c in at.get("plotly_chart")}
     assert max(sizes.values()) <= MAX_FIGURE_BYTES, sizes
+
+
+def test_gemma3_page_has_a_qk_norm_step_and_the_sliding_window(gemma3):
+    """Gemma 3: x·W_q, then RMSNorm with (1 + w) scaling (checked against the model's own q_norm/k_norm modules),
+    then RoPE; the first layer is a sliding-window layer, and the mask formula says so with its W."""
+    at = _select(open_page(PAGE, model_choice="gemma3", text=TEXT), layer=0, head=1, query=9, key=2)
+    trace = gemma3.trace(TEXT)
+    record, module = trace.record(0), gemma3.attention_modules[0]
+    assert record.mask_kind == "sliding" and trace.n_kv_heads == 1
+    n, D = trace.n_tokens, trace.head_dim
+    with torch.inference_mode():  # the model's own modules on the recorded input: an independent reference
+        q_raw = module.q_proj(record.x.float()).view(n, -1, D)[:, 1]  # (n, D) head 1
+        k_raw = module.k_proj(record.x.float()).view(n, -1, D)[:, 0]  # (n, D) the single kv head
+        q_normed, k_normed = module.q_norm(q_raw), module.k_norm(k_raw)
+    for key, values in (("qkv_q_proj", q_raw), ("qkv_k_proj", k_raw), ("qkv_q_norm", q_normed),
+                        ("qkv_k_norm", k_normed)):
+        z = decode(chart_data(at, key)[0]["z"]).reshape(D, n)
+        # float32 matmul over d_model = 640 inputs of size ~1, then a norm: a few ulps × √640 of values up to ~30
+        np.testing.assert_allclose(z, values.numpy().T, rtol=1e-5, atol=1e-4, err_msg=key)
+    np.testing.assert_allclose(decode(chart_data(at, "qkv_q_rope")[0]["z"]).reshape(D, n), trace.q(0, 1).numpy().T,
+                               atol=1e-5)
+    headings = [m.value for m in at.markdown if m.value.startswith("#### ")]
+    assert headings[2:4] == ["#### 3. Normalise Q and K (QK-norm)", "#### 4. Rotate Q and K by position (RoPE)"]
+    assert any(r"(1 + w_q)" in l.value for l in at.latex)
+    assert any(rf"W = {record.window}" in l.value for l in at.latex)
+    assert any("multi-query attention" in c.value for c in at.caption)
+    np.testing.assert_allclose(at.dataframe[0].value["p (softmax)"], trace.attention(0, 1)[9].numpy(), atol=1e-6)

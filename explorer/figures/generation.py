@@ -18,6 +18,7 @@ from ..decoding.sampling import Stage
 from ..capture.tokens import display_label, plotly_labels
 from .heatmap import _tick_axis
 from . import palette
+from ..i18n import _
 from .palette import SEQUENTIAL
 
 SHOWN_STAGES = ("softmax", "temperature", "top-k", "top-p")  # "final" equals the last cut; it is not drawn again
@@ -50,7 +51,7 @@ def stage_chart(
     ids = list(candidates)
     labels = [plotly_escape(f"{rank + 1}. {candidate_label(token_text.get(i, str(i)))}")
               for rank, i in enumerate(ids)]
-    others = "all others"
+    others = _("all others")
     fig = make_subplots(
         rows=1, cols=len(shown), shared_yaxes=True, horizontal_spacing=0.02,
         subplot_titles=[_stage_title(s) for s in shown],
@@ -66,7 +67,7 @@ def stage_chart(
         colours = [palette.SECOND if i == chosen else palette.FIRST for i in ids]
         fig.add_trace(
             go.Bar(
-                x=values + [rest], y=labels + [others], orientation="h", name="kept",
+                x=values + [rest], y=labels + [others], orientation="h", name=_("kept"),
                 marker_color=colours + [palette.FIRST_FADED],
                 hovertemplate="%{y}: %{x:.4f}<extra>" + plotly_escape(stage.label) + "</extra>",
             ),
@@ -77,9 +78,9 @@ def stage_chart(
             rest_cut = _mass_cut_outside(stage, previous, ids)
             fig.add_trace(
                 go.Bar(
-                    x=before + [rest_cut], y=labels + [others], orientation="h", name="cut by this stage",
+                    x=before + [rest_cut], y=labels + [others], orientation="h", name=_("cut by this stage"),
                     marker=dict(color=palette.CUT, pattern=dict(shape="/")),
-                    hovertemplate="%{y}: cut (had %{x:.4f})<extra>" + plotly_escape(stage.label) + "</extra>",
+                    hovertemplate=_("%{y}: cut (had %{x:.4f})") + "<extra>" + plotly_escape(stage.label) + "</extra>",
                 ),
                 row=1, col=col,
             )
@@ -107,12 +108,14 @@ def _stage_title(stage: Stage) -> str:
     """Three short lines (panels are narrow on small screens): the stage, then what it kept and cut."""
     label = plotly_escape(stage.label)
     if stage.name == "softmax":
-        return f"{label}<br>the model's own<br>&nbsp;"
+        return label + "<br>" + _("the model's own") + "<br>&nbsp;"
+    nothing = _("cuts nothing")
     if stage.name == "temperature":
-        return f"{label}<br>{'reshapes' if stage.active else 'unchanged'}<br>cuts nothing"
+        return label + "<br>" + (_("reshapes") if stage.active else _("unchanged")) + "<br>" + nothing
     if not stage.active:
-        return f"{label}<br>&nbsp;<br>cuts nothing"
-    return f"{label}<br>kept {stage.mass_kept:.1%}<br>cut {1 - stage.mass_kept:.1%}"
+        return label + "<br>&nbsp;<br>" + nothing
+    return f"{label}<br>" + _("kept {kept}<br>cut {cut}").format(kept=f"{stage.mass_kept:.1%}",
+                                                                 cut=f"{1 - stage.mass_kept:.1%}")
 
 
 def _mass_cut_outside(stage: Stage, previous: np.ndarray, ids: Sequence[int]) -> float:
@@ -133,13 +136,13 @@ def attention_row_chart(
     query = len(labels) - 1 if query is None else query
     colours = [palette.SECOND if i == query else palette.FIRST for i in range(len(labels))]
     fig = go.Figure(
-        go.Bar(x=labels, y=values, marker_color=colours, hovertemplate="key %{x}<br>attention %{y:.4f}<extra></extra>")
+        go.Bar(x=labels, y=values, marker_color=colours, hovertemplate=_("key %{x}<br>attention %{y:.4f}") + "<extra></extra>")
     )
     fig.update_layout(
         title=plotly_escape(title) if title else None, height=height,
         margin=dict(l=10, r=10, t=40 if title else 10, b=10),
-        xaxis=dict(title="key (context token)", tickangle=-60, **_tick_axis(labels)),
-        yaxis=dict(title="attention", rangemode="tozero"),
+        xaxis=dict(title=_("key (context token)"), tickangle=-60, **_tick_axis(labels)),
+        yaxis=dict(title=_("attention"), rangemode="tozero"),
     )
     return fig
 
@@ -147,17 +150,17 @@ def attention_row_chart(
 def attention_heads_chart(rows: np.ndarray, tokens: Sequence[str], title: str | None = None) -> go.Figure:
     """All heads of a layer: heads × context tokens, the newest token's attention in each head."""
     labels = plotly_labels(tokens)
-    heads = [f"head {h}" for h in range(rows.shape[0])]
+    heads = [_("head {h}").format(h=h) for h in range(rows.shape[0])]
     fig = go.Figure(
         go.Heatmap(
             z=np.asarray(rows, dtype=np.float32), x=labels, y=heads, colorscale=SEQUENTIAL, zmin=0.0,
-            hovertemplate="%{y}<br>key %{x}<br>attention %{z:.4f}<extra></extra>",
+            hovertemplate=_("%{y}<br>key %{x}<br>attention %{z:.4f}") + "<extra></extra>",
         )
     )
     fig.update_layout(
         title=plotly_escape(title) if title else None, height=max(260, 90 + 26 * len(heads)),
         margin=dict(l=10, r=10, t=40 if title else 10, b=10),
-        xaxis=dict(title="key (context token)", tickangle=-60, **_tick_axis(labels)),
+        xaxis=dict(title=_("key (context token)"), tickangle=-60, **_tick_axis(labels)),
         yaxis=dict(autorange="reversed", type="category"),
     )
     return fig
@@ -197,4 +200,5 @@ def colour_legend_html() -> str:
         f'<span style="background:{probability_colour(p)};padding:1px 6px">{p:.0%}</span>'
         for p in (0, 0.25, 0.5, 0.75, 1)
     )
-    return f'<div style="font-size:0.8rem;opacity:0.85">probability when chosen: {stops}</div>'
+    caption = html.escape(_("probability when chosen:"))
+    return f'<div style="font-size:0.8rem;opacity:0.85">{caption} {stops}</div>'

@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..escape import plotly_escape
+from ..i18n import _
 from .heatmap import _short, _tick_axis
 from . import palette
 from .palette import DIVERGING
@@ -54,7 +55,8 @@ def vectors_heatmap(
     fig = go.Figure(
         go.Heatmap(
             z=z, x=labels, y=np.arange(z.shape[0]), colorscale=DIVERGING, zmin=-bound, zmax=bound,
-            hovertemplate=f"token: %{{x}}<br>dimension: %{{y}}<br>{value_name}: %{{z:.4f}}<extra></extra>",
+            hovertemplate=_("token: %{{x}}<br>dimension: %{{y}}<br>{value_name}: %{{z:.4f}}").format(
+                value_name=value_name) + "<extra></extra>",
             colorbar=dict(thickness=12),
         )
     )
@@ -63,8 +65,8 @@ def vectors_heatmap(
                       line=dict(color=palette.ACCENT, width=2))
     fig.update_layout(
         title=plotly_escape(title),
-        xaxis=dict(title="token", tickangle=-60, **_tick_axis(labels)),
-        yaxis=dict(title="dimension", autorange="reversed"),
+        xaxis=dict(title=_("token"), tickangle=-60, **_tick_axis(labels)),
+        yaxis=dict(title=_("dimension"), autorange="reversed"),
         margin=dict(l=10, r=10, t=40, b=10),
         height=height or int(min(460, max(270, 150 + 1.2 * z.shape[0]))),
     )
@@ -77,11 +79,11 @@ def weights_heatmap(weights: np.ndarray, *, title: str, height: int = 280) -> go
     bound = _symmetric_bound(z, SATURATE_PERCENTILE)
     fig = go.Figure(go.Heatmap(
         z=z, colorscale=DIVERGING, zmin=-bound, zmax=bound, colorbar=dict(thickness=12),
-        hovertemplate="input dimension: %{x}<br>head dimension: %{y}<br>weight: %{z:.4f}<extra></extra>",
+        hovertemplate=_("input dimension: %{x}<br>head dimension: %{y}<br>weight: %{z:.4f}") + "<extra></extra>",
     ))
     fig.update_layout(title=plotly_escape(title), height=height, margin=dict(l=10, r=10, t=40, b=10),
-                      xaxis=dict(title="input dimension (of x)"),
-                      yaxis=dict(title="head dimension", autorange="reversed"))
+                      xaxis=dict(title=_("input dimension (of x)")),
+                      yaxis=dict(title=_("head dimension"), autorange="reversed"))
     return fig
 
 
@@ -108,7 +110,7 @@ def key_bars(
     shown = np.where(allowed & np.isfinite(values), values, np.nan)
     fig = go.Figure(
         go.Bar(x=labels, y=shown, marker_color=colours, name=value_name,
-               hovertemplate=f"key: %{{x}}<br>{value_name}: %{{y:.4f}}<extra></extra>")
+               hovertemplate=_("key: %{{x}}<br>{value_name}: %{{y:.4f}}").format(value_name=value_name) + "<extra></extra>")
     )
     if not allowed.all():
         hidden = [lab for lab, ok in zip(labels, allowed) if not ok]
@@ -116,8 +118,9 @@ def key_bars(
             x=hidden, y=[0.0] * len(hidden), mode="markers+text", text=[NEG_INF] * len(hidden),
             textposition="top center", marker=dict(symbol="x-thin", size=9, color=palette.MUTED,
                                                    line=dict(width=2, color=palette.MUTED)),
-            textfont=dict(color=palette.MUTED), name="masked (−∞)",
-            hovertemplate=f"key: %{{x}}<br>{value_name}: {NEG_INF} (masked)<extra></extra>",
+            textfont=dict(color=palette.MUTED), name=_("masked (−∞)"),
+            hovertemplate=_("key: %{{x}}<br>{value_name}: {neg_inf} (masked)").format(value_name=value_name, neg_inf=NEG_INF)
+            + "<extra></extra>",
         ))
     fig.update_layout(
         title=plotly_escape(title), showlegend=False, height=height, bargap=0.15,
@@ -137,47 +140,52 @@ def neuron_view(q: np.ndarray, k: np.ndarray, products: np.ndarray, *, query_lab
     dims = np.arange(q.shape[0])
     score = float(products.sum())
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
-                        subplot_titles=(plotly_escape(f"q of {_short(query_label, 20)} and k of "
-                                                      f"{_short(key_label, 20)}"),
-                                        f"q ⊙ k per dimension: Σ = {score:.4f} = the score q·k"))
+                        subplot_titles=(plotly_escape(_("q of {query} and k of {key}").format(
+                                            query=_short(query_label, 20), key=_short(key_label, 20))),
+                                        _("q ⊙ k per dimension: Σ = {score} = the score q·k").format(
+                                            score=f"{score:.4f}")))
     fig.add_trace(go.Bar(x=dims, y=q, name="q", marker_color=palette.ACCENT,
-                         hovertemplate="dimension %{x}<br>q: %{y:.4f}<extra></extra>"), row=1, col=1)
+                         hovertemplate=_("dimension %{x}<br>q: %{y:.4f}") + "<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Bar(x=dims, y=k, name="k", marker_color=palette.HIGHLIGHT,
-                         hovertemplate="dimension %{x}<br>k: %{y:.4f}<extra></extra>"), row=1, col=1)
+                         hovertemplate=_("dimension %{x}<br>k: %{y:.4f}") + "<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Bar(x=dims, y=products, name="q ⊙ k", showlegend=False,
                          marker_color=np.where(products >= 0, palette.POSITIVE, palette.NEGATIVE).tolist(),
-                         hovertemplate="dimension %{x}<br>q·k term: %{y:.4f}<extra></extra>"), row=2, col=1)
+                         hovertemplate=_("dimension %{x}<br>q·k term: %{y:.4f}") + "<extra></extra>"), row=2, col=1)
     fig.update_layout(
         barmode="group", height=440, bargap=0.1, margin=dict(l=10, r=10, t=50, b=10),
         legend=dict(orientation="h", yanchor="bottom", y=1.08, xanchor="right", x=1),
     )
-    fig.update_xaxes(title_text="dimension", row=2, col=1)
+    fig.update_xaxes(title_text=_("dimension"), row=2, col=1)
     return fig
 
 
 def rope_comparison(
-    before: dict[str, np.ndarray], after: dict[str, np.ndarray], *, labels: dict[str, str]
+    before: dict[str, np.ndarray], after: dict[str, np.ndarray], *, labels: dict[str, str],
+    before_name: str | None = None, after_name: str | None = None,
 ) -> go.Figure:
     """Vectors before and after the rotary embedding, per dimension: one panel per name ("q", "k").
 
     ``labels`` name each panel (e.g. "q of 7 it (position 7)"). RoPE rotates pairs of dimensions by an angle
-    that grows with the position; each pair keeps its length.
+    that grows with the position; each pair keeps its length. ``before_name``/``after_name`` name the two lines
+    (RoPE by default; the QK-norm step passes its own).
     """
+    before_name = before_name or _("before RoPE")
+    after_name = after_name or _("after RoPE (as scored)")
     names = list(before)
     fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, vertical_spacing=0.14,
                         subplot_titles=[plotly_escape(labels[n]) for n in names])
     for row, name in enumerate(names, start=1):
         b, a = np.asarray(before[name], dtype=np.float64), np.asarray(after[name], dtype=np.float64)
         dims = np.arange(b.shape[0])
-        fig.add_trace(go.Scatter(x=dims, y=b, name="before RoPE", mode="lines+markers", showlegend=row == 1,
+        fig.add_trace(go.Scatter(x=dims, y=b, name=before_name, mode="lines+markers", showlegend=row == 1,
                                  line=dict(color=palette.MUTED, dash="dot"), marker=dict(size=4),
-                                 hovertemplate="dimension %{x}<br>before: %{y:.4f}<extra></extra>"), row=row, col=1)
-        fig.add_trace(go.Scatter(x=dims, y=a, name="after RoPE (as scored)", mode="lines+markers",
+                                 hovertemplate=_("dimension %{x}<br>before: %{y:.4f}") + "<extra></extra>"), row=row, col=1)
+        fig.add_trace(go.Scatter(x=dims, y=a, name=after_name, mode="lines+markers",
                                  showlegend=row == 1, line=dict(color=palette.MAIN), marker=dict(size=4),
-                                 hovertemplate="dimension %{x}<br>after: %{y:.4f}<extra></extra>"), row=row, col=1)
+                                 hovertemplate=_("dimension %{x}<br>after: %{y:.4f}") + "<extra></extra>"), row=row, col=1)
     fig.update_layout(height=200 + 180 * len(names), margin=dict(l=10, r=10, t=60, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=1.06, xanchor="right", x=1))
-    fig.update_xaxes(title_text="dimension", row=len(names), col=1)
+    fig.update_xaxes(title_text=_("dimension"), row=len(names), col=1)
     return fig
 
 
@@ -187,8 +195,8 @@ def vector_bars(values: np.ndarray, *, title: str, value_name: str, height: int 
     fig = go.Figure(go.Bar(
         x=np.arange(values.shape[0]), y=values,
         marker_color=np.where(values >= 0, palette.POSITIVE, palette.NEGATIVE).tolist(),
-        hovertemplate=f"dimension %{{x}}<br>{value_name}: %{{y:.4f}}<extra></extra>",
+        hovertemplate=_("dimension %{{x}}<br>{value_name}: %{{y:.4f}}").format(value_name=value_name) + "<extra></extra>",
     ))
     fig.update_layout(title=plotly_escape(title), height=height, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),
-                      xaxis=dict(title="dimension"), yaxis=dict(title=value_name))
+                      xaxis=dict(title=_("dimension")), yaxis=dict(title=value_name))
     return fig
