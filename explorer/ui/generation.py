@@ -43,11 +43,6 @@ FORMULAS = {
     "nucleus": r"\begin{aligned} V_p &= \text{the fewest top tokens} \\"
                r" &\phantom{=}\ \text{with} \textstyle\sum_{i \in V_p} p^{(k)}_i \ge p \end{aligned}",
 }
-STOP_MESSAGES = {
-    "eos": N_("The model ended the text (it chose its end-of-sequence token)."),
-    "max_new_tokens": N_("This run reached the app's limit of {cap} new tokens (AE_MAX_GENERATION_STEPS)."),
-    "context": N_("The context is full: the model's maximum length is reached."),
-}
 COLOUR_BY = (N_("sampling probability"), N_("model probability (T = 1)"))
 ATTENTION_VIEWS = (N_("one head"), N_("all heads of the layer"))
 
@@ -241,7 +236,7 @@ def text_section(stepper: Stepper) -> None:
     cap = ui.settings().max_generation_steps
     status = _("{n} of at most {cap} new tokens · seed {seed}").format(n=len(stepper.steps), cap=cap, seed=stepper.seed)
     if stepper.done:
-        status += " · " + _(STOP_MESSAGES[stepper.stop_reason]).format(cap=cap)
+        status += " · " + stepper.stop_message  # the engine's words, one place for the app and the errors
     st.caption(status)
 
 
