@@ -15,13 +15,12 @@ import plotly.graph_objects as go
 
 from ..escape import plotly_escape
 from ..capture.tokens import display_label, plotly_labels
-from .heatmap import _tick_axis
+from .heatmap import DOWNSAMPLED_NOTE, _tick_axis
 from . import palette
 from .qkv import NEG_INF
 from ..i18n import N_, _
 
 MASK_TOKENS = 16  # tokens shown in a mask matrix: enough to see the pattern, small enough to read every cell
-DOWNSAMPLED = " (downsampled"  # how token_heatmap appends its downsampling note to a title
 
 
 def mask_figure(allowed: np.ndarray, tokens: Sequence[str], *, title: str, height: int = 360) -> go.Figure:
@@ -96,9 +95,10 @@ def fit_panel(fig: go.Figure, *, max_ticks: int, max_height: int) -> go.Figure:
     if fig.layout.height and fig.layout.height > max_height:
         fig.update_layout(height=max_height)
     title = fig.layout.title.text
-    if title and DOWNSAMPLED in title:  # the heatmap's downsampling note, on its own line so it is not cut off
-        head, note = title.split(DOWNSAMPLED, 1)
-        fig.update_layout(title_text=f"{head}<br><sup>{DOWNSAMPLED.strip()}{note}</sup>", margin_t=60)
+    marker = " (" + _(DOWNSAMPLED_NOTE).split("{", 1)[0]  # how token_heatmap appends its note to a title
+    if title and marker in title:  # the heatmap's downsampling note, on its own line so it is not cut off
+        head, note = title.split(marker, 1)
+        fig.update_layout(title_text=f"{head}<br><sup>{marker.strip()}{note}</sup>", margin_t=60)
     return fig
 
 

@@ -41,6 +41,11 @@ MASK_ROLES = {
 }
 
 
+def mask_name(kind: str) -> str:
+    """"causal" / "bidirectional" in the reader's language, for use inside a sentence."""
+    return _(MASK_NAMES[kind]).lower()
+
+
 @dataclass(frozen=True)
 class Flip:
     """The sidebar's text under both masks, and the mask the model was trained with."""
@@ -123,7 +128,8 @@ def trained_warning(f: Flip) -> None:
     st.warning(
         _("**{model}** was trained with the **{trained}** mask. Running it with the {other} mask is a what-if: the "
           "model never learned to work that way, so what you see under that mask shows what the mask changes, not "
-          "how the model behaves.").format(model=md_escape(f.model.name), trained=f.trained, other=other),
+          "how the model behaves.").format(model=md_escape(f.model.name), trained=mask_name(f.trained),
+                                           other=mask_name(other)),
         icon="⚠️",
     )
     st.caption(_("This page always shows both masks; the sidebar's mask setting does not apply here."))
@@ -209,7 +215,7 @@ def one_head(f: Flip) -> None:
     zmax = max(float(a.max()) for a in maps.values())
     row = st.container(horizontal=True, gap="medium")
     for kind, attention in maps.items():
-        title = (_("{mask} (trained)") if kind == f.trained else _("{mask} (what-if)")).format(mask=kind)
+        title = (_("{mask} (trained)") if kind == f.trained else _("{mask} (what-if)")).format(mask=mask_name(kind))
         figure = token_heatmap(attention, f.causal.tokens, f.causal.tokens, title=title, zmax=zmax,
                                showscale=kind == "bidirectional")  # one colour bar: both share the scale
         row.container(width=PANEL_WIDTH).plotly_chart(fm.fit_panel(figure, max_ticks=10, max_height=PANEL_WIDTH),
