@@ -98,7 +98,7 @@ def fit_panel(fig: go.Figure, *, max_ticks: int, max_height: int) -> go.Figure:
     marker = " (" + _(DOWNSAMPLED_NOTE).split("{", 1)[0]  # how token_heatmap appends its note to a title
     if title and marker in title:  # the heatmap's downsampling note, on its own line so it is not cut off
         head, note = title.split(marker, 1)
-        fig.update_layout(title_text=f"{head}<br><sup>{marker.strip()}{note}</sup>", margin_t=60)
+        fig.update_layout(title_text=f"{head}<br><sup>{marker[1:]}{note}</sup>", margin_t=60)
     return fig
 
 

@@ -20,6 +20,7 @@ from ..analysis.mask_effects import (
     share_on_later_tokens,
 )
 from ..capture.model import Model
+from ..capture.recorder import sliding_window_of
 from ..capture.tokens import display_label
 from ..capture.trace import Trace
 from ..escape import md_escape
@@ -158,6 +159,8 @@ def masks(f: Flip) -> None:
 def sliding_window(f: Flip) -> None:
     """Models with sliding-window layers (Gemma 3): the window of a local layer against a global layer's causal mask,
     on the model's own run of the text; nothing for other models."""
+    if not any(sliding_window_of(module) for module in f.model.attention_modules):
+        return  # no second trace for models without windows
     own = ui.trace_for(f.model, ui.current_selection().text, None)
     local = [r.layer for r in own.records if r.mask_kind == "sliding"]
     if not local:
