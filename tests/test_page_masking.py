@@ -111,6 +111,7 @@ def test_gemma3_shows_its_sliding_window_against_a_global_layer(gemma3):
     # a short text: the window reaches key 0 from every query, so the masks coincide, and the page says so
     assert any("no more than the window of 512" in c.value and "the two masks are the same" in c.value
                for c in at.caption)
+    assert any(r"i - 512 < j \le i" in f.value and r"\text{otherwise}" in f.value for f in at.latex)
     sketch = chart_data(at, "masking_window_sketch")
     band = sketch[1]  # query i keeps keys i − 511 … i: the band's left edge leaves key 0 at query 511
     assert list(band["x"]) == [0, 0, 576 - 512, 575, 0] and list(band["y"]) == [0, 511, 575, 575, 0]

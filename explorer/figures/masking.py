@@ -64,9 +64,9 @@ def window_figure(window: int, n: int, *, text_tokens: int, title: str, height: 
     band_x, band_y = [0, 0, last - window + 1, last, 0], [0, window - 1, last, last, 0]
     fig = go.Figure([
         go.Scatter(x=causal_x, y=causal_y, fill="toself", mode="lines", line=dict(color=palette.MUTED),
-                   fillcolor=palette.MUTED, name=_("global layers: causal"), hoverinfo="name"),
+                   fillcolor=palette.MUTED, name=_("outside the window: global layers only"), hoverinfo="name"),
         go.Scatter(x=band_x, y=band_y, fill="toself", mode="lines", line=dict(color=palette.MAIN),
-                   fillcolor=palette.MAIN, name=_("local layers: window of {w}").format(w=window), hoverinfo="name"),
+                   fillcolor=palette.MAIN, name=_("inside the window of {w}: every layer").format(w=window), hoverinfo="name"),
     ])
     end = min(text_tokens, n) - 0.5
     fig.add_shape(type="line", x0=-0.5, x1=last, y0=end, y1=end, line=dict(color=palette.HIGHLIGHT, dash="dash"))

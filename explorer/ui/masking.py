@@ -33,13 +33,17 @@ MASK_FORMULAS = {
     "causal": CAUSAL_MASK_LATEX,
     "bidirectional": r"M_{ij} = 0 \quad \text{for all } i, j",
 }
-SLIDING_LATEX = r"M_{ij} = \begin{cases} 0 & i - w < j \le i \\ -\infty & \text{otherwise} \end{cases}"
 PANEL_WIDTH = 460  # px: two panels side by side on a wide screen, one under the other on a narrow one
 MASK_NAMES = {"causal": N_("Causal"), "bidirectional": N_("Bidirectional")}
 MASK_ROLES = {
     "causal": N_("Each token sees itself and the tokens before it (GPT-style language models)."),
     "bidirectional": N_("Every token sees every token (BERT-style encoders)."),
 }
+
+
+def sliding_latex(window: int) -> str:
+    """The sliding-window mask with its size written in."""
+    return r"M_{ij} = \begin{cases} 0 & i - %d < j \le i \\ -\infty & \text{otherwise} \end{cases}" % window
 
 
 def mask_name(kind: str) -> str:
@@ -173,7 +177,7 @@ def sliding_window(f: Flip) -> None:
                   "keys up to itself, a sliding window. Layers {full} are *global*: the plain causal mask.").format(
         model=md_escape(f.model.name), local=", ".join(map(str, local)), full=", ".join(map(str, full)) or "–",
         w=window))
-    st.latex(SLIDING_LATEX.replace("w", str(window)))
+    st.latex(sliding_latex(window))
     m = min(n, fm.MASK_TOKENS)
     row = st.container(horizontal=True, gap="medium")
     for layer, label in ((local[0], _("Local layer {layer}: window of {w}")), (full[0] if full else None,
