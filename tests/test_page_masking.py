@@ -107,3 +107,33 @@ def test_the_models_own_mask_reuses_the_sidebar_trace():
     assert ("smollm2", "cpu", text, None, cap) in cache
     assert ("smollm2", "cpu", text, "bidirectional", cap) in cache
     assert ("smollm2", "cpu", text, "causal", cap) not in cache
+
+
+def test_window_hidden_pairs_counts_what_the_window_cuts():
+    """Against the engine's own masks: pairs the causal mask allows and the sliding window does not."""
+    from explorer.capture.recorder import causal_allowed, sliding_allowed
+    from explorer.figures.masking import window_hidden_pairs
+
+    for n, window in [(5, 8), (8, 8), (9, 8), (40, 7), (600, 512)]:
+        cut = causal_allowed(n, n) & ~sliding_allowed(n, n, window)
+        assert window_hidden_pairs(n, window) == int(cut.sum())
+
+
+def test_gemma3_shows_its_sliding_window_against_a_global_layer(gemma3):
+    at = open_page(PAGE, model_choice="gemma3", text=TEXT)
+    assert_clean(at)
+    own = gemma3.trace(TEXT)
+    local = [r.layer for r in own.records if r.mask_kind == "sliding"]
+    full = [r.layer for r in own.records if r.mask_kind != "sliding"]
+    assert full == [5, 11, 17] and own.records[local[0]].window == 512
+    m = min(own.n_tokens, 16)
+    for layer in (local[0], full[0]):
+        z = decode(chart_data(at, f"masking_sliding_L{layer}")[0]["z"]).reshape(m, m)
+        np.testing.assert_array_equal(z, own.allowed(layer)[:m, :m].numpy())
+    # a short text: the window reaches key 0 from every query, so the masks coincide, and the page says so
+    assert any("no more than the window of 512" in c.value and "the two masks are the same" in c.value
+               for c in at.caption)
+    assert any(r"i - 512 < j \le i" in f.value and r"\text{otherwise}" in f.value for f in at.latex)
+    sketch = chart_data(at, "masking_window_sketch")
+    band = sketch[1]  # query i keeps keys i − 511 … i: the band's left edge leaves key 0 at query 511
+    assert list(band["x"]) == [0, 0, 576 - 512, 575, 0] and list(band["y"]) == [0, 511, 575, 575, 0]

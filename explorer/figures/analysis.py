@@ -18,6 +18,7 @@ from ..capture.tokens import display_label, plotly_labels
 from .heatmap import _short
 from . import palette
 from .palette import SEQUENTIAL
+from ..i18n import _
 
 CLICK_TRACE = "click-target"  # name of the invisible scatter that makes heatmap cells clickable
 
@@ -58,8 +59,8 @@ def layer_head_heatmap(
             marker=dict(size=14, color="rgba(0,0,0,0)", symbol="square"),
             customdata=np.stack([layers.ravel(), heads.ravel(), values.ravel()], axis=1).tolist(),  # lists: plotly.js
             # hands typed-array customdata to Streamlit as an object, which loses it
-            hovertemplate=f"layer %{{customdata[0]}} · head %{{customdata[1]}}<br>{value_name}: "
-            "%{customdata[2]:.3f}<br>click to open<extra></extra>",
+            hovertemplate=_("layer %{customdata[0]} · head %{customdata[1]}") + f"<br>{value_name}: "
+            "%{customdata[2]:.3f}<br>" + _("click to open") + "<extra></extra>",
             showlegend=False,
         )
     )
@@ -70,8 +71,8 @@ def layer_head_heatmap(
     fig.update_layout(
         title=plotly_escape(title),
         # Fixed ranges: the click markers must not pad the axes beyond the cells.
-        xaxis=dict(title="head", dtick=1, side="top", range=[-0.5, n_heads - 0.5]),
-        yaxis=dict(title="layer", dtick=1 if n_layers <= 40 else None, range=[n_layers - 0.5, -0.5]),
+        xaxis=dict(title=_("head"), dtick=1, side="top", range=[-0.5, n_heads - 0.5]),
+        yaxis=dict(title=_("layer"), dtick=1 if n_layers <= 40 else None, range=[n_layers - 0.5, -0.5]),
         margin=dict(l=10, r=10, t=70, b=10),
         height=height or max(320, min(900, 110 + 18 * n_layers)),
         clickmode="event+select",
@@ -98,18 +99,18 @@ def qk_plane_figure(
     positions = np.arange(n)
     colour = dict(color=positions, colorscale=SEQUENTIAL, cmin=0, cmax=max(1, n - 1))
     allowed_arr = np.ones(n, bool) if allowed is None else np.asarray(allowed, bool)
-    key_hover = "key %{text}<br>score with query: %{customdata:.3f}<extra></extra>" if scores is not None else \
-        "key %{text}<extra></extra>"
+    key_hover = (_("key %{text}<br>score with query: %{customdata:.3f}") if scores is not None else
+                 _("key %{text}")) + "<extra></extra>"
     shown_scores = np.where(np.isfinite(scores), scores, np.nan) if scores is not None else None
     fig = go.Figure()
     fig.add_trace(go.Scatter(
-        x=plane.queries[:, 0], y=plane.queries[:, 1], mode="markers", name="queries", text=labels,
+        x=plane.queries[:, 0], y=plane.queries[:, 1], mode="markers", name=_("queries"), text=labels,
         marker=dict(symbol="circle", size=9, line=dict(width=0.5, color="white"), **colour,
-                    colorbar=dict(title=dict(text="position", side="right"), thickness=12)),
-        hovertemplate="query %{text}<extra></extra>",
+                    colorbar=dict(title=dict(text=_("position"), side="right"), thickness=12)),
+        hovertemplate=_("query %{text}") + "<extra></extra>",
     ))
     fig.add_trace(go.Scatter(
-        x=plane.keys[:, 0], y=plane.keys[:, 1], mode="markers", name="keys", text=labels, customdata=shown_scores,
+        x=plane.keys[:, 0], y=plane.keys[:, 1], mode="markers", name=_("keys"), text=labels, customdata=shown_scores,
         marker=dict(symbol="diamond", size=10, line=dict(width=1, color="black"), opacity=1.0, **colour),
         selectedpoints=list(np.flatnonzero(allowed_arr)) if not allowed_arr.all() else None,
         unselected=dict(marker=dict(opacity=0.25)),
@@ -117,13 +118,13 @@ def qk_plane_figure(
     ))
     fig.add_trace(go.Scatter(
         x=[plane.queries[query_index, 0]], y=[plane.queries[query_index, 1]], mode="markers+text",
-        name=f"query {query_index}", text=[f"q: {_short(plotly_escape(display_label(tokens[query_index])), 16)}"],
+        name=_("query {index}").format(index=query_index), text=[f"q: {_short(plotly_escape(display_label(tokens[query_index])), 16)}"],
         hovertext=[labels[query_index]], textposition="top center",
         marker=dict(symbol="star", size=20, color=palette.ACCENT, line=dict(width=1, color="black")),
-        hovertemplate="the chosen query: %{hovertext}<extra></extra>",
+        hovertemplate=_("the chosen query: %{hovertext}") + "<extra></extra>",
     ))
     for index, name, colour_ring, dash in (
-        (top_key, "highest score", palette.ACCENT, "solid"), (nearest_key, "nearest key", palette.FIRST, "dot")
+        (top_key, _("highest score"), palette.ACCENT, "solid"), (nearest_key, _("nearest key"), palette.FIRST, "dot")
     ):
         if index is None:
             continue
@@ -170,14 +171,14 @@ def lens_figure(result: LensResult, input_tokens: Sequence[str], title: str | No
         colorscale=SEQUENTIAL,
         zmin=0,
         zmax=1,
-        colorbar=dict(title=dict(text="probability", side="right"), thickness=12),
-        hovertemplate="%{y}<br>at %{x}, next token:<br>%{customdata}<extra></extra>",
+        colorbar=dict(title=dict(text=_("probability"), side="right"), thickness=12),
+        hovertemplate="%{y}<br>" + _("at %{x}, next token:") + "<br>%{customdata}<extra></extra>",
     ))
     fig.update_layout(
         title=plotly_escape(title) if title else None,
-        xaxis=dict(title="position (input token; the cell predicts the token after it)", type="category",
+        xaxis=dict(title=_("position (input token; the cell predicts the token after it)"), type="category",
                    tickangle=-60, side="bottom"),
-        yaxis=dict(title="residual stream after", type="category"),
+        yaxis=dict(title=_("residual stream after"), type="category"),
         margin=dict(l=10, r=10, t=40 if title else 10, b=10),
         height=max(360, 110 + 21 * len(result.layer_labels)),
     )

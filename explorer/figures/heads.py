@@ -27,9 +27,10 @@ from plotly.subplots import make_subplots
 from ..analysis.stats import first_token
 from ..escape import plotly_escape
 from ..capture.tokens import plotly_labels, unique_labels
-from .heatmap import MAX_CELLS, _short, block_mean, token_heatmap
+from .heatmap import DOWNSAMPLED_NOTE, MAX_CELLS, _short, block_mean, token_heatmap
 from . import palette
 from .palette import SEQUENTIAL
+from ..i18n import _
 
 SMALL_CELLS = 96  # per side, per head, in the small multiples of one layer
 THUMB_CELLS = 32  # per side, per head, in the model view
@@ -93,7 +94,9 @@ def colour_max(shown: np.ndarray, exact: bool, downsampled: bool = False) -> flo
 # ---- labels --------------------------------------------------------------------------------------------------
 def head_label(head: int, kv_heads: Sequence[int] | None) -> str:
     """"head 4 · kv 1" when query heads share key/value heads (GQA), else "head 4"."""
-    return f"head {head} · kv {kv_heads[head]}" if kv_heads is not None else f"head {head}"
+    if kv_heads is None:
+        return _("head {head}").format(head=head)
+    return _("head {head} · kv {kv}").format(head=head, kv=kv_heads[head])
 
 
 def gqa_groups(kv_heads: Sequence[int]) -> dict[int, list[int]]:
@@ -114,7 +117,7 @@ def mark_sink(fig: go.Figure, *, xref: str = "x", yref: str = "y", hidden: bool 
     if label:
         fig.add_annotation(
             xref=xref, yref=f"{yref} domain", x=0, y=1, yanchor="bottom", xanchor="left", showarrow=False,
-            text="token 0 hidden (view transform)" if hidden else "token 0: sink?",
+            text=_("token 0 hidden (view transform)") if hidden else _("token 0: sink?"),
             font=dict(color=palette.HIGHLIGHT, size=11),
         )
 
@@ -131,11 +134,11 @@ def head_heatmap(
     height: int | None = None,
 ) -> go.Figure:
     """One head large: query rows, key columns, hover = query token, key token, weight; column 0 outlined."""
-    title = f"Layer {layer} · {head_label(head, kv_heads)}"
+    title = _("Layer {layer} · {head}").format(layer=layer, head=head_label(head, kv_heads))
     if sink_hidden:
-        title += " (token 0 hidden, rows renormalised)"
+        title += " ({note})".format(note=_("token 0 hidden, rows renormalised"))
     exact = len(tokens) <= MAX_CELLS and not sink_hidden
-    blocks, step, _ = block_mean(np.asarray(attention, dtype=np.float32), MAX_CELLS)
+    blocks, step, _cols = block_mean(np.asarray(attention, dtype=np.float32), MAX_CELLS)
     zmax = colour_max(blocks, exact, downsampled=step > 1)
     fig = token_heatmap(attention, tokens, tokens, title=title, zmin=0.0, zmax=zmax,
                         height=height or max(420, min(900, 160 + 16 * len(tokens))))
@@ -198,8 +201,8 @@ def layer_small_multiples(
         fig.add_trace(
             go.Heatmap(
                 z=z[h], x=col_labels, y=row_labels, coloraxis="coloraxis",
-                hovertemplate=f"{head_label(h, kv_heads)}<br>query: %{{y}}<br>key: %{{x}}<br>"
-                "attention: %{z:.4f}<extra></extra>",
+                hovertemplate=head_label(h, kv_heads) + "<br>"
+                + _("query: %{y}<br>key: %{x}<br>attention: %{z:.4f}") + "<extra></extra>",
             ),
             row=r + 1, col=c + 1,
         )
@@ -218,15 +221,15 @@ def layer_small_multiples(
     # Subplot titles are annotations; the selected head's title is coloured too, so it reads without the frame.
     if selected_head is not None and 0 <= selected_head < n_heads:
         fig.layout.annotations[selected_head].font.color = palette.ACCENT
-    title = f"Layer {layer}: all {n_heads} heads"
-    notes: list[str] = [f"downsampled: each cell averages {rs}×{cs} token pairs"] if rs > 1 or cs > 1 else []
+    title = _("Layer {layer}: all {n} heads").format(layer=layer, n=n_heads)
+    notes: list[str] = [_(DOWNSAMPLED_NOTE).format(rows=rs, cols=cs)] if rs > 1 or cs > 1 else []
     if sink_hidden:
-        notes.append("token 0 hidden, rows renormalised")
+        notes.append(_("token 0 hidden, rows renormalised"))
     if notes:
         title += f"<br><span style='font-size:12px'>({'; '.join(notes)})</span>"
     fig.update_layout(
         title=title,
-        coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=zmax, colorbar=dict(title="attention", thickness=12)),
+        coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=zmax, colorbar=dict(title=_("attention"), thickness=12)),
         height=height,
         margin=dict(l=10, r=10, t=top_px, b=bottom_px),
     )
@@ -242,7 +245,7 @@ def thumbnails(layer_maps: Sequence[np.ndarray], max_cells: int = THUMB_CELLS) -
     """(L, H, c, c) block-mean thumbnails from each layer's (H, n, n) maps; returns (thumbs, tokens per cell)."""
     out, step = [], 1
     for maps in layer_maps:
-        z, rs, _ = block_mean(np.asarray(maps, dtype=np.float32), max_cells)
+        z, rs, _cols = block_mean(np.asarray(maps, dtype=np.float32), max_cells)
         out.append(z)
         step = rs
     return np.stack(out), step
@@ -279,15 +282,15 @@ def model_view_grid(
             ))
     # Overlay: one invisible marker per thumbnail, centred on it, about as large as it is drawn.
     px = thumb_px or _thumb_px(n_layers, n_heads)
-    centres_x = [h * pitch + (c - 1) / 2 for _ in range(n_layers) for h in range(n_heads)]
-    centres_y = [layer * pitch + (c - 1) / 2 for layer in range(n_layers) for _ in range(n_heads)]
+    centres_x = [h * pitch + (c - 1) / 2 for _layer in range(n_layers) for h in range(n_heads)]
+    centres_y = [layer * pitch + (c - 1) / 2 for layer in range(n_layers) for _head in range(n_heads)]
     custom = [[layer, head, kv_heads[head] if kv_heads is not None else head]
               for layer in range(n_layers) for head in range(n_heads)]
-    kv_text = " · kv %{customdata[2]}" if kv_heads is not None else ""
+    kv_text = _(" · kv %{customdata[2]}") if kv_heads is not None else ""
     fig.add_trace(go.Scatter(
-        x=centres_x, y=centres_y, customdata=custom, mode="markers", name="heads",
+        x=centres_x, y=centres_y, customdata=custom, mode="markers", name=_("heads"),
         marker=dict(symbol="square", size=max(6, int(px * 0.9)), opacity=0, color="#888"),
-        hovertemplate=f"layer %{{customdata[0]}} · head %{{customdata[1]}}{kv_text}<extra></extra>",
+        hovertemplate=_("layer %{customdata[0]} · head %{customdata[1]}") + kv_text + "<extra></extra>",
         showlegend=False,
     ))
     if selected is not None:
@@ -302,17 +305,17 @@ def model_view_grid(
                               line=dict(color=palette.GUIDE, width=1, dash="dot"))
     notes = []
     if tokens_per_cell > 1:
-        notes.append(f"{n_tokens or '?'} tokens: each thumbnail cell averages {tokens_per_cell}×{tokens_per_cell} "
-                     "token pairs")
+        notes.append(_("{n} tokens: each thumbnail cell averages {cell}×{cell} token pairs").format(
+            n=n_tokens or "?", cell=tokens_per_cell))
     if sink_hidden:
-        notes.append("token 0 hidden, rows renormalised")
+        notes.append(_("token 0 hidden, rows renormalised"))
     # "h4<br>kv1": two short lines stay narrow enough for ~25 px columns in a narrow window
     head_ticks = [f"h{h}" + (f"<br>kv{kv_heads[h]}" if kv_heads is not None else "") for h in range(n_heads)]
     fig.update_layout(
-        title="Every layer × head" + (f"<br><span style='font-size:12px'>({'; '.join(notes)})</span>" if notes else ""),
+        title=_("Every layer × head") + (f"<br><span style='font-size:12px'>({'; '.join(notes)})</span>" if notes else ""),
         coloraxis=dict(
             colorscale=SEQUENTIAL, cmin=0, cmax=255,
-            colorbar=dict(title="attention", thickness=12, tickvals=[0, 64, 128, 191, 255],
+            colorbar=dict(title=_("attention"), thickness=12, tickvals=[0, 64, 128, 191, 255],
                           ticktext=[f"{vmax * k / 4:.3g}" for k in range(5)]),
         ),
         meta=dict(value_per_level=vmax / 255),  # z × value_per_level = attention (what tests and exports read)
@@ -385,8 +388,8 @@ def head_view_lines(
         x=[0.5] * len(weights), y=((qi + kj) / 2).tolist(), mode="markers", showlegend=False,
         marker=dict(size=8, opacity=0), customdata=[[labels[i], labels[j], w] for i, j, w in
                                                      zip(qi.tolist(), kj.tolist(), weights.tolist())],
-        hovertemplate="query: %{customdata[0]}<br>key: %{customdata[1]}<br>attention: %{customdata[2]:.4f}"
-                      "<extra></extra>",
+        hovertemplate=_("query: %{customdata[0]}<br>key: %{customdata[1]}<br>attention: %{customdata[2]:.4f}")
+        + "<extra></extra>",
     ))
     rows = list(range(len(labels)))
     short = [_short(label, 18) for label in labels]  # _short never cuts an entity in half
@@ -395,19 +398,19 @@ def head_view_lines(
             x=[x] * len(rows), y=rows, mode="markers+text", text=short, textposition=pos, showlegend=False,
             marker=dict(size=5, color=palette.GUIDE), hovertext=labels, hoverinfo="text",
         ))
-    notes = ["token 0 hidden, rows renormalised"] if sink_hidden else []
+    notes = [_("token 0 hidden, rows renormalised")] if sink_hidden else []
     if start > 0 or stop < n:
-        notes.append(f"tokens {start}–{stop - 1} of {n}")
+        notes.append(_("tokens {first}–{last} of {n}").format(first=start, last=stop - 1, n=n))
     if total > len(weights):
-        notes.append(f"the {len(weights)} strongest of {total} lines")
+        notes.append(_("the {shown} strongest of {total} lines").format(shown=len(weights), total=total))
     note = f"<br><span style='font-size:12px'>({'; '.join(notes)})</span>" if notes else ""
-    full = plotly_escape(title or "Head view") + note
+    full = plotly_escape(title or _("Head view")) + note
     fig.update_layout(
         title=full,
         xaxis=dict(range=[-0.75, 1.75], visible=False, fixedrange=True),
         yaxis=dict(range=[len(rows) - 0.5, -0.5], visible=False),
-        annotations=[dict(x=0, y=1, xref="x", yref="paper", text="<b>query</b>", showarrow=False, yanchor="bottom"),
-                     dict(x=1, y=1, xref="x", yref="paper", text="<b>key</b>", showarrow=False, yanchor="bottom")],
+        annotations=[dict(x=0, y=1, xref="x", yref="paper", text="<b>{}</b>".format(_("query")), showarrow=False, yanchor="bottom"),
+                     dict(x=1, y=1, xref="x", yref="paper", text="<b>{}</b>".format(_("key")), showarrow=False, yanchor="bottom")],
         height=max(320, 90 + 22 * len(rows)),
         margin=dict(l=10, r=10, t=90 if notes else 70, b=10),
         hovermode="closest",

@@ -17,6 +17,9 @@ import plotly.graph_objects as go
 from ..escape import plotly_escape
 from ..capture.tokens import plotly_labels
 from .palette import DIVERGING, SEQUENTIAL
+from ..i18n import N_, _
+
+DOWNSAMPLED_NOTE = N_("downsampled: each cell averages {rows}×{cols} token pairs")
 
 MAX_CELLS = 400
 MAX_TICKS = 60  # beyond this, tick labels are thinned; hover still names every token
@@ -85,15 +88,19 @@ def token_heatmap(
     zmin: float | None = 0.0,
     zmax: float | None = None,
     colorscale: str = SEQUENTIAL,
-    value_name: str = "attention",
-    row_title: str = "query",
-    col_title: str = "key",
+    value_name: str | None = None,
+    row_title: str | None = None,
+    col_title: str | None = None,
     max_cells: int = MAX_CELLS,
     height: int | None = None,
     showscale: bool = True,
 ) -> go.Figure:
     """A query × key heatmap with token labels and a hover naming both tokens and the value. ``title`` is plain
-    text (it may name a model or a token)."""
+    text (it may name a model or a token). ``value_name``, ``row_title``, ``col_title`` default to attention, query
+    and key, in the reader's language."""
+    value_name = _("attention") if value_name is None else value_name
+    row_title = _("query") if row_title is None else row_title
+    col_title = _("key") if col_title is None else col_title
     matrix = np.asarray(matrix, dtype=np.float32)
     title = plotly_escape(title) if title else title
     rows, cols = plotly_labels(row_tokens), plotly_labels(col_tokens)
@@ -117,7 +124,7 @@ def token_heatmap(
         )
     )
     if rs > 1 or cs > 1:
-        note = f"downsampled: each cell averages {rs}×{cs} token pairs"
+        note = _(DOWNSAMPLED_NOTE).format(rows=rs, cols=cs)
         title = f"{title} ({note})" if title else note
     fig.update_layout(
         title=title,

@@ -15,12 +15,12 @@ import plotly.graph_objects as go
 
 from ..escape import plotly_escape
 from ..capture.tokens import display_label, plotly_labels
-from .heatmap import _tick_axis
+from .heatmap import DOWNSAMPLED_NOTE, _tick_axis
 from . import palette
 from .qkv import NEG_INF
+from ..i18n import N_, _
 
 MASK_TOKENS = 16  # tokens shown in a mask matrix: enough to see the pattern, small enough to read every cell
-DOWNSAMPLED = " (downsampled"  # how token_heatmap appends its downsampling note to a title
 
 
 def mask_figure(allowed: np.ndarray, tokens: Sequence[str], *, title: str, height: int = 360) -> go.Figure:
@@ -33,12 +33,50 @@ def mask_figure(allowed: np.ndarray, tokens: Sequence[str], *, title: str, heigh
         text=np.where(allowed, "0", NEG_INF), texttemplate="%{text}",
         textfont=dict(color="white", size=11 if len(labels) <= 12 else 9),
         xgap=1, ygap=1,
-        hovertemplate="query: %{y}<br>key: %{x}<br>added to the score: %{text}<extra></extra>",
+        hovertemplate=_("query: %{y}<br>key: %{x}<br>added to the score: %{text}") + "<extra></extra>",
     ))
     fig.update_layout(
         title=plotly_escape(title), height=height, margin=dict(l=10, r=10, t=40, b=10),
-        xaxis=dict(title="key", tickangle=-60, type="category"),
-        yaxis=dict(title="query", autorange="reversed", type="category"),
+        xaxis=dict(title=_("key"), tickangle=-60, type="category"),
+        yaxis=dict(title=_("query"), autorange="reversed", type="category"),
+    )
+    return fig
+
+
+def window_span(window: int) -> int:
+    """Positions in the sliding-window sketch: the window and a few more, so the band's far edge shows."""
+    return window + max(8, window // 8)
+
+
+def window_hidden_pairs(n: int, window: int) -> int:
+    """Query–key pairs (j ≤ i) that a window of ``window`` keys hides in an n-token text: j ≤ i − window."""
+    k = max(0, n - window)  # queries i ≥ window each lose i − window + 1 keys: 1 + 2 + … + k
+    return k * (k + 1) // 2
+
+
+def window_figure(window: int, n: int, *, text_tokens: int, title: str, height: int = 420) -> go.Figure:
+    """The causal triangle of a global layer and the band a sliding window keeps, over positions 0…n−1, drawn as
+    exact polygons (a 576 × 576 matrix would be 330k cells for two straight edges). A dashed line marks where the
+    reader's text ends."""
+    last = n - 1
+    causal_x, causal_y = [0, 0, last, 0], [0, last, last, 0]
+    # query i keeps keys max(0, i − window + 1) … i: the band's left edge starts to rise at query window − 1
+    band_x, band_y = [0, 0, last - window + 1, last, 0], [0, window - 1, last, last, 0]
+    fig = go.Figure([
+        go.Scatter(x=causal_x, y=causal_y, fill="toself", mode="lines", line=dict(color=palette.MUTED),
+                   fillcolor=palette.MUTED, name=_("outside the window: global layers only"), hoverinfo="name"),
+        go.Scatter(x=band_x, y=band_y, fill="toself", mode="lines", line=dict(color=palette.MAIN),
+                   fillcolor=palette.MAIN, name=_("inside the window of {w}: every layer").format(w=window), hoverinfo="name"),
+    ])
+    end = min(text_tokens, n) - 0.5
+    fig.add_shape(type="line", x0=-0.5, x1=last, y0=end, y1=end, line=dict(color=palette.HIGHLIGHT, dash="dash"))
+    fig.add_annotation(x=last, y=end, xanchor="right", yanchor="bottom", showarrow=False,
+                       text=plotly_escape(_("your text ends here ({n} tokens)").format(n=text_tokens)))
+    fig.update_layout(
+        title=plotly_escape(title), height=height, margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(title=_("key position"), range=[-0.5, last + 0.5], constrain="domain"),
+        yaxis=dict(title=_("query position"), range=[last + 0.5, -0.5], scaleanchor="x", scaleratio=1),
+        legend=dict(orientation="h", yanchor="top", y=-0.15),
     )
     return fig
 
@@ -57,9 +95,10 @@ def fit_panel(fig: go.Figure, *, max_ticks: int, max_height: int) -> go.Figure:
     if fig.layout.height and fig.layout.height > max_height:
         fig.update_layout(height=max_height)
     title = fig.layout.title.text
-    if title and DOWNSAMPLED in title:  # the heatmap's downsampling note, on its own line so it is not cut off
-        head, note = title.split(DOWNSAMPLED, 1)
-        fig.update_layout(title_text=f"{head}<br><sup>{DOWNSAMPLED.strip()}{note}</sup>", margin_t=60)
+    marker = " (" + _(DOWNSAMPLED_NOTE).split("{", 1)[0]  # how token_heatmap appends its note to a title
+    if title and marker in title:  # the heatmap's downsampling note, on its own line so it is not cut off
+        head, note = title.split(marker, 1)
+        fig.update_layout(title_text=f"{head}<br><sup>{marker[1:]}{note}</sup>", margin_t=60)
     return fig
 
 
@@ -69,8 +108,8 @@ def _hover_table(columns: Sequence[Sequence[str]]) -> np.ndarray:
                     axis=-1)
 
 
-KL_TITLE = "KL(causal ‖ bidirectional) of the next-token prediction"
-COSINE_TITLE = "How far each token's final state turns: 1 − cosine"
+KL_TITLE = N_("KL(causal ‖ bidirectional) of the next-token prediction")
+COSINE_TITLE = N_("How far each token's final state turns: 1 − cosine")
 
 
 def kl_chart(changes: pd.DataFrame, *, title: str = KL_TITLE) -> go.Figure:
@@ -80,13 +119,14 @@ def kl_chart(changes: pd.DataFrame, *, title: str = KL_TITLE) -> go.Figure:
     colours = np.where(changes["top_changed"].to_numpy(), palette.HIGHLIGHT, palette.MAIN).tolist()
     fig = go.Figure(go.Bar(
         x=labels, y=changes["kl"].to_numpy(dtype=np.float64), marker_color=colours, customdata=custom,
-        hovertemplate="position: %{x}<br>KL: %{y:.4f} nats<br>top (causal): %{customdata[0]}"
-                      "<br>top (bidirectional): %{customdata[1]}<br>actual next: %{customdata[2]}<extra></extra>",
+        hovertemplate=_("position: %{x}<br>KL: %{y:.4f} nats<br>top (causal): %{customdata[0]}"
+                        "<br>top (bidirectional): %{customdata[1]}<br>actual next: %{customdata[2]}")
+        + "<extra></extra>",
     ))
     fig.update_layout(
-        title=plotly_escape(title), height=320, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),
-        xaxis=dict(title="position (its token)", tickangle=-60, **_tick_axis(labels)),
-        yaxis=dict(title="KL (nats)", rangemode="tozero"),
+        title=plotly_escape(_(title)), height=320, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(title=_("position (its token)"), tickangle=-60, **_tick_axis(labels)),
+        yaxis=dict(title=_("KL (nats)"), rangemode="tozero"),
     )
     return fig
 
@@ -97,11 +137,11 @@ def cosine_chart(changes: pd.DataFrame, *, title: str = COSINE_TITLE) -> go.Figu
     fig = go.Figure(go.Bar(
         x=labels, y=changes["cosine_change"].to_numpy(dtype=np.float64), marker_color=palette.MAIN,
         customdata=changes["cosine"].to_numpy(dtype=np.float64),
-        hovertemplate="token: %{x}<br>1 − cosine: %{y:.4f}<br>cosine: %{customdata:.4f}<extra></extra>",
+        hovertemplate=_("token: %{x}<br>1 − cosine: %{y:.4f}<br>cosine: %{customdata:.4f}") + "<extra></extra>",
     ))
     fig.update_layout(
-        title=plotly_escape(title), height=320, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),
-        xaxis=dict(title="token", tickangle=-60, **_tick_axis(labels)),
-        yaxis=dict(title="1 − cosine", rangemode="tozero"),
+        title=plotly_escape(_(title)), height=320, bargap=0.1, margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(title=_("token"), tickangle=-60, **_tick_axis(labels)),
+        yaxis=dict(title=_("1 − cosine"), rangemode="tozero"),
     )
     return fig

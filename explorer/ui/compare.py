@@ -1,0 +1,153 @@
+"""The Compare page's parts: which two maps (two texts, two models, or the two masks), each side drawn on a shared
+colour scale, and their difference. Widgets are read by ``*_ui`` functions; figures come from
+:func:`explorer.figures.heatmap.token_heatmap`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from . import common as ui
+from .analysis import remember_view, show_figure, square_height
+from ..capture.embedded import EMBEDDED
+from ..capture.model import Model
+from ..capture.tokens import unique_labels
+from ..capture.trace import Trace
+from ..escape import md_escape
+from ..figures.heatmap import token_heatmap
+from ..figures.palette import DIVERGING
+from ..i18n import N_, _, number
+
+MODES = {"texts": N_("Two texts"), "models": N_("Two models"), "masks": N_("The two masks")}
+
+
+@dataclass(frozen=True)
+class Side:
+    label: str
+    model: Model
+    trace: Trace
+    layer: int
+    head: int
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self.trace.attention(self.layer, self.head).numpy()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    mode: str
+    a: Side
+    b: Side
+
+
+def second_text(text: str) -> str:
+    """A default second text: the first text with its first word swapped, so the two usually tokenise alike."""
+    words = text.split(" ", 1)
+    return ("A" if words[0] != "A" else "The") + (" " + words[1] if len(words) > 1 else "")
+
+
+def clamp_selectors(n_layers: int, n_heads: int, layer: int, head: int, key: str) -> tuple[int, int]:
+    """Layer/head inputs for the second model, starting from the first side's choice (clamped to its size)."""
+    row = st.container(horizontal=True)
+    lb = row.number_input(_("Layer (B)"), 0, n_layers - 1, min(layer, n_layers - 1), key=f"{key}_layer")
+    hb = row.number_input(_("Head (B)"), 0, n_heads - 1, min(head, n_heads - 1), key=f"{key}_head")
+    return int(lb), int(hb)
+
+
+def comparison_ui() -> Comparison:
+    """The mode, the head, and what B is: a second text, a second model (and its head), or the other mask."""
+    sel = ui.current_selection()
+    mode = st.radio(_("Compare"), list(MODES), format_func=lambda m: _(MODES[m]), horizontal=True,
+                    key="compare_mode")
+    model_a = ui.current_model()
+    trace_a = ui.current_trace()
+    controls = st.columns([1, 2])
+    with controls[0], st.container(horizontal=True):
+        layer, head = ui.layer_head_selectors(trace_a, key="compare")
+    model_b, layer_b, head_b = model_a, layer, head
+    with controls[1]:
+        if mode == "texts":
+            if "compare_text_b" not in st.session_state:
+                st.session_state["compare_text_b"] = second_text(sel.text)
+            text_b = st.text_area(_("Second text (B)"), key="compare_text_b", height=90, max_chars=ui.MAX_TEXT_CHARS)
+            trace_b = ui.trace_for(model_a, text_b, sel.mask)
+            labels = (_("A (sidebar text)"), _("B (second text)"))
+        elif mode == "models":
+            others = [name for name in EMBEDDED if name != model_a.name] or list(EMBEDDED)
+            name_b = st.selectbox(_("Second model (B)"), others, key="compare_model_b")
+            model_b = ui.model_for(name_b, sel.device)
+            trace_b = ui.trace_for(model_b, sel.text, None)
+            layer_b, head_b = clamp_selectors(trace_b.n_layers, trace_b.n_heads, layer, head, key="compare_b")
+            labels = (f"A ({model_a.name})", f"B ({model_b.name})")
+        else:
+            trace_a = ui.trace_for(model_a, sel.text, "causal")
+            trace_b = ui.trace_for(model_a, sel.text, "bidirectional")
+            labels = (_("A (causal)"), _("B (bidirectional)"))
+            st.caption(_("The model's own mask is **{mask}**; the other one is a what-if that changes the computation "
+                         "in every layer, not just this head.").format(mask=model_a.default_mask))
+    return Comparison(mode, Side(labels[0], model_a, trace_a, layer, head),
+                      Side(labels[1], model_b, trace_b, layer_b, head_b))
+
+
+def side_by_side_ui() -> bool:
+    return st.toggle(_("Side by side"), value=True, key="compare_side_by_side",
+                     help=_("Turn off on narrow screens to draw A above B at full width."))
+
+
+def side(s: Side, matrix: np.ndarray, zmax: float, where, colour_bar: bool) -> None:
+    """One side: what it is, its map on the colour scale shared with the other side, its downloads."""
+    trace = s.trace
+    with where:
+        st.markdown(f"**{md_escape(s.label)}**")
+        what_if = "" if trace.mask_is_model_default else " " + _("(what-if)")
+        st.caption(_("{model} · layer {layer}, head {head} · mask {mask}{what_if} · {n} tokens").format(
+            model=md_escape(s.model.name), layer=s.layer, head=s.head, mask=trace.mask, what_if=what_if,
+            n=trace.n_tokens))
+        fig = token_heatmap(matrix, trace.tokens, trace.tokens,
+                            title=_("{side}: layer {layer}, head {head}").format(side=s.label, layer=s.layer,
+                                                                                 head=s.head),
+                            zmax=zmax, height=square_height(trace.n_tokens), showscale=colour_bar)
+        show_figure(fig, (s.model.name, f"L{s.layer}H{s.head}", s.label.split(" ")[0]), key=f"compare_{s.label[0]}")
+
+
+def sides(c: Comparison) -> tuple[np.ndarray, np.ndarray]:
+    """Both maps on one colour scale (equal colours mean equal weights); returns them."""
+    if c.mode != "masks":
+        remember_view(c.a.trace, f"attention_L{c.a.layer}_H{c.a.head}", ("attention", c.a.layer, c.a.head))
+    a, b = c.a.matrix, c.b.matrix
+    zmax = float(max(a.max(), b.max()))
+    stacked = not side_by_side_ui()
+    left, right = (st.container(), st.container()) if stacked else st.columns(2)
+    side(c.a, a, zmax, left, colour_bar=stacked)  # shared scale: one bar if paired
+    side(c.b, b, zmax, right, colour_bar=True)
+    return a, b
+
+
+def difference(c: Comparison, a: np.ndarray, b: np.ndarray) -> None:
+    """A − B cell by cell, with the largest and mean change, when the maps have the same shape."""
+    st.subheader(_("Difference A − B"))
+    if a.shape != b.shape:
+        st.info(_("A has {n_a} tokens and B has {n_b}: the maps have different shapes, so there is no cell-by-cell "
+                  "difference. Texts that tokenise to the same length can be compared.").format(
+            n_a=a.shape[0], n_b=b.shape[0]))
+        return
+    trace_a = c.a.trace
+    diff = a - b
+    q, k = np.unravel_index(np.abs(diff).argmax(), diff.shape)
+    rows_a = unique_labels(trace_a.tokens)
+    c1, c2, c3 = st.columns(3)
+    c1.metric(_("Largest |A − B|"), number(abs(diff[q, k]), 3),
+              help=_("query {query}, key {key}").format(query=md_escape(rows_a[q]), key=md_escape(rows_a[k])))
+    c2.metric(_("Mean |A − B|"), number(np.abs(diff).mean(), 4))
+    c3.metric(_("Most changed row"), md_escape(rows_a[int(np.abs(diff).sum(-1).argmax())]),
+              help=_("The query whose attention row moved the most (sum of |A − B| over keys)."))
+    if trace_a.tokens != c.b.trace.tokens:
+        st.caption(_("The two token lists differ: cells are compared by position. Labels show A's tokens."))
+    fig = token_heatmap(diff, trace_a.tokens, trace_a.tokens, zmin=None, zmax=None, colorscale=DIVERGING,
+                        value_name="A − B", title=_("A − B (red: A attends more; blue: B attends more)"),
+                        height=square_height(trace_a.n_tokens))
+    show_figure(fig, (c.a.model.name, f"L{c.a.layer}H{c.a.head}", "difference", c.mode), key="compare_diff")
