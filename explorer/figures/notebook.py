@@ -23,10 +23,11 @@ import plotly.graph_objects as go
 import torch
 
 from ..capture.model import Model
-from ..capture.tokens import plotly_labels, plotly_safe, unique_labels
+from ..capture.tokens import plotly_labels, unique_labels
 from ..capture.trace import Trace
 from ..decoding.generation import Step
 from ..errors import ExplorerError
+from ..escape import plotly_escape
 from ..from_scratch.walkthrough import FormulaSteps, token_window
 from . import generation as fg, heads as fh, qkv as fq
 from .heatmap import _tick_axis
@@ -151,7 +152,7 @@ def loss_chart(tokens: Sequence[str], losses: Mapping[str, np.ndarray], *, title
         fig.add_trace(go.Scatter(
             x=labels, y=values, mode="lines+markers", name=f"{name} (mean {values.mean():.2f})",
             line=dict(color=colour), marker=dict(size=4),
-            hovertemplate=f"predicting %{{x}}<br>loss: %{{y:.3f}} nats<extra>{plotly_safe(name)}</extra>",
+            hovertemplate=f"predicting %{{x}}<br>loss: %{{y:.3f}} nats<extra>{plotly_escape(name)}</extra>",
         ))
     fig.update_layout(
         title=title, height=360, margin=dict(l=10, r=10, t=40 if title else 10, b=10), hovermode="x unified",
