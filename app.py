@@ -14,6 +14,7 @@ PAGES = [
     st.Page("pages/generation.py", title="Generation", icon=":material/edit_note:", url_path="generation"),
     st.Page("pages/scratch.py", title="From scratch", icon=":material/build:", url_path="scratch"),
     st.Page("pages/analysis.py", title="Head analysis", icon=":material/query_stats:", url_path="analysis"),
+    st.Page("pages/intervene.py", title="Intervene", icon=":material/science:", url_path="intervene"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
 ]
 

@@ -28,7 +28,6 @@ from ..figures.analysis import layer_head_heatmap, lens_figure, qk_plane_figure
 from ..figures.heatmap import token_heatmap
 from ..i18n import N_, _, number, percent
 
-HEADS_PAGE = "pages/heads.py"
 _VIEWED = "_ae_viewed_maps"
 
 
@@ -65,13 +64,6 @@ def cached_rollout(trace: Trace, last_layer: int) -> np.ndarray:
 
 
 # ---- navigation -----------------------------------------------------------------------------------------------------
-def open_on_heads_page(layer: int, head: int) -> None:
-    """Make (layer, head) the shared selection and go to the heads page."""
-    st.session_state["_ae_layer"] = int(layer)
-    st.session_state["_ae_head"] = int(head)
-    st.switch_page(HEADS_PAGE)
-
-
 # ---- maps the user viewed (exported with the trace) -------------------------------------------------------------
 def remember_view(trace: Trace, name: str, spec: tuple) -> None:
     """Note that a map was shown for this trace. ``spec``: ("attention", layer, head) or ("rollout", last_layer).
@@ -192,8 +184,8 @@ def statistics(model: Model, trace: Trace) -> None:
                           selection_mode="single-row", key="analysis_stats_table", height=320)
     if picked.selection.rows:
         row = table.iloc[picked.selection.rows[0]]
-        open_on_heads_page(int(row["layer"]), int(row["head"]))
-    cols = st.columns([3, 2, 1], vertical_alignment="bottom")
+        ui.open_on_heads_page(int(row["layer"]), int(row["head"]))
+    cols = st.columns([3, 2, 2, 1], vertical_alignment="bottom")
     choice = cols[0].selectbox(
         _("Or pick a head"), range(len(table)), key="analysis_open_choice",
         format_func=lambda i: _("layer {layer} · head {head} ({statistic} {value})").format(
@@ -201,9 +193,10 @@ def statistics(model: Model, trace: Trace) -> None:
             value=f"{table[sort_by][i]:.3f}"),
     )
     if cols[1].button(_("Open on the Attention heads page"), icon=":material/open_in_new:", key="analysis_open"):
-        open_on_heads_page(int(table["layer"][choice]), int(table["head"][choice]))
-    # INTERVENE: the lead wires a one-line "Intervene on this head" button here, for table["layer"/"head"][choice]
-    cols[2].download_button(_("Table (CSV)"), frame.to_csv(index=False, float_format="%.6g"),
+        ui.open_on_heads_page(int(table["layer"][choice]), int(table["head"][choice]))
+    if cols[2].button(_("Intervene on this head"), icon=":material/science:", key="analysis_intervene"):
+        ui.open_intervene([(int(table["layer"][choice]), int(table["head"][choice]))])
+    cols[3].download_button(_("Table (CSV)"), frame.to_csv(index=False, float_format="%.6g"),
                             file_name=export.file_name(model.name, "head-stats", ext="csv"), mime="text/csv",
                             icon=":material/download:", on_click="ignore", key="analysis_stats_csv")
     tabs = st.tabs([stat_label(name) for name in STATISTICS])
@@ -225,7 +218,7 @@ def statistic_map(model: Model, trace: Trace, frame: pd.DataFrame, name: str, ma
     points = [p for p in event.selection.points if p.get("customdata") is not None] if event else []
     if points:
         layer, head = points[0]["customdata"][:2]
-        open_on_heads_page(int(layer), int(head))
+        ui.open_on_heads_page(int(layer), int(head))
 
 
 def geometry_ui(trace: Trace) -> GeometryParams:

@@ -378,3 +378,22 @@ def require_entrypoint() -> None:
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+# ---- going to another page with a selection (the heads, analysis and intervene pages link to each other) -----------
+HEADS_PAGE = "pages/heads.py"
+INTERVENE_PAGE = "pages/intervene.py"
+INTERVENE_HEADS_KEY = "intervene_heads"  # the Intervene page's chosen heads: a list of (layer, head), per session
+
+
+def open_on_heads_page(layer: int, head: int) -> None:
+    """Make (layer, head) the shared selection and go to the heads page."""
+    st.session_state["_ae_layer"] = int(layer)
+    st.session_state["_ae_head"] = int(head)
+    st.switch_page(HEADS_PAGE)
+
+
+def open_intervene(heads: list[tuple[int, int]]) -> None:
+    """Choose ``heads`` on the Intervene page and go there."""
+    st.session_state[INTERVENE_HEADS_KEY] = sorted({(int(layer), int(head)) for layer, head in heads})
+    st.switch_page(INTERVENE_PAGE)

@@ -132,7 +132,8 @@ def one_head(view: HeadsView) -> None:
     )
     if view.kv_heads:
         st.caption(ui.kv_sharing_note(view.trace, view.head) + ".")
-    # INTERVENE: the lead wires a one-line "Intervene on this head" button here, for (view.layer, view.head)
+    if st.button(_("Intervene on this head"), icon=":material/science:", key="heads_intervene"):
+        ui.open_intervene([(view.layer, view.head)])
 
 
 def line_window_ui(view: HeadsView) -> tuple[int, int]:
