@@ -52,8 +52,8 @@ models: $(if $(findstring $(BIN)/,$(PIP)),$(STAMP)) ## Install the embedded mode
 # (new ones arrive untranslated, changed ones fuzzy), compile. tests/test_i18n.py fails until each has a translation.
 LOCALES := explorer/locales
 i18n: setup ## Extract the strings to translate into the catalogues and compile them
-	$(BIN)/pybabel -q extract -F babel.cfg --add-location=file --sort-by-file -o $(LOCALES)/messages.pot explorer pages app.py
-	$(BIN)/pybabel -q update -i $(LOCALES)/messages.pot -d $(LOCALES) -l zh_Hans_CN --add-location=file
+	$(BIN)/pybabel -q extract -F babel.cfg --add-location=file --sort-by-file -w 120 -o $(LOCALES)/messages.pot explorer pages app.py
+	$(BIN)/pybabel -q update -i $(LOCALES)/messages.pot -d $(LOCALES) -l zh_Hans_CN --ignore-obsolete -w 120
 	$(BIN)/pybabel -q compile -d $(LOCALES)
 
 # The browser test drives Debian's chromium (playwright cannot download browsers offline); Noto CJK draws Chinese.
