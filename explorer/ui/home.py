@@ -127,7 +127,8 @@ def token_strip(trace: Trace, device: str) -> None:
     if trace.n_tokens > len(shown):
         more = trace.n_tokens - len(shown)
         st.caption(ngettext("… and {n} more token (Attention heads and Q, K, V show them all).",
-                            "… and {n} more tokens (Attention heads and Q, K, V show them all).", more).format(n=more))
+                            "… and {n} more tokens (Attention heads and Q, K, V show them all).", more
+                            ).format(n=more))
 
 
 def tour() -> None:
