@@ -116,7 +116,7 @@ def token_strip(trace: Trace, device: str) -> None:
              _("{layers} layers × {heads} heads").format(layers=trace.n_layers, heads=trace.n_heads)]
     if trace.n_kv_heads != trace.n_heads:
         facts.append(_("{n} key/value heads, shared").format(n=trace.n_kv_heads))
-    mask = _(ui.MASK_LABELS.get(trace.mask, trace.mask))
+    mask = _(ui.MASK_LABELS.get(trace.mask, trace.mask)).lower()
     facts.append(_("mask: {mask}").format(mask=mask) if trace.mask_is_model_default
                  else _("mask: {mask} (what-if)").format(mask=mask))
     facts.append(_("device: {device}").format(device=device))
