@@ -19,14 +19,13 @@ pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
 
 
 def app_pages() -> list[str]:
-    """The page files app.py navigates to, in its order (the first argument of each ``st.Page``)."""
-    tree = ast.parse(Path(APP).read_text(encoding="utf-8"))
-    return [
-        node.args[0].value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "Page"
-        and node.args and isinstance(node.args[0], ast.Constant)
-    ]
+    """The page files app.py navigates to, in its order (each ``st.Page``'s ``page``, by position or name)."""
+    found = []
+    for node in ast.walk(ast.parse(Path(APP).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "Page":
+            named = [k.value for k in node.keywords if k.arg == "page"]
+            found.append((node.args[:1] or named)[0].value)
+    return found
 
 
 PAGES = app_pages()
