@@ -278,12 +278,16 @@ def sidebar() -> None:
                  format_func=lambda code: LANGUAGES[code][0])
         st.markdown("### " + _("Model and text"))
         choices = list(EMBEDDED) + ([OTHER_MODEL] if s.allowed_models == "any" else [])
+        # Labels translated now, not inside format_func: Streamlit may call that outside this run's language context
+        # (AppTest formats values in the test's thread), and it would answer in another language.
+        model_labels = {n: _("{model} (embedded)").format(model=n) for n in EMBEDDED}
+        model_labels[OTHER_MODEL] = _("Other: Hugging Face id or folder")
+        mask_labels = {m: _(label) for m, label in MASK_LABELS.items()}
         st.selectbox(
             _("Model"),
             choices,
             persist_state="session", key="model_choice",
-            format_func=lambda n: (_("{model} (embedded)").format(model=n) if n in EMBEDDED
-                                   else _("Other: Hugging Face id or folder")),
+            format_func=model_labels.__getitem__,
             help="\n\n".join(f"**{m.name}**: {m.description}" for m in EMBEDDED.values()),
         )
         if st.session_state["model_choice"] == OTHER_MODEL:
@@ -298,7 +302,7 @@ def sidebar() -> None:
         st.text_area(_("Text"), persist_state="session", key="text", height=120, max_chars=MAX_TEXT_CHARS,
                      help=_("Any language. Cut to {n} tokens for display.").format(n=number(s.max_tokens)))
         st.radio(_("Mask"), list(MASK_LABELS), persist_state="session", key="mask",
-                 format_func=lambda m: _(MASK_LABELS[m]), horizontal=True,
+                 format_func=mask_labels.__getitem__, horizontal=True,
                  help=_("Overriding the model's own mask is a what-if: it changes the computation."))
     notice = st.session_state.pop("_ae_notice", None)
     if notice:

@@ -97,9 +97,15 @@ def first_look(trace: Trace) -> None:
                      "the one on the left (outlined). Click one to open it on Attention heads."))
         st.plotly_chart(
             fh.model_view_grid(thumbs, kv_heads=kv_heads, selected=(pick.layer, pick.head), tokens_per_cell=step,
-                               n_tokens=trace.n_tokens, thumb_px=max(20, min(56, 720 // trace.n_layers))),
+                               n_tokens=trace.n_tokens, thumb_px=_thumb_px(trace.n_layers, trace.n_heads)),
             key=GRID_KEY, on_select=_pick_from_grid, selection_mode="points", config={"displayModeBar": False},
         )
+
+
+def _thumb_px(n_layers: int, n_heads: int) -> int:
+    """Thumbnail height for the overview column (about 330 px of thumbnails across, at most about 720 px down):
+    about as tall as wide, so each map keeps its square shape."""
+    return max(16, min(56, 330 // n_heads, 720 // n_layers))
 
 
 def _pick_from_grid() -> None:
