@@ -75,3 +75,21 @@ def test_chinese_text_shows_attention_and_readable_tokens(smollm2):
     assert f"(layer {expected.layer}, head {expected.head})" in named
     strip = " ".join(m.value for m in at.markdown if m.value.startswith(":gray-background["))
     assert "猫" in strip and "垫" in strip  # characters, not byte soup
+
+
+def test_the_sidebar_says_when_tf32_breaks_the_parity(monkeypatch):
+    """On CUDA with TF32 matmuls on, the 1e-5 agreement does not hold: the sidebar says so; on the CPU it says
+    nothing. (No GPU here: CUDA's presence and the TF32 switch are stood in for; the model then fails to load on
+    CUDA, which the page reports as an error of its own.)"""
+    from explorer.ui import common
+
+    monkeypatch.setattr(common, "cuda_available", lambda: True)
+    monkeypatch.setattr(common, "tf32_enabled", lambda: True)
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params["device"] = "cuda"
+    at.run()
+    assert not at.exception
+    assert any("TF32" in notice.value and "1e-5" in notice.value for notice in at.sidebar.info)
+    at.radio(key="device").set_value("cpu").run()
+    assert_clean(at)
+    assert not any("TF32" in notice.value for notice in at.sidebar.info)
