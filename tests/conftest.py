@@ -6,6 +6,8 @@ import pytest
 import torch
 from streamlit.runtime.pages_manager import PagesManager
 
+from explorer.ui.common import leave_legacy_pages_mode
+
 import explorer
 from explorer.capture.embedded import resolve_embedded
 
@@ -79,11 +81,12 @@ def tiny_bert_mlm_dir(tmp_path_factory):
 def navigation_like_a_server(monkeypatch):
     """AppTest builds a fresh PagesManager per run and, seeing a pages/ folder, falls back to legacy multipage mode,
     which runs a page file without app.py (the sidebar and its state vanish after switch_page). A real server
-    leaves that mode for good once st.navigation has run; do the same here. Use with ``pytest.mark.usefixtures``."""
+    leaves that mode for good once st.navigation has run; do the same here, with the app's own switch
+    (:func:`explorer.ui.common.leave_legacy_pages_mode`). Use with ``pytest.mark.usefixtures``."""
     original = PagesManager.__init__
 
     def init(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
+        leave_legacy_pages_mode()
 
     monkeypatch.setattr(PagesManager, "__init__", init)

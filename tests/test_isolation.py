@@ -9,6 +9,7 @@ import gc
 import sys
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -275,3 +276,75 @@ def test_ui_code_has_no_global_statements():
         if isinstance(node, (ast.Global, ast.Nonlocal))
     ]
     assert not offenders, offenders
+
+
+# ---- typed cache keys; a trace whose model was dropped is rebuilt ------------------------------------------------
+def test_trace_for_keys_the_shared_cache_with_a_trace_key():
+    from explorer.ui import common
+    from explorer.ui.trace_cache import TraceKey
+
+    model = explorer.load("minilm", device="cpu")
+    text = "Typed keys: which field is the mask?"
+    trace = common.trace_for(model, text, "causal")
+    key = common.make_trace_key("minilm", model.device, text, "causal")
+    assert key == TraceKey(model="minilm", device="cpu", text=text, mask="causal",
+                           max_tokens=common.settings().max_tokens)
+    assert common._trace_cache().get(key) is trace
+    assert trace.mask == "causal" and common.trace_for(model, text, "causal") is trace  # the same key: a hit
+    assert common.trace_for(model, text, None) is not trace  # another mask, another key
+
+
+def test_trace_for_rebuilds_a_trace_whose_model_was_dropped():
+    """The model cache may drop a model while the trace cache still holds its traces (a trace holds its model
+    weakly): trace_for must trace again with the model it is given, not return a trace whose logits raise."""
+    from explorer.ui import common
+
+    text = "A trace outliving its model."
+    first = explorer.load("smollm2", device="cpu")
+    old = common.trace_for(first, text, None)
+    gone = weakref.ref(first)
+    del first
+    gc.collect()
+    assert gone() is None and not old.model_alive
+    second = explorer.load("smollm2", device="cpu")
+    new = common.trace_for(second, text, None)
+    assert new is not old and new.model_alive
+    with torch.inference_mode():
+        ref = second.hf(torch.tensor([new.token_ids])).logits[0]
+    # The same LM head on the same hidden states: float32 dot products over 576 dims, ~1e-7·√576·|h| ≈ 1e-5.
+    assert (new.logits - ref).abs().max().item() <= 1e-4
+    key = common.make_trace_key("smollm2", "cpu", text, None)
+    assert common._trace_cache().get(key) is new
+
+
+def test_trace_cache_counts_a_trace_of_a_dropped_model_as_missing(minilm):
+    """At the cache level: get() answers None, get_or_build() builds again, and the dead entry is gone."""
+    model = explorer.load("smollm2", device="cpu")
+    dead = model.trace("Soon without a model.")
+    del model
+    gc.collect()
+    cache = TraceCache()
+    cache.get_or_build("k", lambda: dead)
+    assert cache.get("k") is None and len(cache) == 0
+    fresh = minilm.trace("A live one.")
+    assert cache.get_or_build("k", lambda: fresh) is fresh and cache.get("k") is fresh
+
+
+# ---- the one private Streamlit API the app relies on --------------------------------------------------------------
+def test_legacy_pages_switch_still_behaves(monkeypatch):
+    """require_entrypoint (and the tests' navigation_like_a_server) flip PagesManager.uses_pages_directory, a private
+    class attribute: None until the first PagesManager decides, True when the app folder has pages/. If a Streamlit
+    upgrade renames or changes it, deep links would run pages without app.py: fail here, loudly."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    from explorer.ui.common import leave_legacy_pages_mode
+
+    assert "uses_pages_directory" in vars(PagesManager), "Streamlit no longer has PagesManager.uses_pages_directory"
+    monkeypatch.setattr(PagesManager, "uses_pages_directory", None)
+    PagesManager(APP)
+    assert PagesManager.uses_pages_directory is True  # app.py sits beside pages/: legacy mode, as on a fresh server
+    assert leave_legacy_pages_mode() is True
+    assert PagesManager.uses_pages_directory is False
+    PagesManager(APP)
+    assert PagesManager.uses_pages_directory is False  # once decided, a new manager keeps it
+    assert leave_legacy_pages_mode() is False

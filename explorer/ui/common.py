@@ -13,30 +13,32 @@ from typing import Iterator, Mapping
 
 import streamlit as st
 
-from ..capture.devices import cuda_available
+from ..capture.devices import cuda_available, tf32_enabled
 from ..capture.embedded import DEFAULT_MODEL, EMBEDDED
 from ..errors import ExplorerError
 from ..escape import md_escape
+from ..i18n import LANGUAGES, N_, _, browser_language, number, set_language
 from ..capture.loading import is_explicit_path, load
 from ..capture.model import Model
 from .settings import Settings, is_loopback
 from ..capture.tokens import display_label
 from ..capture.trace import Trace
-from .trace_cache import TraceCache
+from .trace_cache import TraceCache, TraceKey
 
 log = logging.getLogger("attention_explorer")
 
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."
-MASK_LABELS = {"model": "Model default", "causal": "Causal", "bidirectional": "Bidirectional"}
+MASK_LABELS = {"model": N_("Model default"), "causal": N_("Causal"), "bidirectional": N_("Bidirectional")}
 MAX_TEXT_CHARS = 100_000  # beyond this we refuse before tokenising; the token cap handles the rest
 MAX_MODEL_CHARS = 200  # a hub id is at most 96 + 1 + 96; a folder path rarely longer
 OTHER_MODEL = "other…"
 DEVICES = ("auto", "cpu", "cuda")
 MAX_INDEX_DIGITS = 4  # layer/head from a link: 0–9999, checked against the model later
-PATH_HIDDEN = (
+PATH_HIDDEN = N_(
     "Could not load a model from a path on this server. Why is shown only to visitors on the server's own machine, "
     "since it would tell whether the path exists."
 )
+LANGUAGE_KEY = "lang"  # session state and URL parameter
 
 
 @st.cache_resource(show_spinner=False)
@@ -88,7 +90,8 @@ def model_for(name: str, device: str) -> Model:
     """
     s = settings()
     if not s.model_allowed(name):
-        raise ExplorerError(f"This server only allows the embedded models: {', '.join(EMBEDDED)}.")
+        raise ExplorerError(_("This server only allows the embedded models: {models}.").format(
+            models=", ".join(EMBEDDED)))
     local, explicit = visitor_is_local(), is_explicit_path(name)
     local_paths = s.allow_local_paths and (local or explicit)
     try:
@@ -96,24 +99,25 @@ def model_for(name: str, device: str) -> Model:
     except ExplorerError:
         if local or not (explicit and local_paths):  # with paths off the engine refuses before looking at the disk
             raise
-        raise ExplorerError(PATH_HIDDEN) from None
+        raise ExplorerError(_(PATH_HIDDEN)) from None
 
 
 def _model_with_progress(name: str, device: str, local_paths: bool) -> Model:
     key = (name, device, local_paths)
     if key in _loaded_keys():
         return _load_model(name, device, local_paths)
-    with st.status(f"Loading **{md_escape(name)}** on {device}…", expanded=False) as status:
-        st.write("First load in this server process; later pages and sessions reuse it.")
+    with st.status(_("Loading **{model}** on {device}…").format(model=md_escape(name), device=device),
+                   expanded=False) as status:
+        st.write(_("First load in this server process; later pages and sessions reuse it."))
         if name == "smollm2":
-            st.write("The first run ever converts the GGUF file once (about 20 s); later runs read the cache.")
+            st.write(_("The first run ever converts the GGUF file once (about 20 s); later runs read the cache."))
         try:
             model = _load_model(name, device, local_paths)
         except Exception:
-            status.update(label=f"Could not load **{md_escape(name)}**", state="error")
+            status.update(label=_("Could not load **{model}**").format(model=md_escape(name)), state="error")
             raise
-        status.update(label=f"Loaded **{md_escape(name)}** ({model.n_layers} layers × {model.n_heads} heads)",
-                      state="complete")
+        status.update(label=_("Loaded **{model}** ({layers} layers × {heads} heads)").format(
+            model=md_escape(name), layers=model.n_layers, heads=model.n_heads), state="complete")
     _loaded_keys().add(key)
     return model
 
@@ -122,23 +126,29 @@ def trace_for(model: Model, text: str, mask: str | None) -> Trace:
     """A cached trace of ``text`` (cut to the app's token cap) under ``mask``."""
     if len(text) > MAX_TEXT_CHARS:
         raise ExplorerError(
-            f"The text has {len(text):,} characters; the app accepts at most {MAX_TEXT_CHARS:,}. Shorten it."
+            _("The text has {n} characters; the app accepts at most {limit}. Shorten it.").format(
+                n=number(len(text)), limit=number(MAX_TEXT_CHARS))
         )
-    cache, cap = _trace_cache(), settings().max_tokens
+    cache = _trace_cache()
     if mask is not None and mask == model.default_mask:
         # The model's own mask asked for by name (Masking, Compare): the trace under mask=None (the sidebar's) is
         # the same computation unless the model's own mask is something else (sliding windows), so reuse it.
-        own = cache.get((model.name, str(model.device), text, None, cap))
+        own = cache.get(make_trace_key(model.name, model.device, text, None))
         if own is not None and all(r.mask_kind == mask for r in own.records):
             return own
-    key = (model.name, str(model.device), text, mask, cap)
-    return cache.get_or_build(key, lambda: model.trace(text, mask=mask, max_tokens=cap))
+    key = make_trace_key(model.name, model.device, text, mask)
+    return cache.get_or_build(key, lambda: model.trace(text, mask=mask, max_tokens=key.max_tokens))
 
 
-def trace_key(trace: Trace) -> tuple:
-    """A small key for st.cache_data on analyses of a sidebar trace: model, device, text, the sidebar's mask (None:
-    the model's own; analyses re-trace with it), token count."""
-    return (trace.model_name, str(trace.device), trace.text, current_selection().mask, trace.n_tokens)
+def make_trace_key(model: str, device, text: str, mask: str | None) -> TraceKey:
+    """The one builder of :class:`TraceKey`: a trace of ``text`` cut to the app's token cap."""
+    return TraceKey(model, str(device), text, mask, settings().max_tokens)
+
+
+def trace_key(trace: Trace) -> TraceKey:
+    """The key for st.cache_data on analyses of a sidebar trace: its model, device and text, the sidebar's mask
+    (None: the model's own; analyses re-trace with it) and the token cap."""
+    return make_trace_key(trace.model_name, trace.device, trace.text, current_selection().mask)
 
 
 # ---- session state and URL --------------------------------------------------------------------------------
@@ -151,6 +161,7 @@ class UrlView:
     device: str | None = None  # one of DEVICES
     text: str | None = None
     mask: str | None = None  # a key of MASK_LABELS
+    lang: str | None = None  # a key of explorer.i18n.LANGUAGES
     layer: int | None = None
     head: int | None = None
     notices: tuple[str, ...] = field(default=())
@@ -164,37 +175,58 @@ def parse_url(params: Mapping[str, str], allow_any_model: bool) -> UrlView:
     notices: list[str] = []
 
     def ignored(key: str, why: str) -> None:
-        notices.append(f"The link's {key} “{md_escape(_clip(params[key]))}” was ignored: {why}.")
+        notices.append(_("The link's {key} “{value}” was ignored: {why}.").format(
+            key=key, value=md_escape(_clip(params[key])), why=why))
 
     if "model" in params:
         model = params["model"].strip()
         if model in EMBEDDED or (allow_any_model and 0 < len(model) <= MAX_MODEL_CHARS):
             found["model"] = model
         else:
-            ignored("model", f"this server opens {', '.join(EMBEDDED)}" + (" or a Hugging Face id or folder of at "
-                             f"most {MAX_MODEL_CHARS} characters" if allow_any_model else " only"))
-    for key, known in (("device", DEVICES), ("mask", tuple(MASK_LABELS))):
+            why = (_("this server opens {models} or a Hugging Face id or folder of at most {n} characters")
+                   if allow_any_model else _("this server opens {models} only"))
+            ignored("model", why.format(models=", ".join(EMBEDDED), n=MAX_MODEL_CHARS))
+    for key, known in (("device", DEVICES), ("mask", tuple(MASK_LABELS)), ("lang", tuple(LANGUAGES))):
         if key in params:
             if params[key] in known:
                 found[key] = params[key]
             else:
-                ignored(key, "it is none of " + ", ".join(known))
+                ignored(key, _("it is none of {values}").format(values=", ".join(known)))
     if "text" in params:
         found["text"] = params["text"][:MAX_TEXT_CHARS]
         if len(params["text"]) > MAX_TEXT_CHARS:
-            notices.append(f"The link's text was cut to its first {MAX_TEXT_CHARS:,} characters.")
+            notices.append(_("The link's text was cut to its first {n} characters.").format(
+                n=number(MAX_TEXT_CHARS)))
     for key in ("layer", "head"):
         if key in params:
             raw = params[key]
             if raw.isascii() and raw.isdigit() and len(raw) <= MAX_INDEX_DIGITS:
                 found[key] = int(raw)
             else:
-                ignored(key, f"it is not a whole number from 0 to {10**MAX_INDEX_DIGITS - 1}; showing 0")
+                ignored(key, _("it is not a whole number from 0 to {last}; showing 0").format(
+                    last=10**MAX_INDEX_DIGITS - 1))
     return UrlView(**found, notices=tuple(notices))
 
 
 def _clip(value: str, limit: int = 60) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _url_view() -> UrlView:
+    return parse_url(st.query_params.to_dict(), allow_any_model=settings().allowed_models == "any")
+
+
+def init_language() -> str:
+    """Speak the session's language for this script run; call first in ``app.py``, before ``st.navigation`` (page
+    titles are translated). A session's first run takes it from the link's ``?lang=``, else from the browser's
+    locale, else English; afterwards the sidebar's choice (session state) rules."""
+    if LANGUAGE_KEY not in st.session_state:
+        try:
+            asked = _url_view().lang
+        except Exception:  # noqa: BLE001 - a bad link must not stop the app; the sidebar's guard reports it
+            asked = None
+        st.session_state[LANGUAGE_KEY] = asked or browser_language(st.context.locale)
+    return set_language(st.session_state[LANGUAGE_KEY])
 
 
 def _init_from_query_params() -> None:
@@ -203,7 +235,7 @@ def _init_from_query_params() -> None:
         return
     st.session_state["_ae_init"] = True
     s = settings()
-    view = parse_url(st.query_params.to_dict(), allow_any_model=s.allowed_models == "any")
+    view = _url_view()
     notices = list(view.notices)
     model = view.model or DEFAULT_MODEL
     if model in EMBEDDED:
@@ -215,8 +247,8 @@ def _init_from_query_params() -> None:
     if device == "auto":
         device = "cuda" if cuda_available() else "cpu"
     if device == "cuda" and not cuda_available():
-        source = "The link" if view.device else "This server's AE_DEFAULT_DEVICE"
-        notices.append(f"{source} asked for CUDA, but there is no GPU here: using the CPU.")
+        notices.append(_("The link asked for CUDA, but there is no GPU here: using the CPU.") if view.device else
+                       _("This server's AE_DEFAULT_DEVICE asked for CUDA, but there is no GPU here: using the CPU."))
         device = "cpu"
     st.session_state["device"] = device if device in device_options() else device_options()[0]
     st.session_state["text"] = DEFAULT_TEXT if view.text is None else view.text
@@ -238,24 +270,40 @@ def sidebar() -> None:
     with guard():  # the URL is user input: a bad link gets a message, never a crash
         _init_from_query_params()
     s = settings()
+    # persist_state="session": st.switch_page (a page's "open on …" buttons) ends the run early, and Streamlit then
+    # drops the state of every widget the new page has not drawn yet, the sidebar's included (the text would vanish).
     with st.sidebar:
-        st.markdown("### Model and text")
+        # The label names the choice in both languages: a visitor who cannot read the current one still finds it.
+        st.radio("Language / 语言", list(LANGUAGES), persist_state="session", key=LANGUAGE_KEY, horizontal=True,
+                 format_func=lambda code: LANGUAGES[code][0])
+        st.markdown("### " + _("Model and text"))
         choices = list(EMBEDDED) + ([OTHER_MODEL] if s.allowed_models == "any" else [])
+        # Labels translated now, not inside format_func: Streamlit may call that outside this run's language context
+        # (AppTest formats values in the test's thread), and it would answer in another language.
+        model_labels = {n: _("{model} (embedded)").format(model=n) for n in EMBEDDED}
+        model_labels[OTHER_MODEL] = _("Other: Hugging Face id or folder")
+        mask_labels = {m: _(label) for m, label in MASK_LABELS.items()}
         st.selectbox(
-            "Model",
+            _("Model"),
             choices,
-            key="model_choice",
-            format_func=lambda n: f"{n} (embedded)" if n in EMBEDDED else "Other: Hugging Face id or folder",
+            persist_state="session", key="model_choice",
+            format_func=model_labels.__getitem__,
             help="\n\n".join(f"**{m.name}**: {m.description}" for m in EMBEDDED.values()),
         )
         if st.session_state["model_choice"] == OTHER_MODEL:
-            st.text_input("Model id or folder", key="model_custom", placeholder="e.g. gpt2")
-        st.radio("Device", device_options(), key="device", horizontal=True,
-                 help="CUDA appears when PyTorch sees a GPU. The numbers agree within float32 tolerance.")
-        st.text_area("Text", key="text", height=120, max_chars=MAX_TEXT_CHARS,
-                     help=f"Any language. Cut to {s.max_tokens:,} tokens for display.")
-        st.radio("Mask", list(MASK_LABELS), key="mask", format_func=MASK_LABELS.get, horizontal=True,
-                 help="Overriding the model's own mask is a what-if: it changes the computation.")
+            st.text_input(_("Model id or folder"), persist_state="session", key="model_custom",
+                          placeholder=_("e.g. gpt2"))
+        st.radio(_("Device"), device_options(), persist_state="session", key="device", horizontal=True,
+                 help=_("CUDA appears when PyTorch sees a GPU. The numbers agree within float32 tolerance."))
+        if st.session_state.get("device") == "cuda" and tf32_enabled():
+            st.info(_("TF32 matrix multiplications are on in this server process, so CUDA results differ from "
+                      "the float32 reference by about 1e-3 (relative): the 1e-5 agreement this app checks does not "
+                      "hold here."), icon=":material/info:")
+        st.text_area(_("Text"), persist_state="session", key="text", height=120, max_chars=MAX_TEXT_CHARS,
+                     help=_("Any language. Cut to {n} tokens for display.").format(n=number(s.max_tokens)))
+        st.radio(_("Mask"), list(MASK_LABELS), persist_state="session", key="mask",
+                 format_func=mask_labels.__getitem__, horizontal=True,
+                 help=_("Overriding the model's own mask is a what-if: it changes the computation."))
     notice = st.session_state.pop("_ae_notice", None)
     if notice:
         st.warning(notice)
@@ -267,6 +315,7 @@ def sync_query_params() -> None:
         "model": current_selection().model,
         "device": st.session_state.get("device"),
         "mask": st.session_state.get("mask"),
+        "lang": st.session_state.get(LANGUAGE_KEY),
     }
     text = st.session_state.get("text", "")
     if len(text) <= 1500:  # long texts would make unusable links; they are simply left out
@@ -289,7 +338,8 @@ def kv_sharing_note(trace: Trace, head: int) -> str:
     """Which key/value head a query head reads under grouped-query attention, and which other heads share it."""
     kv = trace.kv_head(head)
     mates = [h for h in trace.heads_sharing_kv(kv) if h != head]
-    return f"Head {head} reads key/value head {kv}, shared with heads {', '.join(map(str, mates))}"
+    return _("Head {head} reads key/value head {kv}, shared with heads {mates}").format(
+        head=head, kv=kv, mates=", ".join(map(str, mates)))
 
 
 @contextlib.contextmanager
@@ -301,7 +351,8 @@ def guard() -> Iterator[None]:
         st.error(md_escape(exc), icon="⚠️")
     except Exception as exc:  # noqa: BLE001 - the page must survive; the log keeps the traceback
         log.exception("unexpected error")
-        st.error(f"Something went wrong ({type(exc).__name__}). Your text and settings are kept; try another input.")
+        st.error(_("Something went wrong ({error}). Your text and settings are kept; try another input.").format(
+            error=type(exc).__name__))
 
 
 def current_selection() -> Selection:
@@ -317,7 +368,7 @@ def current_model() -> Model:
     """The selected model (raises ExplorerError with a user-facing message; call inside :func:`guard`)."""
     sel = current_selection()
     if not sel.model:
-        raise ExplorerError("Type a Hugging Face model id or a folder in the sidebar.")
+        raise ExplorerError(_("Type a Hugging Face model id or a folder in the sidebar."))
     return model_for(sel.model, sel.device)
 
 
@@ -328,12 +379,16 @@ def current_trace(mask: str | None | type(...) = ...) -> Trace:
     trace = trace_for(model, sel.text, sel.mask if mask is ... else mask)
     if trace.truncated_from:
         cap = settings().max_tokens
-        why = f"the app's cap, AE_MAX_TOKENS={cap}" if trace.n_tokens == cap else "the model's context length"
-        st.info(f"The text has {trace.truncated_from:,} tokens; showing the first {trace.n_tokens:,} ({why}).")
+        notice = (_("The text has {n} tokens; showing the first {shown} (the app's cap, AE_MAX_TOKENS={cap}).")
+                  if trace.n_tokens == cap else
+                  _("The text has {n} tokens; showing the first {shown} (the model's context length)."))
+        st.info(notice.format(n=number(trace.truncated_from), shown=number(trace.n_tokens), cap=cap))
     if mask is ... and not trace.mask_is_model_default:
         st.warning(
-            f"What-if: {md_escape(model.name)} was trained with a {model.default_mask} mask and is running under a "
-            f"{trace.mask} one here. The numbers are real, but not what the model normally computes.",
+            _("What-if: {model} was trained with a {trained} mask and is running under a {mask} one here. The "
+              "numbers are real, but not what the model normally computes.").format(
+                model=md_escape(model.name), trained=_(MASK_LABELS.get(model.default_mask, model.default_mask)).lower(),
+                mask=_(MASK_LABELS.get(trace.mask, trace.mask)).lower()),
             icon=":material/science:",
         )
     return trace
@@ -345,13 +400,18 @@ def layer_head_selectors(trace: Trace, key: str, head: bool = True, container=No
     Values out of range (e.g. from an edited URL) are clamped with a message rather than crashing.
     """
     where = container or st
+    labels = {"layer": _("Layer"), "head": _("Head")}
+    out_of_range = {
+        "layer": _("Layer {value} is out of range for this model (0–{last}); showing 0."),
+        "head": _("Head {value} is out of range for this model (0–{last}); showing 0."),
+    }
     chosen = []
     for name, count in (("layer", trace.n_layers), ("head", trace.n_heads))[: 2 if head else 1]:
         shared = f"_ae_{name}"
         value = st.session_state.get(shared, 0)
         if not 0 <= value < count:
             if value != 0:
-                st.warning(f"{name.capitalize()} {value} is out of range for this model (0–{count - 1}); showing 0.")
+                st.warning(out_of_range[name].format(value=value, last=count - 1))
             value = 0
         widget_key = f"{key}_{name}"
         st.session_state[widget_key] = value
@@ -359,7 +419,7 @@ def layer_head_selectors(trace: Trace, key: str, head: bool = True, container=No
         def _store(shared=shared, widget_key=widget_key):
             st.session_state[shared] = st.session_state[widget_key]
 
-        where.number_input(name.capitalize(), 0, count - 1, step=1, key=widget_key, on_change=_store)
+        where.number_input(labels[name], 0, count - 1, step=1, key=widget_key, on_change=_store)
         st.session_state[shared] = value
         chosen.append(int(value))
     return (chosen[0], chosen[1] if head else 0)
@@ -373,11 +433,22 @@ def require_entrypoint() -> None:
     the URL's state. ``app.py``'s ``st.navigation`` switches the process to the current mode; if a page finds
     itself running before that happened, it flips the switch and reruns, so the same URL runs through ``app.py``.
     """
+    if leave_legacy_pages_mode():
+        st.rerun()
+
+
+def leave_legacy_pages_mode() -> bool:
+    """Switch this process out of Streamlit's legacy ``pages/`` mode; True when it was in it.
+
+    The one use of a private Streamlit API (``PagesManager.uses_pages_directory``, a class attribute: None until
+    the first run decides, True in legacy mode); tests/test_isolation.py checks that it still behaves so, and the
+    tests' ``navigation_like_a_server`` fixture calls this too.
+    """
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    was_legacy = bool(PagesManager.uses_pages_directory)
+    PagesManager.uses_pages_directory = False
+    return was_legacy
 
 
 # ---- going to another page with a selection (the heads, analysis and intervene pages link to each other) -----------

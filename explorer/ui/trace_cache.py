@@ -8,9 +8,22 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Callable, Hashable
+from typing import Callable, Hashable, NamedTuple
 
 from ..capture.trace import Trace
+
+
+class TraceKey(NamedTuple):
+    """What a trace of the app depends on; the one key of the trace cache and of analyses' ``st.cache_data``.
+
+    ``mask`` None is the model's own mask; ``max_tokens`` the app's token cap the text was cut to.
+    """
+
+    model: str
+    device: str
+    text: str
+    mask: str | None
+    max_tokens: int
 
 
 class TraceCache:
@@ -28,9 +41,8 @@ class TraceCache:
         """The cached trace for ``key``, or ``build()``'s, cached. Exceptions from ``build`` pass through."""
         while True:
             with self._lock:
-                if key in self._items:
-                    self._items.move_to_end(key)
-                    trace = self._items[key]
+                trace = self._live(key)
+                if trace is not None:
                     self._evict()  # the hit may have grown since it was stored (lazy logits)
                     return trace
                 pending = self._building.get(key)
@@ -53,10 +65,20 @@ class TraceCache:
     def get(self, key: Hashable) -> Trace | None:
         """The cached trace for ``key`` (counted as a use), or None; never builds."""
         with self._lock:
-            trace = self._items.get(key)
-            if trace is not None:
-                self._items.move_to_end(key)
-            return trace
+            return self._live(key)
+
+    def _live(self, key: Hashable) -> Trace | None:
+        # Hold the lock. A trace holds its model weakly: once the model cache dropped that model, the trace's logits
+        # cannot be computed, so it counts as missing (and is dropped) and the caller traces again with the model
+        # it has now.
+        trace = self._items.get(key)
+        if trace is None:
+            return None
+        if not trace.model_alive:
+            del self._items[key]
+            return None
+        self._items.move_to_end(key)
+        return trace
 
     def _evict(self) -> None:
         # Sizes are measured afresh each time (holding the lock): a trace's logits (n × vocab floats) are computed
