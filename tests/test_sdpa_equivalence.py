@@ -208,7 +208,9 @@ def test_sliding_window_override_is_reported_as_a_what_if(sliding):
         ref = eager(torch.tensor([own.token_ids]), output_attentions=True).attentions
     for layer, maps in enumerate(ref):  # the window is really in force (float32 softmax over ≤ 4 keys)
         assert (own.attentions(layer) - maps[0]).abs().max().item() <= 1e-5
-    assert own.mask == "custom" and own.mask_is_model_default
+    # Recorded by its size (Mistral's window as Gemma 3's), not as a (T, S) matrix per layer.
+    assert own.mask == "sliding" and own.mask_is_model_default
+    assert all(r.window == 4 and r.allowed is None for r in own.records)
     causal = model.trace(TEXT, mask="causal")  # drops the window: a different computation
     assert causal.mask == "causal" and not causal.mask_is_model_default
     assert causal.attention(0, 0)[-1, 0].item() > 0  # the last query now sees the first key
