@@ -125,7 +125,14 @@ def _literal_text(node: ast.AST) -> str | None:
     return None
 
 
+# Shown as they are in every language: the product's name, and the language switch, which names both languages so that
+# a reader who cannot read the current one still finds it.
+AS_IS = ("Attention Explorer", "Language / 语言")
+
+
 def _english(text: str) -> bool:
+    for kept in AS_IS:
+        text = text.replace(kept, " ")
     text = re.sub(r"\$[^$]*\$|`[^`]*`|:material/\w+:|\{[^}]*\}", " ", text)  # formulas, code, icons, fields
     words = re.findall(r"[A-Za-z][A-Za-z'\-]+", text)
     return any(not ALLOWED.match(w) for w in words)

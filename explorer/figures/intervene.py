@@ -16,6 +16,7 @@ from plotly.subplots import make_subplots
 from ..capture.tokens import plotly_labels
 from ..escape import plotly_escape
 from ..errors import ExplorerError
+from ..i18n import _
 from . import palette
 
 
@@ -40,7 +41,7 @@ def next_token_bars(
     fig = make_subplots(rows=1, cols=2, subplot_titles=[plotly_escape(t) for t in titles], horizontal_spacing=0.18)
     for col, (ids, tokens, probs) in enumerate((before, after), start=1):
         if not len(ids) == len(tokens) == len(probs):
-            raise ExplorerError("Each top-k list needs as many ids, tokens and probabilities.")
+            raise ExplorerError(_("Each top-k list needs as many ids, tokens and probabilities."))
         labels = [("★ " if i in changed else "") + label for i, label in zip(ids, plotly_labels(tokens))]
         colours = [palette.HIGHLIGHT if i in changed else palette.MAIN for i in ids]
         fig.add_trace(go.Bar(
@@ -68,7 +69,7 @@ def attribution_scatter(
     """Each head's attribution estimate (x) against its exact patching effect (y), with the diagonal y = x."""
     x, y = np.asarray(attribution, dtype=np.float64), np.asarray(exact, dtype=np.float64)
     if x.shape != y.shape or x.shape != (len(heads),):
-        raise ExplorerError("Attribution and exact effects must cover the same heads.")
+        raise ExplorerError(_("Attribution and exact effects must cover the same heads."))
     low = float(min(x.min(), y.min(), 0.0)) if len(x) else 0.0
     high = float(max(x.max(), y.max(), 0.0)) if len(x) else 1.0
     fig = go.Figure(go.Scatter(x=[low, high], y=[low, high], mode="lines", showlegend=False, hoverinfo="skip",

@@ -28,6 +28,7 @@ from ..escape import plotly_escape
 from ..capture.trace import Trace
 from ..decoding.generation import Step
 from ..errors import ExplorerError
+from ..i18n import _
 from ..from_scratch.walkthrough import FormulaSteps, token_window
 from . import generation as fg, heads as fh, qkv as fq
 from .heatmap import _tick_axis
@@ -132,7 +133,7 @@ def stages(model: Model, step: Step, *, candidates: int = CANDIDATES) -> go.Figu
 def next_token_loss(trace: Trace) -> np.ndarray:
     """(n − 1,) cross-entropy in nats of each next token: entry i is −ln p(token i+1 | tokens ≤ i)."""
     if trace.logits is None:
-        raise ExplorerError("This model has no next-token logits (an encoder): there is no next-token loss.")
+        raise ExplorerError(_("This model has no next-token logits (an encoder): there is no next-token loss."))
     logits = trace.logits[:-1].double()  # (n − 1, vocab); float64 so a 13-nat loss keeps its small digits
     targets = torch.tensor(trace.token_ids[1:])
     return torch.nn.functional.cross_entropy(logits, targets, reduction="none").numpy()
@@ -148,7 +149,8 @@ def loss_chart(tokens: Sequence[str], losses: Mapping[str, np.ndarray], *, title
     for (name, values), colour in zip(losses.items(), RUN_COLOURS * len(losses)):
         values = np.asarray(values, dtype=np.float64)
         if values.shape != (len(labels),):
-            raise ExplorerError(f"'{name}' has {values.shape[0]} losses for {len(labels)} predicted tokens.")
+            raise ExplorerError(_("'{name}' has {losses} losses for {tokens} predicted tokens.").format(
+                name=name, losses=values.shape[0], tokens=len(labels)))
         fig.add_trace(go.Scatter(
             x=labels, y=values, mode="lines+markers", name=f"{name} (mean {values.mean():.2f})",
             line=dict(color=colour), marker=dict(size=4),
@@ -177,7 +179,7 @@ def device_agreement(reference: Trace, other: Trace) -> dict[str, float]:
     every layer, head, query and key; ``logits`` over every position and token (language models only)."""
     _check_same_tokens(reference, other)
     if (reference.n_layers, reference.n_heads) != (other.n_layers, other.n_heads):
-        raise ExplorerError("The two traces come from models of different shapes.")
+        raise ExplorerError(_("The two traces come from models of different shapes."))
     attention = max(float((reference.attentions(i) - other.attentions(i)).abs().max())
                     for i in range(reference.n_layers))
     result = {"attention": attention}
@@ -188,4 +190,4 @@ def device_agreement(reference: Trace, other: Trace) -> dict[str, float]:
 
 def _check_same_tokens(a: Trace, b: Trace) -> None:
     if list(a.token_ids) != list(b.token_ids):
-        raise ExplorerError("The two traces ran on different tokens: compare runs of the same text.")
+        raise ExplorerError(_("The two traces ran on different tokens: compare runs of the same text."))
