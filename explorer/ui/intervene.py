@@ -242,7 +242,8 @@ def ablate_ui(model: Model) -> AblateRequest:
         st.session_state[HEADS_KEY] = preset_heads(model, preset, int(k))
     keep_valid_heads(model)
     options = [(l, h) for l in range(model.n_layers) for h in range(model.n_heads)]
-    heads = st.multiselect(_("Heads to switch off (layer.head)"), options, key=HEADS_KEY, format_func=head_label)
+    heads = st.multiselect(_("Heads to switch off (layer.head)"), options, key=HEADS_KEY, format_func=head_label,
+                           placeholder=_("Pick heads, a preset or an example"))
     cols = st.columns(3)
     source = cols[0].radio(_("Input"), list(SOURCES), format_func=lambda s: _(SOURCES[s]), key=SOURCE_KEY)
     ablation = cols[1].radio(_("Mode"), ["zero", "mean"], key="intervene_ablation", horizontal=True,
