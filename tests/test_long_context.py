@@ -145,13 +145,13 @@ def test_window_heatmap_shows_exact_cells_labelled_by_position(trace):
     fig = window_heatmap(probs, trace.tokens, 20, 10, title="w")
     z = fig.data[0].z
     assert z.shape == probs.shape and (z == probs).all()  # no block means: the cells themselves
-    assert fig.data[0].y[0].startswith("20 · ") and fig.data[0].x[0].startswith("10 · ")
+    assert fig.data[0].y[0].startswith("20\u2002") and fig.data[0].x[0].startswith("10\u2002")  # text positions
     with pytest.raises(ValueError):
         window_heatmap(torch.zeros(MAX_WINDOW + 1, 2).numpy(), ["t"] * (MAX_WINDOW + 1), 0, 0, title="w")
     positions, weights = trace.top_keys(3, 0, 40, k=4)
     bars = top_keys_chart(positions.tolist(), weights.tolist(), trace.tokens, 40)
     assert list(bars.data[0].x) == pytest.approx(weights.tolist())
-    assert [y.split(" · ")[0] for y in bars.data[0].y] == [str(p) for p in positions.tolist()]
+    assert [y.split("\u2002")[0] for y in bars.data[0].y] == [str(p) for p in positions.tolist()]
 
 
 def test_gpu_check_without_cuda_and_its_table(monkeypatch, capsys):

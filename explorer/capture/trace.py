@@ -119,12 +119,13 @@ class Trace:
 
     def top_keys(self, layer: int, head: int, query: int, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
         """Where does one query look? The ``k`` keys it weighs most over the whole text: (positions, weights),
-        heaviest first. One (1, n) row is computed, never the map."""
+        heaviest first; keys the mask hides (weight exactly 0) are left out. One (1, n) row, never the map."""
         if not 0 <= int(query) < self.n_tokens:
             raise ExplorerError(f"The query position must lie in 0–{self.n_tokens - 1}.")
         row = self.attention_window(layer, head, queries=slice(query, query + 1))[0]  # (S,)
         top = row.topk(min(max(int(k), 1), row.shape[0]))
-        return top.indices, top.values
+        seen = top.values > 0
+        return top.indices[seen], top.values[seen]
 
     def attentions(self, layer: int) -> torch.Tensor:
         """All heads of one layer: (H, n, n)."""
