@@ -20,7 +20,7 @@ PIP := $(BIN)/python -m pip
 # heap for reuse makes CPU forward passes ~20% faster (README, Benchmarks); the memory bounds still hold.
 export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
 
-.PHONY: run test test-numeric setup models browser i18n bench clean
+.PHONY: run test test-numeric setup models browser i18n bench gpu-check clean
 
 # Only this machine can connect unless ADDRESS says otherwise (e.g. `make run ADDRESS=0.0.0.0`): a server others can
 # reach offers only the embedded models unless AE_ALLOWED_MODELS / AE_ALLOW_LOCAL_PATHS say more (docs/deployment.md).
@@ -67,6 +67,10 @@ bench: setup ## Speed and memory benchmarks (ratios against baselines measured i
 	$(BIN)/python benchmarks/bench_generation.py
 	$(BIN)/python benchmarks/bench_kernels.py
 	$(BIN)/python benchmarks/bench_intervention.py
+
+# The CUDA checks in one ~5-minute script, one table (benchmarks/gpu_check.py); without CUDA it says so and exits 0.
+gpu-check: setup ## CUDA tests, capture overhead, kernels and Gemma 3 peak memory on one GPU
+	$(BIN)/python benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

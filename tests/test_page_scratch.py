@@ -54,8 +54,8 @@ def test_variant_tab_shows_the_entropies_of_the_chosen_departures(smollm2):
     textbook, ours = scratch_checks.textbook_output_for(smollm2, trace, 3)
     record = trace.record(3)
     with torch.inference_mode():
-        variant = tutorial_variant(textbook, Departures(embed_scale=True), record.x.float())
-        theirs = variant(record.x.float(), record.allowed_matrix())
+        variant = tutorial_variant(textbook, Departures(embed_scale=True), trace.x(3))
+        theirs = variant(trace.x(3), record.allowed_matrix())
     bars = chart_data(at, "scratch_entropy_chart")
     # The page's maps are within attention_bound of ours (its own run of the model), its entropies within
     # entropy_bound, each sent as float32 (see bounds).
@@ -78,11 +78,11 @@ def test_variant_tab_with_every_departure_on(smollm2):
     # layer 0, all three departures, the shared projection fitted on the calibration paragraph
     trace = smollm2.trace(ui.DEFAULT_TEXT)
     textbook, ours = scratch_checks.textbook_output_for(smollm2, trace, 0)
-    fit_x = smollm2.trace(scratch_checks.CALIBRATION_TEXT).record(0).x.float()
+    fit_x = smollm2.trace(scratch_checks.CALIBRATION_TEXT).x(0)
     record = trace.record(0)
     with torch.inference_mode():
         variant = tutorial_variant(textbook, Departures(True, True, True), fit_x)
-        effect = scratch_checks.variant_effect(ours, variant(record.x.float(), record.allowed_matrix()))
+        effect = scratch_checks.variant_effect(ours, variant(trace.x(0), record.allowed_matrix()))
     assert metrics(at)["Output differs by"] == f"{effect.output_relative_diff:.1%}"
     assert any("calibration paragraph" in c.value for c in at.caption)
     textbook = MultiHeadAttention.from_model(smollm2, 0)

@@ -233,7 +233,7 @@ def smollm2_layer(smollm2):
     trace = smollm2.trace(TEXT)
     textbook, ours = scratch_checks.textbook_output_for(smollm2, trace, 7)
     record = trace.record(7)
-    return textbook, ours, record.x.float(), record.allowed_matrix()
+    return textbook, ours, trace.x(7), record.allowed_matrix()
 
 
 def test_variant_without_departures_is_the_textbook(smollm2_layer):
@@ -250,11 +250,11 @@ def test_embed_scale_flattens_every_head_on_real_text(name, request):
     for layer in (0, model.n_layers // 2, model.n_layers - 1):
         textbook, ours = scratch_checks.textbook_output_for(model, trace, layer)
         record = trace.record(layer)
-        variant = tutorial_variant(textbook, Departures(embed_scale=True), record.x.float())
+        variant = tutorial_variant(textbook, Departures(embed_scale=True), trace.x(layer))
         assert variant.score_scale() == model.config.hidden_size**-0.5  # the same float64 expression
         assert textbook.score_scale() == pytest.approx(trace.head_dim**-0.5, rel=1e-15)  # the model's, in float64
         with torch.inference_mode():
-            theirs = variant(record.x.float(), record.allowed_matrix())
+            theirs = variant(trace.x(layer), record.allowed_matrix())
         correct, flatter = stats.entropy(ours.probs), stats.entropy(theirs.probs)
         assert correct.shape == (model.n_heads,)
         # each entropy is within entropy_bound of its exact value (the flatter one has smaller scores)
@@ -415,7 +415,7 @@ def test_scratch_module_runs_on_cuda_with_the_same_numbers(smollm2):
         assert gpu_module.w_q.device.type == "cuda"
         record = trace.record(layer)
         with torch.inference_mode():
-            gpu_out = gpu_module(record.x.float().cuda(), allowed=record.allowed_matrix().cuda())
+            gpu_out = gpu_module(trace.x(layer).cuda(), allowed=record.allowed_matrix().cuda())
         assert max_diff(gpu_out.out.cpu(), cpu_out.out) <= output_bound(smollm2, trace, layer, cpu_out.out)
         assert max_diff(gpu_out.probs.cpu(), cpu_out.probs) <= attention_bound(trace, layer)
     gpu_results = scratch_checks.parity(gpu, gpu.encode(TEXT), layers=[0, 29])

@@ -56,7 +56,7 @@ def lens_hidden(model, trace, layer: int, index: torch.Tensor | None = None) -> 
 
 def logit_lens(model, trace, positions: Sequence[int] | None = None, top_k: int = 1) -> LensResult:
     """Top-``top_k`` predictions and their probabilities from every layer at ``positions`` (default: all)."""
-    if not model.is_causal_lm or trace.logits is None:
+    if not model.is_causal_lm or not trace.has_logits:
         raise ExplorerError(
             _("The logit lens reads next-token predictions, and '{model}' has no language-model head "
               "(it is an encoder). Choose a causal language model such as smollm2.").format(model=model.name)

@@ -22,6 +22,10 @@ from .recorder import ATTENTION_NAME
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}(/[\w.\-]{1,96})?$")
 
 
+# The dtypes a model may be loaded in: bfloat16 is what people run on GPUs.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def load(
     name_or_path: str | os.PathLike = "smollm2",
     device: str = "auto",
@@ -29,6 +33,7 @@ def load(
     allow_hub: bool | None = None,
     allow_local_paths: bool = True,
     device_map: str | dict | None = None,
+    dtype: str = "float32",
 ) -> Model:
     """Load a model for tracing.
 
@@ -41,6 +46,9 @@ def load(
         allow_local_paths: may ``name_or_path`` be a path on this machine? (A public deployment says no.)
         device_map: passed to ``from_pretrained`` (e.g. ``"auto"``) to spread a large model over devices with
             ``accelerate``; ``device`` is then where inputs go.
+        dtype: the weights' and activations' type, ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``. Maps
+            stay exact for the computation that ran (its q, k and the kernel's float32 log-sum-exp); they differ
+            from a float32 run by about bfloat16's rounding (README, "GPU and dtype").
 
     Raises:
         ExplorerError: unknown name, missing files, no CUDA, a model that cannot be instrumented.
@@ -57,9 +65,11 @@ def load(
             _("No model given. Choose one of {embedded}, a Hugging Face id or a local folder.").format(
             embedded=", ".join(EMBEDDED))
         )
+    if dtype not in DTYPES:
+        raise ExplorerError(f"Unknown dtype {dtype!r}. Use one of: {', '.join(DTYPES)}.")
     dev = resolve_device(device)
     path = _resolve_source(name, allow_hub=allow_hub, allow_local_paths=allow_local_paths)
-    return _load_folder(name, path, dev, device_map)
+    return _load_folder(name, path, dev, device_map, DTYPES[dtype])
 
 
 def _resolve_source(name: str, allow_hub: bool | None, allow_local_paths: bool) -> str:
@@ -143,7 +153,7 @@ def _model_kind(config) -> ModelKind:
     return "encoder"
 
 
-def _load_folder(name: str, path: str, device: torch.device, device_map) -> Model:
+def _load_folder(name: str, path: str, device: torch.device, device_map, dtype: torch.dtype = torch.float32) -> Model:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     if not any(Path(path).glob("*.safetensors")):
@@ -159,7 +169,7 @@ def _load_folder(name: str, path: str, device: torch.device, device_map) -> Mode
         ) from exc
     kind = _model_kind(config)
     auto = {"causal-lm": AutoModelForCausalLM, "masked-lm": AutoModelForMaskedLM, "encoder": AutoModel}[kind]
-    kwargs = dict(dtype=torch.float32, use_safetensors=True, trust_remote_code=False)
+    kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=False)
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:

@@ -104,6 +104,8 @@ class Recorder:
 
     mask_override: MaskOverride = None
     keep_inputs: bool = True
+    # Modules whose input the trace rebuilds from the hidden states (Model.input_rebuilders): not kept twice.
+    rebuilt_inputs: frozenset[int] = frozenset()
     records: list[AttentionRecord] = field(default_factory=list)
     modules: list[torch.nn.Module] = field(default_factory=list)
     _pending_x: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -134,7 +136,7 @@ def recording(recorder: Recorder) -> Iterator[Recorder]:
 def capture_input_hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
     """Forward pre-hook on attention modules: remember the module's input (the x of x·W_q) for the active call."""
     recorder = _ACTIVE.get()
-    if recorder is None or not recorder.keep_inputs:
+    if recorder is None or not recorder.keep_inputs or id(module) in recorder.rebuilt_inputs:
         return
     hidden = kwargs.get("hidden_states", args[0] if args else None)
     if isinstance(hidden, torch.Tensor):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 
@@ -17,6 +17,9 @@ from ..errors import ExplorerError, check_layer_head
 from .recorder import AttentionRecord, attention_probs
 
 Mask = Literal["causal", "bidirectional", "sliding", "custom"]
+
+# trace.logits (every position) refuses above this: Gemma 3 at 8,192 tokens would need 8 GiB. Pages ask logits_at.
+LOGITS_LIMIT_BYTES = 2 << 30
 
 
 @dataclass
@@ -49,6 +52,9 @@ class Trace:
     # The model's unembedding, held weakly: a cached trace must not keep a GiB-sized model alive after it is unloaded.
     _unembed: weakref.WeakMethod | None = field(default=None, repr=False)
     _logits: torch.Tensor | None = field(default=None, repr=False)
+    # Per layer, the module (input norm, or Identity) that rebuilds x from hidden_states[layer] where the record
+    # did not keep x (Model.input_rebuilders). Held strongly: a norm is d_model weights, not the model.
+    _x_rebuild: tuple[torch.nn.Module | None, ...] = field(default=(), repr=False)
 
     # ---- sizes -------------------------------------------------------------------------------------------
     @property
@@ -98,6 +104,30 @@ class Trace:
         p = attention_probs(r.q[head : head + 1], r.k[kv : kv + 1], r.lse[head : head + 1], r.scale, r.mask_kind, r.allowed, r.window)
         return p[0].float().cpu()
 
+    def attention_window(self, layer: int, head: int, queries: slice = slice(None), keys: slice = slice(None)) -> torch.Tensor:
+        """The exact probabilities of one head on a block of queries × keys: ``attention(layer, head)[queries, keys]``
+        without the (n, n) map, (len(queries), len(keys)) float32. Rows are normalised over the whole text (each
+        query's recorded lse), so a block's rows need not sum to 1. Slices with step 1 only."""
+        self._check(layer, head)
+        r = self.records[layer]
+        T, S = r.q.shape[1], r.k.shape[1]
+        rows, cols = _span(queries, T, "queries"), _span(keys, S, "keys")
+        kv = head // r.group_size
+        q = r.q[head : head + 1, rows]  # (1, Tq, D)
+        k = r.k[kv : kv + 1, cols]  # (1, Sk, D)
+        p = attention_probs(q, k, r.lse[head : head + 1, rows], r.scale, "custom", _allowed_block(r, rows, cols))
+        return p[0].float().cpu()
+
+    def top_keys(self, layer: int, head: int, query: int, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where does one query look? The ``k`` keys it weighs most over the whole text: (positions, weights),
+        heaviest first; keys the mask hides (weight exactly 0) are left out. One (1, n) row, never the map."""
+        if not 0 <= int(query) < self.n_tokens:
+            raise ExplorerError(f"The query position must lie in 0–{self.n_tokens - 1}.")
+        row = self.attention_window(layer, head, queries=slice(query, query + 1))[0]  # (S,)
+        top = row.topk(min(max(int(k), 1), row.shape[0]))
+        seen = top.values > 0
+        return top.indices[seen], top.values[seen]
+
     def attentions(self, layer: int) -> torch.Tensor:
         """All heads of one layer: (H, n, n)."""
         r = self.record(layer)
@@ -132,9 +162,19 @@ class Trace:
     def x(self, layer: int) -> torch.Tensor:
         """(n, d_model): the attention module's input at ``layer`` (the normed hidden state it projects)."""
         r = self.record(layer)
-        if r.x is None:
+        if r.x is not None:
+            return r.x.float().cpu()
+        rebuild = self._x_rebuild[layer] if layer < len(self._x_rebuild) else None
+        if rebuild is None or layer >= len(self.hidden_states):
             raise ExplorerError(_("This trace did not keep attention inputs."))
-        return r.x.float().cpu()
+        with torch.inference_mode():  # the same module on the same hidden state: x as the forward pass made it
+            return rebuild(self.hidden_states[layer]).float().cpu()
+
+    def has_x(self, layer: int) -> bool:
+        """Can :meth:`x` give this layer's attention input (kept, or rebuilt from the hidden state)?"""
+        r = self.record(layer)
+        return r.x is not None or (layer < len(self._x_rebuild) and self._x_rebuild[layer] is not None
+                                   and layer < len(self.hidden_states))
 
     def head_output(self, layer: int, head: int) -> torch.Tensor:
         """(n, head_dim): Σ_j p_ij v_j for one head, before the output projection."""
@@ -142,22 +182,60 @@ class Trace:
 
     # ---- outputs -----------------------------------------------------------------------------------------
     @property
+    def has_logits(self) -> bool:
+        """Does this trace come from a language model (so :meth:`logits_at` can give next-token logits)?"""
+        return self._unembed is not None
+
+    @property
     def logits(self) -> torch.Tensor | None:
-        """(n, vocab) next-token logits for language models (computed on first use), None for encoders.
+        """(n, vocab) next-token logits for language models (computed on first use, then kept), None for encoders.
+
+        Every position at once is n × vocab floats: Gemma 3's 262,144-token vocabulary makes that 1 MiB per position,
+        8 GiB at 8,192 tokens. Above :data:`LOGITS_LIMIT_BYTES` this raises ExplorerError; use :meth:`logits_at`
+        for the positions a page shows.
 
         Raises ExplorerError when they were not computed before the model that made the trace was unloaded.
         """
         if self._unembed is None:
             return None
         if self._logits is None:
-            unembed = self._unembed()
-            if unembed is None:
+            size = self.n_tokens * self._vocab_size() * 4
+            if size > LOGITS_LIMIT_BYTES:
                 raise ExplorerError(
-                    _("The model '{model}' that made this trace is no longer loaded, so its logits cannot be "
-                      "computed. Trace the text again.").format(model=self.model_name)
+                    _("The logits of all {n} positions would take {gib} GiB. Ask for the positions you need "
+                      "with trace.logits_at(positions).").format(n=self.n_tokens, gib=f"{size / 2**30:.1f}")
                 )
-            self._logits = unembed(self.final_hidden).float().cpu()
+            self._logits = self.logits_at(range(self.n_tokens))
         return self._logits
+
+    def logits_at(self, positions: Sequence[int] | slice | range) -> torch.Tensor:
+        """(len(positions), vocab) float32 next-token logits at those positions only (rows in the order given).
+
+        Raises ExplorerError for encoders, positions out of range, or when the model that made the trace is gone.
+        """
+        if self._unembed is None:
+            raise ExplorerError(
+                _("The model '{model}' has no next-token logits (it is an encoder).").format(model=self.model_name)
+            )
+        rows = list(range(self.n_tokens))[positions] if isinstance(positions, slice) else [int(p) for p in positions]
+        if any(p < 0 or p >= self.n_tokens for p in rows):
+            raise ExplorerError(_("Positions must lie in 0–{last}.").format(last=self.n_tokens - 1))
+        if self._logits is not None:
+            return self._logits[rows]
+        unembed = self._unembed()
+        if unembed is None:
+            raise ExplorerError(
+                _("The model '{model}' that made this trace is no longer loaded, so its logits cannot be "
+                  "computed. Trace the text again.").format(model=self.model_name)
+            )
+        index = torch.tensor(rows, dtype=torch.long, device=self.final_hidden.device)
+        return unembed(self.final_hidden[index]).float().cpu()
+
+    def _vocab_size(self) -> int:
+        unembed = self._unembed() if self._unembed is not None else None
+        if unembed is None:
+            return 0  # logits_at raises the clear error
+        return int(unembed.__self__.vocab_size)
 
     @property
     def model_alive(self) -> bool:
@@ -177,3 +255,25 @@ class Trace:
         if self._logits is not None:
             total += self._logits.numel() * self._logits.element_size()
         return total
+
+
+def _span(part: slice, size: int, what: str) -> slice:
+    """``part`` of range(size) as a plain slice start:stop (step 1), or a clear error."""
+    start, stop, step = part.indices(size)
+    if step != 1 or stop <= start:
+        raise ExplorerError(f"Choose a non-empty range of {what} within 0–{size - 1}.")
+    return slice(start, stop)
+
+
+def _allowed_block(r: AttentionRecord, rows: slice, cols: slice) -> torch.Tensor:
+    """(Tq, Sk) bool: the record's mask on rows × cols, without building the (T, S) matrix (except a custom one,
+    which the record already holds)."""
+    if r.allowed is not None:
+        return r.allowed[rows, cols]
+    T, S = r.q.shape[1], r.k.shape[1]
+    i = torch.arange(rows.start, rows.stop, device=r.q.device)[:, None] + (S - T)  # absolute query positions
+    j = torch.arange(cols.start, cols.stop, device=r.q.device)[None, :]
+    if r.mask_kind == "bidirectional":
+        return torch.ones(i.shape[0], j.shape[1], dtype=torch.bool, device=r.q.device)
+    allowed = j <= i  # causal, bottom-right aligned like causal_allowed
+    return allowed & (j > i - r.window) if r.mask_kind == "sliding" else allowed

@@ -132,11 +132,14 @@ def stages(model: Model, step: Step, *, candidates: int = CANDIDATES) -> go.Figu
 # ---- interventions ------------------------------------------------------------------------------------------
 def next_token_loss(trace: Trace) -> np.ndarray:
     """(n − 1,) cross-entropy in nats of each next token: entry i is −ln p(token i+1 | tokens ≤ i)."""
-    if trace.logits is None:
+    if not trace.has_logits:
         raise ExplorerError(_("This model has no next-token logits (an encoder): there is no next-token loss."))
-    logits = trace.logits[:-1].double()  # (n − 1, vocab); float64 so a 13-nat loss keeps its small digits
-    targets = torch.tensor(trace.token_ids[1:])
-    return torch.nn.functional.cross_entropy(logits, targets, reduction="none").numpy()
+    losses = []
+    for rows in torch.split(torch.arange(trace.n_tokens - 1), 512):  # 512 rows of logits at a time, not n × vocab
+        logits = trace.logits_at(rows.tolist()).double()  # float64 so a 13-nat loss keeps its small digits
+        targets = torch.tensor(trace.token_ids[1:])[rows]
+        losses.append(torch.nn.functional.cross_entropy(logits, targets, reduction="none"))
+    return torch.cat(losses).numpy() if losses else np.zeros(0)
 
 
 def loss_chart(tokens: Sequence[str], losses: Mapping[str, np.ndarray], *, title: str | None = None) -> go.Figure:
@@ -183,8 +186,9 @@ def device_agreement(reference: Trace, other: Trace) -> dict[str, float]:
     attention = max(float((reference.attentions(i) - other.attentions(i)).abs().max())
                     for i in range(reference.n_layers))
     result = {"attention": attention}
-    if reference.logits is not None and other.logits is not None:
-        result["logits"] = float((reference.logits - other.logits).abs().max())
+    if reference.has_logits and other.has_logits:  # 512 positions at a time: never n × vocab at once
+        chunks = [r.tolist() for r in torch.split(torch.arange(reference.n_tokens), 512)]
+        result["logits"] = max(float((reference.logits_at(c) - other.logits_at(c)).abs().max()) for c in chunks)
     return result
 
 

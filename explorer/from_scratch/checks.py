@@ -104,7 +104,7 @@ class LayerParity:
 def run_scratch(module: MultiHeadAttention, trace: Trace, layer: int) -> AttentionOutput:
     """The module on ``layer``'s input from the trace, under the mask the trace ran with (float32)."""
     record = trace.record(layer)
-    x = record.x.float().to(module.w_o.device)  # (T, d)
+    x = trace.x(layer).to(module.w_o.device)  # (T, d)
     allowed = record.allowed_matrix().to(module.w_o.device)  # (T, T)
     with torch.inference_mode():
         return module(x, allowed=allowed)

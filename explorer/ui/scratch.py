@@ -78,10 +78,10 @@ def _variant_view(_model: Model, _trace: Trace, key: tuple, layer: int, head: in
     # ``lang``: the view holds words (an engine error, the fill outcomes), so each language gets its own entry
     textbook, ours = scratch_checks.textbook_output_for(_model, _trace, layer)
     record = _trace.record(layer)
-    x = record.x.float().to(textbook.w_o.device)
+    x = _trace.x(layer).to(textbook.w_o.device)  # kept or rebuilt from the hidden state
     allowed = record.allowed_matrix().to(x.device)
     calibration = ui.trace_for(_model, scratch_checks.CALIBRATION_TEXT, key[3])  # the shared fit's text
-    fit_x = calibration.record(layer).x.float().to(x.device)
+    fit_x = calibration.x(layer).to(x.device)
     with torch.inference_mode():
         effect = scratch_checks.variant_effect(ours, tutorial_variant(textbook, departures, fit_x)(x, allowed))
         embed_scale = scratch_checks.attention_only(ours, textbook.d_model**-0.5, allowed)[1]
