@@ -66,7 +66,7 @@ def load(
             embedded=", ".join(EMBEDDED))
         )
     if dtype not in DTYPES:
-        raise ExplorerError(f"Unknown dtype {dtype!r}. Use one of: {', '.join(DTYPES)}.")
+        raise ExplorerError(_("Unknown dtype {dtype}. Use one of: {choices}.").format(dtype=repr(dtype), choices=", ".join(DTYPES)))
     dev = resolve_device(device)
     path = _resolve_source(name, allow_hub=allow_hub, allow_local_paths=allow_local_paths)
     return _load_folder(name, path, dev, device_map, DTYPES[dtype])

@@ -374,7 +374,7 @@ def input_rebuilders(model: Model) -> list[torch.nn.Module | None]:
     for layer, (module, record) in enumerate(zip(model.attention_modules, recorder.records)):
         candidates: list[torch.nn.Module] = [torch.nn.Identity()]
         ancestor = parents.get(id(module))
-        for _ in range(2):  # the decoder layer is the parent (Llama) or the grandparent (BERT's self-attention)
+        for _step in range(2):  # the decoder layer is the parent (Llama) or the grandparent (BERT's self-attention)
             if ancestor is None:
                 break
             candidates += [m for m in ancestor.children() if "norm" in type(m).__name__.lower()]

@@ -122,7 +122,7 @@ class Trace:
         """Where does one query look? The ``k`` keys it weighs most over the whole text: (positions, weights),
         heaviest first; keys the mask hides (weight exactly 0) are left out. One (1, n) row, never the map."""
         if not 0 <= int(query) < self.n_tokens:
-            raise ExplorerError(f"The query position must lie in 0–{self.n_tokens - 1}.")
+            raise ExplorerError(_("The query position must lie in 0–{last}.").format(last=self.n_tokens - 1))
         row = self.attention_window(layer, head, queries=slice(query, query + 1))[0]  # (S,)
         top = row.topk(min(max(int(k), 1), row.shape[0]))
         seen = top.values > 0
@@ -261,7 +261,7 @@ def _span(part: slice, size: int, what: str) -> slice:
     """``part`` of range(size) as a plain slice start:stop (step 1), or a clear error."""
     start, stop, step = part.indices(size)
     if step != 1 or stop <= start:
-        raise ExplorerError(f"Choose a non-empty range of {what} within 0–{size - 1}.")
+        raise ExplorerError(_("Choose a non-empty range of {what} within 0–{last}.").format(what=what, last=size - 1))
     return slice(start, stop)
 
 

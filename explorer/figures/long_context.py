@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 
 from ..capture.tokens import display_label
 from ..escape import plotly_escape
+from ..i18n import _
 from .heatmap import MAX_CELLS, _tick_axis, token_heatmap
 from .palette import SEQUENTIAL
 
@@ -33,7 +34,8 @@ def window_heatmap(probs: np.ndarray, tokens: Sequence[str], q_start: int, k_sta
     probs = np.asarray(probs, dtype=np.float32)
     rows, cols = probs.shape
     if rows > MAX_WINDOW or cols > MAX_WINDOW:
-        raise ValueError(f"A window shows at most {MAX_WINDOW} × {MAX_WINDOW} exact cells, not {rows} × {cols}.")
+        raise ValueError(_("A window shows at most {most} × {most} exact cells, not {rows} × {cols}.").format(
+            most=MAX_WINDOW, rows=rows, cols=cols))
     zmax = float(probs.max()) if probs.size and probs.max() > 0 else 1.0
     fig = token_heatmap(probs, tokens[q_start : q_start + rows], tokens[k_start : k_start + cols], title=title,
                         zmin=0.0, zmax=zmax, height=max(420, min(900, 160 + 12 * rows)))
@@ -54,10 +56,11 @@ def top_keys_chart(positions: Sequence[int], weights: Sequence[float], tokens: S
     fig = go.Figure(go.Bar(
         x=np.asarray(weights, dtype=np.float32), y=labels, orientation="h",
         marker=dict(color=np.asarray(weights, dtype=np.float32), colorscale=SEQUENTIAL, cmin=0.0),
-        hovertemplate="key %{y}<br>weight %{x:.4f}<extra></extra>",
+        hovertemplate=_("key %{y}<br>weight %{x:.4f}") + "<extra></extra>",
     ))
-    heading = title or f"Top {len(positions)} keys of query {query} ({display_label(tokens[query])})"
+    heading = title or _("Top {k} keys of query {query} ({token})").format(
+        k=len(positions), query=query, token=display_label(tokens[query]))
     fig.update_layout(title=plotly_escape(heading), height=max(240, 60 + 24 * len(positions)),
-                      xaxis_title="attention weight", yaxis=dict(autorange="reversed", type="category"),
+                      xaxis_title=_("attention weight"), yaxis=dict(autorange="reversed", type="category"),
                       margin=dict(l=10, r=10, t=60, b=40))
     return fig

@@ -297,7 +297,7 @@ def lens(model: Model, trace: Trace) -> None:
     fig = lens_figure(result, trace.tokens,
                       title=_("Logit lens: top next-token guess per layer ({model})").format(model=model.name))
     show_figure(fig, (model.name, "logit-lens", f"pos{start}-{end}"), key="analysis_lens")
-    own = trace.logits[positions].argmax(-1).numpy()
+    own = trace.logits_at(positions).argmax(-1).numpy()  # only the shown rows: n × vocab can be GiBs
     same = bool((own == result.token_ids[-1, :, 0]).all())
     st.caption(_("✓ The top row equals the model's own prediction at every position shown.") if same
                else _("✗ The top row differs from the model's own prediction: please report this."))

@@ -11,6 +11,7 @@ import numpy as np
 import streamlit as st
 
 from . import common as ui
+from .long_context import draw_window, window_ui
 from ..capture.trace import Trace
 from ..figures import heads as fh
 from ..i18n import N_, _, percent
@@ -134,6 +135,9 @@ def one_head(view: HeadsView) -> None:
         st.caption(ui.kv_sharing_note(view.trace, view.head) + ".")
     if st.button(_("Intervene on this head"), icon=":material/science:", key="heads_intervene"):
         ui.open_intervene([(view.layer, view.head)])
+    # Block means hide single cells of long texts: a window of exact cells, and where one query looks over all of it.
+    with st.expander(_("Exact cells of a window, and where one query looks"), expanded=view.trace.n_tokens > fh.MAX_CELLS):
+        draw_window(view.trace, view.layer, view.head, window_ui(view.trace.n_tokens))
 
 
 def line_window_ui(view: HeadsView) -> tuple[int, int]:

@@ -140,7 +140,7 @@ def greedy_continuation(model: Model, ids: list[int], n: int, ablate: tuple[Head
     out = list(ids)
     for _step in range(min(n, MAX_CONTINUATION)):
         trace = model.trace(out, ablate=list(ablate), ablation=ablation, keep_inputs=False)
-        out.append(int(trace.logits[-1].argmax()))
+        out.append(int(trace.logits_at([trace.n_tokens - 1])[0].argmax()))
     return out[len(ids):]
 
 
@@ -156,7 +156,7 @@ def continuation(model: Model, ids: tuple[int, ...], n: int, heads: tuple[Head, 
 
 def top_k(model: Model, trace: Trace, k: int = 10) -> tuple[list[int], list[str], list[float]]:
     """The k most likely next tokens after the last position: (ids, token strings, probabilities)."""
-    probs = torch.softmax(trace.logits[-1].double(), dim=-1)  # (vocab,)
+    probs = torch.softmax(trace.logits_at([trace.n_tokens - 1])[0].double(), dim=-1)  # (vocab,)
     values, ids = probs.topk(k)
     ids = ids.tolist()
     return ids, [model.decode_token(i) for i in ids], values.tolist()
