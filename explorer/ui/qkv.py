@@ -215,24 +215,15 @@ def qk_norm_formulas(s: FormulaSteps) -> list[str]:
 
 
 def qk_norm_step(number: int, w: Walk) -> None:
-    s, v = w.steps, w.view
+    s = w.steps
     note = {1.0: _("RMSNorm with (1 + w) scaling, as in Gemma 3: "), 0.0: _("RMSNorm with w scaling, as in Qwen3: ")}
     with step(number, _("Normalise Q and K (QK-norm)"), qk_norm_formulas(s),
               note.get(s.norm_offset, "") + _("each head's query and key vectors are scaled to a fixed root-mean-square "
                                               "size, times a learned gain per dimension, before any scoring. It keeps "
                                               "the scores from growing with the vectors' length. V is not normalised.")):
-        tab_vec, tab_q, tab_k = st.tabs([_("q and k of two tokens"), _("Q after the norm"), _("K after the norm")])
-        with tab_vec:
-            st.plotly_chart(fq.rope_comparison(
-                {"q": s.q_raw[v.query].numpy(), "k": s.k_raw[v.key].numpy()},
-                {"q": s.q_pre[v.query].numpy(), "k": s.k_pre[v.key].numpy()},
-                labels={"q": _("q of {token} (position {i})").format(token=w.query_label, i=v.query),
-                        "k": _("k of {token} (position {i})").format(token=w.key_label, i=v.key)},
-                before_name=_("before the norm"), after_name=_("after the norm")), key="qkv_norm")
-        with tab_q:
-            w.heatmap(s.q_pre, _("Q after the QK-norm"), "q", "qkv_q_norm")
-        with tab_k:
-            w.heatmap(s.k_pre, _("K after the QK-norm"), "k", "qkv_k_norm")
+        before_after(w, (s.q_raw, s.k_raw), (s.q_pre, s.k_pre), (_("Q after the QK-norm"), _("K after the QK-norm")),
+                     (_("Q after the norm"), _("K after the norm")), "norm",
+                     names=(_("before the norm"), _("after the norm")))
 
 
 ROPE_FORMULAS = [
@@ -244,21 +235,31 @@ ROPE_FORMULAS = [
 
 
 def rope_step(number: int, w: Walk) -> None:
-    s, v = w.steps, w.view
+    s = w.steps
     with step(number, _("Rotate Q and K by position (RoPE)"), ROPE_FORMULAS,
               _("Dimension m is paired with m + D/2, and each pair is turned by an angle that grows with the token's "
                 "position i (θ_m falls with m); the pair keeps its length. V is not rotated.")):
-        tab_vec, tab_q, tab_k = st.tabs([_("q and k of two tokens"), _("Q after RoPE"), _("K after RoPE")])
-        with tab_vec:
-            st.plotly_chart(fq.rope_comparison(
-                {"q": s.q_pre[v.query].numpy(), "k": s.k_pre[v.key].numpy()},
-                {"q": s.q[v.query].numpy(), "k": s.k[v.key].numpy()},
-                labels={"q": _("q of {token} (position {i})").format(token=w.query_label, i=v.query),
-                        "k": _("k of {token} (position {i})").format(token=w.key_label, i=v.key)}), key="qkv_rope")
-        with tab_q:
-            w.heatmap(s.q, _("Q after RoPE"), "q", "qkv_q_rope")
-        with tab_k:
-            w.heatmap(s.k, _("K after RoPE"), "k", "qkv_k_rope")
+        before_after(w, (s.q_pre, s.k_pre), (s.q, s.k), (_("Q after RoPE"), _("K after RoPE")),
+                     (_("Q after RoPE"), _("K after RoPE")), "rope")
+
+
+def before_after(w: Walk, before: tuple, after: tuple, titles: tuple[str, str], tab_names: tuple[str, str],
+                 key: str, names: tuple[str, str] | None = None) -> None:
+    """A step that changes Q and K in place (QK-norm, RoPE): the chosen query's q and key's k before → after it, then
+    all of Q and of K after it. ``before``/``after`` are (Q, K) per-head tensors (H, n, D)."""
+    v = w.view
+    tab_vec, tab_q, tab_k = st.tabs([_("q and k of two tokens"), *tab_names])
+    with tab_vec:
+        st.plotly_chart(fq.rope_comparison(
+            {"q": before[0][v.query].numpy(), "k": before[1][v.key].numpy()},
+            {"q": after[0][v.query].numpy(), "k": after[1][v.key].numpy()},
+            labels={"q": _("q of {token} (position {i})").format(token=w.query_label, i=v.query),
+                    "k": _("k of {token} (position {i})").format(token=w.key_label, i=v.key)},
+            before_name=names[0] if names else None, after_name=names[1] if names else None), key=f"qkv_{key}")
+    with tab_q:
+        w.heatmap(after[0], titles[0], "q", f"qkv_q_{key}")
+    with tab_k:
+        w.heatmap(after[1], titles[1], "k", f"qkv_k_{key}")
 
 
 def score_step(number: int, w: Walk) -> None:
