@@ -9,6 +9,7 @@ A page passes only without an exception box and without an error alert (``ui.gua
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -25,7 +26,8 @@ from load_test import CHROMIUM, CHROMIUM_ARGS, Server  # noqa: E402 - the load t
 pytestmark = pytest.mark.browser
 
 SHOTS = ROOT / "artifacts" / "screenshots"
-PAGES = ["Home", "Attention heads", "Q, K, V", "Masking", "Generation", "From scratch", "Head analysis", "Compare"]
+PAGES = ["Home", "Attention heads", "Q, K, V", "Masking", "Generation", "From scratch", "Head analysis", "Intervene",
+         "Compare"]
 XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script> **bold** $x^2$ 大规模'
 
 
@@ -266,3 +268,33 @@ def test_tag_tokens_on_every_page(page, server, tag_folder):
             assert any(t.endswith("<b>bold</b>") for t in ticks), ticks
             shot(page, "tag-tokens-qkv")
     assert set(TAG_TOKENS) <= set(page.locator('[data-testid="stSidebar"] textarea').first.input_value().split("\n"))
+
+
+# ---- 简体中文 -------------------------------------------------------------------------------------------------------
+PATHS = ["", "heads", "qkv", "masking", "generation", "scratch", "analysis", "intervene", "compare"]
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def english_paragraphs(pg, text: str) -> list[str]:
+    """Visible paragraphs of four or more English words and no Chinese, leaving out the user's own text and tokens."""
+    own = set(re.findall(r"[A-Za-z]+", text))
+    found = []
+    for para in pg.locator('[data-testid="stMain"] [data-testid="stMarkdownContainer"] p').all_inner_texts():
+        words = [w for w in re.findall(r"[A-Za-z]{3,}", para) if w not in own]
+        if len(words) >= 4 and not CJK.search(para):
+            found.append(para)
+    return found
+
+
+def test_every_page_speaks_chinese(page, server):
+    text = "The cat sat on the mat because it was tired."
+    for path in PATHS:
+        visit(page, server, path, {"lang": "zh", "text": text})
+        no_error(page)
+        labels = [item.split("\n")[-1] for item in page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()]
+        assert len(labels) == len(PAGES) and not set(labels) & set(PAGES), labels  # none left in English
+        assert all(CJK.search(label) or not re.search("[A-Za-z]{2,}", label) for label in labels), labels  # Q、K、V
+        title = page.locator("h1").first.inner_text()
+        assert CJK.search(title) or title == "Attention Explorer", (path, title)  # Home's title is the product's name
+        assert not english_paragraphs(page, text), (path, english_paragraphs(page, text))
+        shot(page, "zh-" + (path or "home"))

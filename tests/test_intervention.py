@@ -127,6 +127,23 @@ def test_smollm2_ablation_equals_hook_reference(smollm2, smollm2_eager, ablation
     assert torch.equal(trace.record(2).k, plain.record(2).k) and torch.equal(trace.record(2).v, plain.record(2).v)
 
 
+# Gemma 3: one key/value head shared by all 4 query heads (MQA), sliding-window layers (0) and global ones (5), QK-norm.
+# Logits 1e-3: its logits are large (tens, over a 262k vocabulary), the bound test_gemma3.py uses against sdpa.
+GEMMA_HEADS = [(0, 1), (5, 2), (17, 0)]
+
+
+def test_gemma3_ablation_equals_hook_reference(gemma3, gemma3_eager):
+    plain = gemma3.trace(CLEAN)
+    trace = gemma3.trace(CLEAN, ablate=GEMMA_HEADS)
+    ref = reference_run(gemma3_eager, trace.token_ids,
+                        ablation_edits(gemma3_eager, trace.token_ids, GEMMA_HEADS, 4, "zero"))
+    assert (trace.logits - ref.logits[0]).abs().max().item() <= 1e-3
+    for layer in (1, 6, 17):  # a sliding layer and global ones, after an ablated layer
+        assert (trace.attentions(layer) - ref.attentions[layer][0]).abs().max().item() <= MAPS_TOL
+    assert (trace.logits - plain.logits).abs().max().item() > 0.1  # the ablation changed the computation
+    assert torch.equal(trace.record(0).k, plain.record(0).k)  # the shared key/value head stays as it was
+
+
 def test_gqa_head_is_ablated_alone(smollm2, smollm2_eager):
     """Switching off query head 0 differs from switching off all three heads that share its KV head."""
     one = smollm2.trace(CLEAN, ablate=[(2, 0)])
