@@ -28,6 +28,8 @@ from explorer import ExplorerError, InstrumentationError
 from explorer.capture.embedded import resolve_embedded
 from explorer.ui.settings import Settings
 from explorer.capture.tokens import CONTINUATION, display_label
+from explorer.escape import md_escape
+from explorer.ui.home import STRIP_TOKENS
 
 from apptest_helpers import APP
 from bounds import attention_bound, f32_dot_bound
@@ -313,11 +315,14 @@ def test_home_page_survives(tid: str, smollm2):
         return
     assert not at.error, [e.value for e in at.error]
     expected = smollm2.encode(text, max_tokens=APP_CAP)
-    shown = at.dataframe[0].value
-    assert list(shown["token"]) == [display_label(t) for t in expected.tokens]
-    assert list(shown["id"]) == expected.token_ids
+    # Home's token strip: the model's own tokens, each one escaped chip, and how many there are.
+    chips = " ".join(f":gray-background[{md_escape(display_label(t))}]" for t in expected.tokens[:STRIP_TOKENS])
+    assert any(m.value == chips for m in at.markdown)
+    n = len(expected.token_ids)
+    assert any(c.value.startswith(f"{n} token") for c in at.caption), [c.value for c in at.caption]
     if tid in LONG:
-        assert len(shown) == APP_CAP
+        assert n == APP_CAP
+        assert any(f"{n - STRIP_TOKENS} more tokens" in c.value for c in at.caption)
         assert any(f"{expected.truncated_from:,} tokens" in i.value for i in at.info)
 
 
