@@ -135,9 +135,9 @@ def one_head(view: HeadsView) -> None:
         st.caption(ui.kv_sharing_note(view.trace, view.head) + ".")
     if st.button(_("Intervene on this head"), icon=":material/science:", key="heads_intervene"):
         ui.open_intervene([(view.layer, view.head)])
-    # Block means hide single cells of long texts: a window of exact cells, and where one query looks over all of it.
-    with st.expander(_("Exact cells of a window, and where one query looks"), expanded=view.trace.n_tokens > fh.MAX_CELLS):
-        draw_window(view.trace, view.layer, view.head, window_ui(view.trace.n_tokens))
+    if view.trace.n_tokens > fh.MAX_CELLS:  # block means hide single cells: a window of exact ones, and one query's keys
+        with st.expander(_("Exact cells of a window, and where one query looks"), expanded=True):
+            draw_window(view.trace, view.layer, view.head, window_ui(view.trace.n_tokens))
 
 
 def line_window_ui(view: HeadsView) -> tuple[int, int]:
