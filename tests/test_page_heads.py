@@ -149,3 +149,22 @@ def test_garbage_layer_and_a_head_out_of_range_for_the_model(minilm_trace):
     at = open_heads({"model": "minilm", "layer": "x1", "head": "40"})
     assert any("Head 40 is out of range" in w.value for w in at.warning), [w.value for w in at.warning]
     assert at.number_input(key="heads_head").value == 0
+
+
+def test_a_long_text_gets_a_window_of_exact_cells_and_one_querys_top_keys(smollm2):
+    # Over 400 tokens (and under the app's cap): the one-head map is block-averaged, so the page adds exact cells.
+    text = " ".join(f"word{i % 97} and" for i in range(150))
+    ours = smollm2.trace(text)
+    assert fh.MAX_CELLS < ours.n_tokens < 1024
+    at = open_heads(text=text, _ae_layer=16, _ae_head=0)
+    show_tab(at, "One head")
+    layer, head, last = 16, 0, ours.n_tokens - 1
+    window = charts(at)[1]["data"][0]  # after the one-head map: the default window, the last 400 queries × keys
+    shown = decode(window["z"])
+    expected = ours.attention(layer, head)[last + 1 - shown.shape[0]:, last + 1 - shown.shape[1]:].numpy()
+    assert shown.shape == (fh.MAX_CELLS, fh.MAX_CELLS)
+    assert np.abs(shown - expected).max() <= attention_bound(ours, layer)  # exact cells, not block means
+    bars = charts(at)[2]["data"][0]  # where the last query looks: its top keys over the whole text, heaviest first
+    weights = decode(bars["x"])
+    top = ours.attention(layer, head)[last].topk(len(weights)).values.numpy()
+    assert np.abs(weights - top).max() <= attention_bound(ours, layer)
