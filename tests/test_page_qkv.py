@@ -141,9 +141,9 @@ def test_gemma3_page_has_a_qk_norm_step_and_the_sliding_window(gemma3):
     record, module = trace.record(0), gemma3.attention_modules[0]
     assert record.mask_kind == "sliding" and trace.n_kv_heads == 1
     n, D = trace.n_tokens, trace.head_dim
-    with torch.inference_mode():  # the model's own modules on the recorded input: an independent reference
-        q_raw = module.q_proj(record.x.float()).view(n, -1, D)[:, 1]  # (n, D) head 1
-        k_raw = module.k_proj(record.x.float()).view(n, -1, D)[:, 0]  # (n, D) the single kv head
+    with torch.inference_mode():  # the model's own modules on its input x (rebuilt from the hidden state by its input norm)
+        q_raw = module.q_proj(trace.x(0)).view(n, -1, D)[:, 1]  # (n, D) head 1
+        k_raw = module.k_proj(trace.x(0)).view(n, -1, D)[:, 0]  # (n, D) the single kv head
         q_normed, k_normed = module.q_norm(q_raw), module.k_norm(k_raw)
     for key, values in (("qkv_q_proj", q_raw), ("qkv_k_proj", k_raw), ("qkv_q_norm", q_normed),
                         ("qkv_k_norm", k_normed)):
