@@ -279,7 +279,7 @@ def english_paragraphs(pg, text: str) -> list[str]:
     """Visible paragraphs of four or more English words and no Chinese, leaving out the user's own text and tokens."""
     own = set(re.findall(r"[A-Za-z]+", text))
     found = []
-    for para in pg.locator('[data-testid="stMain"] [data-testid="stMarkdownContainer"] p').all_inner_texts():
+    for para in pg.locator('[data-testid="stMain"] p').all_inner_texts():  # prose, captions and alerts alike
         words = [w for w in re.findall(r"[A-Za-z]{3,}", para) if w not in own]
         if len(words) >= 4 and not CJK.search(para):
             found.append(para)
@@ -298,3 +298,5 @@ def test_every_page_speaks_chinese(page, server):
         assert CJK.search(title) or title == "Attention Explorer", (path, title)  # Home's title is the product's name
         assert not english_paragraphs(page, text), (path, english_paragraphs(page, text))
         shot(page, "zh-" + (path or "home"))
+    visit(page, server, "analysis", {"lang": "en", "text": text})  # the detector is not blind: English is found
+    assert english_paragraphs(page, text)

@@ -13,11 +13,11 @@ from typing import Iterable
 
 import torch
 
-from ..i18n import _
+from ..i18n import N_, _
 from ..errors import ExplorerError, check_layer_head
 
 RESIDUAL_WEIGHT = 0.5
-ASSUMPTIONS = (
+ASSUMPTIONS = N_(  # translated where it is shown
     "Rollout assumes information mixes linearly along attention weights, that all heads of a layer count equally "
     "(they are averaged), and that the residual stream carries as much as attention (½·A + ½·I). It ignores value "
     "vectors, output projections, MLPs and norms, so it is a picture of possible information flow, not a proof of "

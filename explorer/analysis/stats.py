@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..i18n import _
+from ..i18n import N_, _
 from ..errors import ExplorerError
 from ..capture.tokens import Encoded
 
@@ -40,14 +40,14 @@ FORMULAS = {
     "induction": r"\mathrm{ind} = \frac{1}{P}\sum_{i=s+P}^{s+2P-1} A_{i,\,i-P+1}",
 }
 
-#: What a high value means, in one sentence each.
+#: What a high value means, in one sentence each (marked for translation; shown with ``_(MEANINGS[name])``).
 MEANINGS = {
-    "entropy": "How spread out each query's attention is, in nats: 0 = all on one key; ln n = evenly over n keys.",
-    "previous_token": "How much each token attends to the token just before it.",
-    "first_token": "How much each token attends to position 0 (an 'attention sink' when large).",
-    "self": "How much each token attends to itself (the diagonal).",
-    "induction": "On P random tokens repeated twice (after s special tokens), how much a token in the repeat attends "
-    "to the token that followed its earlier occurrence: the 'copy what came next last time' pattern of induction heads.",
+    "entropy": N_("How spread out each query's attention is, in nats: 0 = all on one key; ln n = evenly over n keys."),
+    "previous_token": N_("How much each token attends to the token just before it."),
+    "first_token": N_("How much each token attends to position 0 (an 'attention sink' when large)."),
+    "self": N_("How much each token attends to itself (the diagonal)."),
+    "induction": N_("On P random tokens repeated twice (after s special tokens), how much a token in the repeat attends "
+    "to the token that followed its earlier occurrence: the 'copy what came next last time' pattern of induction heads."),
 }
 
 

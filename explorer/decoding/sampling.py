@@ -86,7 +86,7 @@ def stages(logits: torch.Tensor, knobs: Knobs) -> list[Stage]:
     if knobs.greedy:
         tempered = torch.zeros_like(raw)
         tempered[int(torch.argmax(z))] = 1.0
-        out.append(Stage("temperature", "T = 0: greedy", tempered))
+        out.append(Stage("temperature", _("T = 0: greedy"), tempered))
     else:
         # softmax subtracts the maximum first, so z/T stays well conditioned for tiny and huge T alike.
         tempered = raw if knobs.temperature == 1.0 else torch.softmax(z / knobs.temperature, dim=-1)
@@ -97,15 +97,15 @@ def stages(logits: torch.Tensor, knobs: Knobs) -> list[Stage]:
         # Ranked on the logits: the same order as every temperature, and still meaningful at T = 0.
         out.append(_keep("top-k", f"top-k = {knobs.top_k}", tempered, torch.topk(z, knobs.top_k).indices))
     else:
-        out.append(Stage("top-k", "top-k: off", tempered, active=False))
+        out.append(Stage("top-k", _("top-k: off"), tempered, active=False))
 
     before = out[-1].probs
     if knobs.top_p < 1.0:
         out.append(_keep("top-p", f"top-p = {knobs.top_p:g}", before, _nucleus_indices(before, knobs.top_p)))
     else:
-        out.append(Stage("top-p", "top-p: off", before, active=False))
+        out.append(Stage("top-p", _("top-p: off"), before, active=False))
 
-    out.append(Stage("final", "sampled from", out[-1].probs))
+    out.append(Stage("final", _("sampled from"), out[-1].probs))
     return out
 
 

@@ -208,7 +208,7 @@ def statistics(model: Model, trace: Trace) -> None:
 def statistic_map(model: Model, trace: Trace, frame: pd.DataFrame, name: str, max_entropy: float) -> None:
     """One statistic over layers × heads; a click opens that head on the heads page."""
     st.latex(FORMULAS[name])
-    st.caption(MEANINGS[name])
+    st.caption(_(MEANINGS[name]))
     values = frame[name].to_numpy().reshape(trace.n_layers, trace.n_heads)
     bounds = (0.0, max_entropy) if name == "entropy" else (0.0, 1.0)
     fig = layer_head_heatmap(values, _("{statistic} of every head").format(statistic=stat_label(name)),
@@ -340,7 +340,7 @@ def rollout(model: Model, trace: Trace) -> None:
                  "comes from the first token: layers that park attention on an 'attention sink' compound through the "
                  "product, so deep rollouts collapse onto it. The log colour scale and earlier layers show the rest "
                  "of the flow.").format(deviation=f"{np.abs(matrix.sum(-1) - 1).max():.1e}", share=percent(first, 1)))
-    st.info(_("**Assumptions.** {assumptions}").format(assumptions=ASSUMPTIONS), icon=":material/info:")
+    st.info(_("**Assumptions.** {assumptions}").format(assumptions=_(ASSUMPTIONS)), icon=":material/info:")
 
 
 def export_ui(trace: Trace) -> HeadChoice:

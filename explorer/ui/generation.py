@@ -43,6 +43,8 @@ FORMULAS = {
     "nucleus": r"\begin{aligned} V_p &= \text{the fewest top tokens} \\"
                r" &\phantom{=}\ \text{with} \textstyle\sum_{i \in V_p} p^{(k)}_i \ge p \end{aligned}",
 }
+# How a step chose its token (the engine's Step.how), as the reader reads it.
+HOW = {"sampled": N_("sampled"), "greedy": N_("greedy"), "picked": N_("picked")}
 COLOUR_BY = (N_("sampling probability"), N_("model probability (T = 1)"))
 ATTENTION_VIEWS = (N_("one head"), N_("all heads of the layer"))
 
@@ -230,7 +232,7 @@ def text_section(stepper: Stepper) -> None:
     view = text_ui()
     probs = [s.p_model if view.by_model else s.p_chosen for s in stepper.steps]
     notes = [_("step {i} · {how} · p = {p} (model: {p_model})").format(
-        i=s.index + 1, how=s.how, p=f"{s.p_chosen:.3f}", p_model=f"{s.p_model:.3f}") for s in stepper.steps]
+        i=s.index + 1, how=_(HOW[s.how]), p=f"{s.p_chosen:.3f}", p_model=f"{s.p_model:.3f}") for s in stepper.steps]
     st.html(fig.coloured_text_html(stepper.prompt.text, [s.token for s in stepper.steps], probs, notes))
     st.html(fig.colour_legend_html())
     cap = ui.settings().max_generation_steps
@@ -246,7 +248,7 @@ def step_section(stepper: Stepper) -> None:
     if step is None:
         last = stepper.steps[-1]
         st.markdown(_("**Step {i}** (the last): chose {token} ({how}).").format(
-            i=last.index + 1, token=md_escape(fig.candidate_label(last.token)), how=last.how))
+            i=last.index + 1, token=md_escape(fig.candidate_label(last.token)), how=_(HOW[last.how])))
         _draw_stages(stepper, last, chosen=last.token_id)
         return
     st.markdown(_("**Step {i}**: the distribution over the next token, stage by stage").format(i=step.index + 1))
@@ -266,7 +268,7 @@ def step_section(stepper: Stepper) -> None:
         last = stepper.steps[-1]
         drawn = f", u = {last.u:.3f}" if last.u is not None else ""
         st.caption(_("Previous step {i}: {token} ({how}{drawn}, p = {p}).").format(
-            i=last.index + 1, token=md_escape(fig.candidate_label(last.token)), how=last.how, drawn=drawn,
+            i=last.index + 1, token=md_escape(fig.candidate_label(last.token)), how=_(HOW[last.how]), drawn=drawn,
             p=f"{last.p_chosen:.3f}"))
 
 
