@@ -14,6 +14,7 @@ import streamlit as st
 
 from ..analysis import export
 from . import common as ui
+from .trace_cache import TraceKey
 from ..analysis.geometry import qk_plane, score_vs_distance
 from ..analysis.lens import logit_lens
 from ..analysis.rollout import ASSUMPTIONS, trace_rollout
@@ -40,9 +41,9 @@ def _induction(_model: Model, model_key: tuple, mask: str | None) -> np.ndarray:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _head_stats(_model: Model, _trace: Trace, key: tuple) -> pd.DataFrame:
+def _head_stats(_model: Model, _trace: Trace, key: TraceKey) -> pd.DataFrame:
     values = text_statistics(_trace)
-    values["induction"] = _induction(_model, key[:2], key[3])
+    values["induction"] = _induction(_model, (key.model, key.device), key.mask)
     return stats_frame(values)
 
 

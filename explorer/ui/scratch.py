@@ -21,6 +21,7 @@ from ..figures.heatmap import token_heatmap
 from ..from_scratch.checks import PARITY_TOLERANCE
 from ..analysis import stats
 from . import common as ui
+from .trace_cache import TraceKey
 from ..errors import ExplorerError
 from ..capture.model import Model
 from ..capture.tokens import Encoded
@@ -39,9 +40,9 @@ def encoded_of(trace: Trace) -> Encoded:
 
 # ---- parity ----------------------------------------------------------------------------------------------------------
 @st.cache_data(show_spinner=False, max_entries=16)
-def _parity(_model: Model, _trace: Trace, key: tuple, layers: tuple[int, ...], lang: str) -> list[LayerParity]:
+def _parity(_model: Model, _trace: Trace, key: TraceKey, layers: tuple[int, ...], lang: str) -> list[LayerParity]:
     # ``lang``: the result holds words (where it compared), so each language gets its own entry
-    return scratch_checks.parity(_model, encoded_of(_trace), mask=key[3], layers=list(layers))
+    return scratch_checks.parity(_model, encoded_of(_trace), mask=key.mask, layers=list(layers))
 
 
 def cached_parity(model: Model, trace: Trace, layers: list[int]) -> list[LayerParity]:
@@ -73,14 +74,14 @@ class VariantView:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _variant_view(_model: Model, _trace: Trace, key: tuple, layer: int, head: int,
+def _variant_view(_model: Model, _trace: Trace, key: TraceKey, layer: int, head: int,
                   departures: Departures, lang: str) -> VariantView:
     # ``lang``: the view holds words (an engine error, the fill outcomes), so each language gets its own entry
     textbook, ours = scratch_checks.textbook_output_for(_model, _trace, layer)
     record = _trace.record(layer)
     x = _trace.x(layer).to(textbook.w_o.device)  # kept or rebuilt from the hidden state
     allowed = record.allowed_matrix().to(x.device)
-    calibration = ui.trace_for(_model, scratch_checks.CALIBRATION_TEXT, key[3])  # the shared fit's text
+    calibration = ui.trace_for(_model, scratch_checks.CALIBRATION_TEXT, key.mask)  # the shared fit's text
     fit_x = calibration.x(layer).to(x.device)
     with torch.inference_mode():
         effect = scratch_checks.variant_effect(ours, tutorial_variant(textbook, departures, fit_x)(x, allowed))
