@@ -183,10 +183,9 @@ class Model:
         what = _("The text") if what is None else what
         if not isinstance(text, str) or text == "":
             raise ExplorerError(_("{what} must be a non-empty string of one token.").format(what=what))
-        with self._tokenizer_lock:
-            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-            pieces = [self.tokenizer.decode([i]) for i in ids]
+        ids = self.token_ids(text, special=False)
         if len(ids) != 1:
+            pieces = [self.decode([i]) for i in ids]
             raise ExplorerError(
                 _("{what} {text!r} is {n} tokens for '{model}' ({pieces}), not one. "
                   "Use a single token; a word after a space usually starts with that space (' Mary').").format(

@@ -74,11 +74,13 @@ def display_label(token: str) -> str:
     return shown
 
 
-def unique_labels(tokens: Sequence[str]) -> list[str]:
-    """Axis labels that stay distinct when a token repeats (plotly merges equal category labels)."""
-    return [f"{i}\u2002{display_label(t)}" for i, t in enumerate(tokens)]  # en space: a thin one reads as "0The"
+def unique_labels(tokens: Sequence[str], positions: Sequence[int] | None = None) -> list[str]:
+    """Axis labels that stay distinct when a token repeats (plotly merges equal category labels): each token named
+    by its position, 0, 1, … or ``positions`` (where a window or a top-k list lies in the whole text)."""
+    positions = range(len(tokens)) if positions is None else positions
+    return [f"{i}\u2002{display_label(t)}" for i, t in zip(positions, tokens)]  # en space: "0The" misreads
 
 
-def plotly_labels(tokens: Sequence[str]) -> list[str]:
+def plotly_labels(tokens: Sequence[str], positions: Sequence[int] | None = None) -> list[str]:
     """:func:`unique_labels`, escaped for plotly: category labels for an axis, hover or text."""
-    return [plotly_escape(label) for label in unique_labels(tokens)]
+    return [plotly_escape(label) for label in unique_labels(tokens, positions)]

@@ -12,19 +12,13 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from ..capture.tokens import display_label
+from ..capture.tokens import display_label, plotly_labels
 from ..escape import plotly_escape
 from ..i18n import _
 from .heatmap import MAX_CELLS, _tick_axis, token_heatmap
 from .palette import SEQUENTIAL
 
 MAX_WINDOW = MAX_CELLS  # 400 × 400 exact cells ≈ 0.6 MB of float32 plus labels
-
-
-def positioned(tokens: Sequence[str], positions: Sequence[int]) -> list[str]:
-    """Plotly-escaped labels naming each token by its position in the whole text, as ``unique_labels`` does for a
-    whole map, so that a window's axes and hover say where in the text it lies."""
-    return [plotly_escape(f"{p}\u2002{display_label(t)}") for p, t in zip(positions, tokens)]
 
 
 def window_heatmap(probs: np.ndarray, tokens: Sequence[str], q_start: int, k_start: int, *, title: str) -> go.Figure:
@@ -40,8 +34,8 @@ def window_heatmap(probs: np.ndarray, tokens: Sequence[str], q_start: int, k_sta
     fig = token_heatmap(probs, tokens[q_start : q_start + rows], tokens[k_start : k_start + cols], title=title,
                         zmin=0.0, zmax=zmax, height=max(420, min(900, 160 + 12 * rows)))
     # token_heatmap numbers tokens from 0; a window names them by their place in the whole text.
-    y = positioned(tokens[q_start : q_start + rows], range(q_start, q_start + rows))
-    x = positioned(tokens[k_start : k_start + cols], range(k_start, k_start + cols))
+    y = plotly_labels(tokens[q_start : q_start + rows], range(q_start, q_start + rows))
+    x = plotly_labels(tokens[k_start : k_start + cols], range(k_start, k_start + cols))
     fig.update_traces(x=x, y=y)
     fig.update_xaxes(**_tick_axis(x))
     fig.update_yaxes(**_tick_axis(y))
@@ -52,7 +46,7 @@ def top_keys_chart(positions: Sequence[int], weights: Sequence[float], tokens: S
                    *, title: str | None = None) -> go.Figure:
     """Where does one query look? Horizontal bars of its top keys over the whole text, heaviest on top."""
     positions = [int(p) for p in positions]
-    labels = positioned([tokens[p] for p in positions], positions)  # unique: each names its position
+    labels = plotly_labels([tokens[p] for p in positions], positions)  # unique: each names its position
     fig = go.Figure(go.Bar(
         x=np.asarray(weights, dtype=np.float32), y=labels, orientation="h",
         marker=dict(color=np.asarray(weights, dtype=np.float32), colorscale=SEQUENTIAL, cmin=0.0),
