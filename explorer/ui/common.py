@@ -334,12 +334,18 @@ def quoted(token: str) -> str:
     return "“" + md_escape(display_label(token)) + "”"
 
 
-def kv_sharing_note(trace: Trace, head: int) -> str:
-    """Which key/value head a query head reads under grouped-query attention, and which other heads share it."""
+def kv_sharing_note(trace: Trace, head: int) -> str | None:
+    """Which key/value head this query head reads, where heads share them (GQA, or MQA with a single K/V head);
+    None when every query head has its own."""
+    if trace.n_kv_heads == trace.n_heads:
+        return None
+    if trace.n_kv_heads == 1:
+        return _("All {n} query heads read the same single key/value head (multi-query attention, MQA).").format(
+            n=trace.n_heads)
     kv = trace.kv_head(head)
-    mates = [h for h in trace.heads_sharing_kv(kv) if h != head]
-    return _("Head {head} reads key/value head {kv}, shared with heads {mates}").format(
-        head=head, kv=kv, mates=", ".join(map(str, mates)))
+    mates = ", ".join(str(h) for h in trace.heads_sharing_kv(kv) if h != head)
+    return _("Head {head} reads key/value head {kv}, shared with heads {mates} (grouped-query attention, GQA).").format(
+        head=head, kv=kv, mates=mates)
 
 
 @contextlib.contextmanager

@@ -131,8 +131,9 @@ def one_head(view: HeadsView) -> None:
                         kv_heads=view.kv_heads, sink_hidden=view.hide_sink),
         key="heads_one_head",
     )
-    if view.kv_heads:
-        st.caption(ui.kv_sharing_note(view.trace, view.head) + ".")
+    note = ui.kv_sharing_note(view.trace, view.head)
+    if note:
+        st.caption(note)
     if st.button(_("Intervene on this head"), icon=":material/science:", key="heads_intervene"):
         ui.open_intervene([(view.layer, view.head)])
     if view.trace.n_tokens > fh.MAX_CELLS:  # block means hide single cells: a window of exact ones, and one query's keys

@@ -148,19 +148,6 @@ def input_step(number: int, w: Walk) -> None:
         w.heatmap(s.x, _("x at layer {layer}").format(layer=layer), "x", "qkv_x")
 
 
-def sharing_note(trace: Trace, head: int) -> str | None:
-    """Which key/value head this query head reads, where heads share them (GQA, or MQA with a single K/V head)."""
-    if trace.n_kv_heads == trace.n_heads:
-        return None
-    if trace.n_kv_heads == 1:
-        return _("All {n} query heads read the same single key/value head (multi-query attention, MQA).").format(
-            n=trace.n_heads)
-    kv = trace.kv_head(head)
-    mates = ", ".join(str(h) for h in trace.heads_sharing_kv(kv) if h != head)
-    return _("Head {head} reads key/value head {kv}, shared with heads {mates} (grouped-query attention, GQA).").format(
-        head=head, kv=kv, mates=mates)
-
-
 def projection_step(number: int, w: Walk) -> None:
     s, head, kv = w.steps, w.view.head, w.steps.kv_head
     bias = s.b_q is not None
@@ -171,7 +158,7 @@ def projection_step(number: int, w: Walk) -> None:
         rf"W \in \mathbb{{R}}^{{{s.d_model} \times {s.head_dim}}}",
         rf"Q, K, V \in \mathbb{{R}}^{{{s.n_tokens} \times {s.head_dim}}}",
     ]
-    notes = [sharing_note(w.trace, head)]
+    notes = [ui.kv_sharing_note(w.trace, head)]
     if s.uses_qk_norm:
         notes.append(_("Q and K here are before the QK-norm (the next step normalises them)."))
     elif s.uses_rope:
