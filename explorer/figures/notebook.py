@@ -11,7 +11,8 @@ and Colab. ``notebooks/quickstart.ipynb`` walks through all of them.
     >>> nb.stages(model, explorer.generate(model, "The capital of France is", 3)[0])       # Generation
     >>> nb.loss_comparison(trace, ablated)   # per-token loss before and after an intervention
 
-Two numbers the quickstart prints live here too: :func:`next_token_loss` and :func:`device_agreement`.
+Two numbers the quickstart prints are here too: :func:`next_token_loss` (from :mod:`explorer.analysis.loss`) and
+:func:`device_agreement`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from ..analysis.loss import next_token_loss  # noqa: F401 - part of the notebook's API (nb.next_token_loss)
 from ..capture.model import Model
 from ..capture.tokens import plotly_labels, unique_labels
 from ..escape import plotly_escape
@@ -130,18 +132,6 @@ def stages(model: Model, step: Step, *, candidates: int = CANDIDATES) -> go.Figu
 
 
 # ---- interventions ------------------------------------------------------------------------------------------
-def next_token_loss(trace: Trace) -> np.ndarray:
-    """(n − 1,) cross-entropy in nats of each next token: entry i is −ln p(token i+1 | tokens ≤ i)."""
-    if not trace.has_logits:
-        raise ExplorerError(_("This model has no next-token logits (an encoder): there is no next-token loss."))
-    losses = []
-    for rows in torch.split(torch.arange(trace.n_tokens - 1), 512):  # 512 rows of logits at a time, not n × vocab
-        logits = trace.logits_at(rows.tolist()).double()  # float64 so a 13-nat loss keeps its small digits
-        targets = torch.tensor(trace.token_ids[1:])[rows]
-        losses.append(torch.nn.functional.cross_entropy(logits, targets, reduction="none"))
-    return torch.cat(losses).numpy() if losses else np.zeros(0)
-
-
 def loss_chart(tokens: Sequence[str], losses: Mapping[str, np.ndarray], *, title: str | None = None) -> go.Figure:
     """Per-token loss of several runs of the same tokens, one line each; x is the token being predicted.
 

@@ -15,13 +15,13 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from ..analysis.loss import next_token_loss
 from ..analysis.stats import induction_probe
 from ..capture.intervention import Head
 from ..capture.model import Model
 from ..capture.trace import Trace
 from ..errors import ExplorerError
 from ..escape import md_escape
-from ..figures.notebook import next_token_loss
 from ..i18n import N_, _
 from . import common as ui
 from .analysis import cached_head_stats
@@ -169,10 +169,6 @@ def second_half_loss(losses: np.ndarray, model: Model) -> float:
     return float(losses[first - 1 : probe.start + 2 * probe.period - 1].mean())  # losses[i] predicts token i+1
 
 
-def losses(trace: Trace) -> np.ndarray:
-    return next_token_loss(trace)
-
-
 @st.cache_data(show_spinner=False, max_entries=8)
 def _attribution(_model: Model, key: tuple, request: PatchRequest) -> tuple[pd.DataFrame, float, float]:
     frame = _model.patch_heads(request.clean, request.corrupt, request.answer, request.wrong, method="attribution")
@@ -270,7 +266,7 @@ def ablate_tab() -> None:
     before = traced(model, ids, (), "zero")
     after = traced(model, ids, request.heads, request.ablation)
     if model.is_causal_lm:
-        loss_before, loss_after = losses(before), losses(after)
+        loss_before, loss_after = next_token_loss(before), next_token_loss(after)
         cols = st.columns(3)
         cols[0].metric(_("Mean loss before (nats)"), f"{loss_before.mean():.3f}")
         cols[1].metric(_("Mean loss after (nats)"), f"{loss_after.mean():.3f}",

@@ -1,0 +1,22 @@
+"""The next-token loss of a traced text, position by position: what an ablation or a patch makes worse."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..capture.trace import Trace
+from ..errors import ExplorerError
+from ..i18n import _
+
+
+def next_token_loss(trace: Trace) -> np.ndarray:
+    """(n − 1,) cross-entropy in nats of each next token: entry i is −ln p(token i+1 | tokens ≤ i)."""
+    if not trace.has_logits:
+        raise ExplorerError(_("This model has no next-token logits (an encoder): there is no next-token loss."))
+    losses = []
+    for rows in torch.split(torch.arange(trace.n_tokens - 1), 512):  # 512 rows of logits at a time, not n × vocab
+        logits = trace.logits_at(rows.tolist()).double()  # float64 so a 13-nat loss keeps its small digits
+        targets = torch.tensor(trace.token_ids[1:])[rows]
+        losses.append(torch.nn.functional.cross_entropy(logits, targets, reduction="none"))
+    return torch.cat(losses).numpy() if losses else np.zeros(0)
