@@ -12,7 +12,7 @@ from ..capture.trace import Trace
 from ..escape import md_escape
 from ..figures import heads as fh
 from ..i18n import N_, _, ngettext, percent
-from . import common as ui
+from . import common as ui, heads
 from .trace_cache import TraceKey
 
 GRID_KEY = "home_grid"
@@ -47,12 +47,6 @@ PAGES_TOUR = (
 @st.cache_data(show_spinner=False, max_entries=16)
 def _statistics(_trace: Trace, key: TraceKey) -> dict[str, np.ndarray]:
     return text_statistics(_trace)
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _thumbnails(_trace: Trace, key: TraceKey) -> tuple[np.ndarray, int]:
-    """(L, H, c, c) thumbnails of every head and the tokens per thumbnail cell."""
-    return fh.thumbnails(_trace.attentions(layer).numpy() for layer in range(_trace.n_layers))
 
 
 def pick_head(trace: Trace) -> TellingHead:
@@ -91,7 +85,7 @@ def first_look(trace: Trace) -> None:
             key="home_head",
         )
     with overview:
-        thumbs, step = _thumbnails(trace, ui.trace_key(trace))
+        thumbs, step = heads.thumbnails(trace, hide_sink=False)  # the heads page's cache: built once for both
         st.caption(_("Every head of the model: rows are layers, columns heads; each thumbnail is one head's map like "
                      "the one on the left (outlined). Click one to open it on Attention heads."))
         st.plotly_chart(
