@@ -16,7 +16,9 @@ import torch
 
 from explorer.figures import heads as fh
 from explorer.figures import palette
-from explorer.figures.heatmap import MAX_CELLS, block_mean
+from explorer.analysis.downsample import block_means
+from explorer.analysis.overview import layer_overview, model_overview
+from explorer.figures.heatmap import MAX_CELLS
 from explorer.capture.tokens import unique_labels
 
 from bounds import EPS32, attention_bound, f32_dot_bound
@@ -28,6 +30,12 @@ PAYLOAD_LIMIT = 1_500_000  # bytes of JSON per figure
 # The figures sum in float64 and round once to float32, the references likewise (or not at all): the two land at most
 # one float32 step apart, a relative EPS32. hide_sink rounds twice (its float32 total, then the quotient).
 ONE_ROUNDING = EPS32
+
+
+def block_rounding(col_step: int) -> float:
+    """Relative error of a block mean: float32 sums of ``col_step`` weights ≥ 0 (relative to their sum), then float64
+    totals and one float32 rounding of the mean."""
+    return f32_dot_bound(col_step, 1.0) + ONE_ROUNDING
 
 
 def reference_block_mean(matrix: np.ndarray, max_cells: int) -> tuple[np.ndarray, int, int]:
@@ -96,8 +104,9 @@ def test_hide_sink_bidirectional_keeps_every_row(short_minilm):
 def test_sink_share_is_the_mean_attention_to_token_zero(short):
     maps = short.attentions(12)
     expected = float(maps[:, 1:, 0].double().mean())
-    # float32 means of ≤ 1 values, against float64
-    assert fh.sink_share(maps.numpy()) == pytest.approx(expected, abs=f32_dot_bound(maps[:, 1:, 0].numel(), 1.0))
+    share = float(np.mean(layer_overview(short, 12, statistics=("first_token",)).statistics["first_token"]))
+    # float64 means of the same float32 weights, up to the maps' own rounding
+    assert share == pytest.approx(expected, abs=attention_bound(short, 12))
     assert expected > 0.2  # SmolLM2 parks a large share on token 0 in later layers: the reason for the marking
 
 
@@ -108,11 +117,11 @@ def test_block_mean_of_a_stack_matches_the_plain_block_mean_of_each_map(long, ce
     maps = maps.copy()
     if with_nan:
         maps[1] = fh.hide_sink(maps[1])  # NaN cells must be skipped like nanmean does
-    got, rs, cs = block_mean(maps, cells)
+    got = block_means(maps, cells)
     for h in range(3):
         ref, rs_ref, cs_ref = reference_block_mean(maps[h], cells)
-        assert (rs, cs) == (rs_ref, cs_ref)
-        np.testing.assert_allclose(got[h], ref, rtol=ONE_ROUNDING, atol=0, equal_nan=True)
+        assert (got.row_step, got.col_step) == (rs_ref, cs_ref)
+        np.testing.assert_allclose(got.values[h], ref, rtol=block_rounding(got.col_step), atol=0, equal_nan=True)
 
 
 def test_quantise_error_is_at_most_half_a_level(short):
@@ -173,13 +182,13 @@ def test_small_multiples_downsample_long_texts_to_block_means(long):
     assert f"{step}×{step}" in fig.layout.title.text
     for h in (0, 8):
         ref, _, _ = reference_block_mean(maps[h], fh.SMALL_CELLS)
-        np.testing.assert_allclose(np.asarray(fig.data[h].z), ref, rtol=ONE_ROUNDING, atol=0)
+        np.testing.assert_allclose(np.asarray(fig.data[h].z), ref, rtol=block_rounding(step), atol=0)
     # colour range: the largest full block outside query block 0, not 1 (blocks of a causal map are ≤ 1/11 here);
     # 1024 = 93 × 11 + 1, so the last block is a single undiluted weight and is left out of the range
     z = np.stack([np.asarray(d.z) for d in fig.data])
     assert fig.layout.coloraxis.cmax == float(z[:, 1:-1, :-1].max())
     # a block's rows each carry ≤ 1 (plus the maps' own rounding) over its step columns, then one float32 rounding
-    assert fig.layout.coloraxis.cmax <= (1 + attention_bound(long, 3) + ONE_ROUNDING) / step
+    assert fig.layout.coloraxis.cmax <= (1 + attention_bound(long, 3)) * (1 + block_rounding(step)) / step
 
 
 # ---- model view ------------------------------------------------------------------------------------------------
@@ -190,8 +199,14 @@ def decode_grid(fig, n_layers, n_heads):
             for i in range(n_layers * n_heads)}
 
 
+def thumbnails(trace) -> tuple[np.ndarray, int]:
+    """What the pages' model view draws: every layer's (H, c, c) block means, streamed a block of queries at a time."""
+    layers = model_overview(trace, cells=(fh.THUMB_CELLS,))
+    return np.stack([one.blocks[fh.THUMB_CELLS].values for one in layers]), layers[0].blocks[fh.THUMB_CELLS].row_step
+
+
 def test_model_view_grid_shows_every_head_exactly_for_short_texts(short):
-    thumbs, step = fh.thumbnails(short.attentions(layer).numpy() for layer in range(short.n_layers))
+    thumbs, step = thumbnails(short)
     assert step == 1 and thumbs.shape == (30, 9, short.n_tokens, short.n_tokens)
     fig = fh.model_view_grid(thumbs, kv_heads=kv_list(short), selected=(4, 2))
     grid = decode_grid(fig, 30, 9)
@@ -210,7 +225,7 @@ def test_model_view_grid_shows_every_head_exactly_for_short_texts(short):
 
 
 def test_model_view_grid_downsamples_long_texts_within_the_payload(long):
-    thumbs, step = fh.thumbnails(long.attentions(layer).numpy() for layer in range(long.n_layers))
+    thumbs, step = thumbnails(long)
     assert step == 1024 // fh.THUMB_CELLS and thumbs.shape[-1] == fh.THUMB_CELLS
     fig = fh.model_view_grid(thumbs, kv_heads=kv_list(long), tokens_per_cell=step, n_tokens=1024)
     grid = decode_grid(fig, 30, 9)
@@ -220,8 +235,8 @@ def test_model_view_grid_downsamples_long_texts_within_the_payload(long):
         ref, _, _ = reference_block_mean(long.attention(layer, head).numpy(), fh.THUMB_CELLS)
         # values above the colour range (query 0's own block, see colour_max) saturate at the top level; half a
         # level, plus the float32 step by which the block means may differ before quantising
-        np.testing.assert_allclose(grid[(layer, head)], np.minimum(ref, vmax), atol=per_level / 2 + ONE_ROUNDING * vmax,
-                                   rtol=0)
+        np.testing.assert_allclose(grid[(layer, head)], np.minimum(ref, vmax),
+                                   atol=per_level / 2 + block_rounding(step) * vmax, rtol=0)
     assert "1024 tokens" in fig.layout.title.text and f"{step}×{step}" in fig.layout.title.text
     assert len(pio.to_json(fig, validate=False)) <= PAYLOAD_LIMIT
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -64,31 +65,62 @@ def _check_square(attn: torch.Tensor) -> torch.Tensor:
 
 def entropy(attn: torch.Tensor) -> torch.Tensor:
     """Mean over queries of the Shannon entropy of each row, in nats (0·ln 0 = 0). Shape (..., n, n) → (...)."""
-    a = _check_square(attn)
-    return torch.special.entr(a).sum(-1).mean(-1)  # entr(p) = −p ln p, and 0 at p = 0
+    return _query_mean(entropy_rows(_check_square(attn)))
 
 
 def previous_token(attn: torch.Tensor) -> torch.Tensor:
     """Mean over queries i ≥ 1 of A[i, i−1]. NaN for a one-token map."""
-    a = _check_square(attn)
-    n = a.shape[-1]
-    if n < 2:
-        return torch.full(a.shape[:-2], math.nan, dtype=a.dtype)
-    return torch.diagonal(a, offset=-1, dim1=-2, dim2=-1).mean(-1)
+    return _query_mean(previous_token_rows(_check_square(attn)))
 
 
 def first_token(attn: torch.Tensor) -> torch.Tensor:
     """Mean over queries i ≥ 1 of A[i, 0]. NaN for a one-token map."""
-    a = _check_square(attn)
-    if a.shape[-1] < 2:
-        return torch.full(a.shape[:-2], math.nan, dtype=a.dtype)
-    return a[..., 1:, 0].mean(-1)
+    return _query_mean(first_token_rows(_check_square(attn)))
 
 
 def self_attention(attn: torch.Tensor) -> torch.Tensor:
     """Mean over queries of A[i, i] (the diagonal)."""
-    a = _check_square(attn)
-    return torch.diagonal(a, dim1=-2, dim2=-1).mean(-1)
+    return _query_mean(self_rows(_check_square(attn)))
+
+
+# ---- the same, one value per query, on a block of rows × keys of a map (for maps streamed a block at a time) ----
+# ``a`` (..., Tq, Sk) holds queries first_query… and keys first_key…; keys outside the block have weight 0 (a mask hid
+# them). Queries a statistic leaves out are NaN, so that the statistic is the NaN-skipping mean over all queries.
+def entropy_rows(a: torch.Tensor, first_query: int = 0, first_key: int = 0) -> torch.Tensor:
+    return torch.special.entr(a).sum(-1)  # entr(p) = −p ln p, and 0 at p = 0
+
+
+def previous_token_rows(a: torch.Tensor, first_query: int = 0, first_key: int = 0) -> torch.Tensor:
+    return _from_query(1, first_query, _weight_at(a, first_query, first_key, -1))
+
+
+def first_token_rows(a: torch.Tensor, first_query: int = 0, first_key: int = 0) -> torch.Tensor:
+    to_first = a[..., 0] if first_key == 0 else a.new_zeros(a.shape[:-1])
+    return _from_query(1, first_query, to_first)
+
+
+def self_rows(a: torch.Tensor, first_query: int = 0, first_key: int = 0) -> torch.Tensor:
+    return _weight_at(a, first_query, first_key, 0)
+
+
+def _weight_at(a: torch.Tensor, first_query: int, first_key: int, offset: int) -> torch.Tensor:
+    """(..., Tq): A[i, i + offset] for each query i of the block (0 where that key lies outside it)."""
+    rows = torch.arange(a.shape[-2])
+    keys = rows + first_query + offset - first_key  # column of key i + offset within the block
+    inside = (keys >= 0) & (keys < a.shape[-1])
+    weights = a[..., rows, keys.clamp(0, a.shape[-1] - 1)]
+    return torch.where(inside, weights, torch.zeros((), dtype=a.dtype))
+
+
+def _from_query(first_counted: int, first_query: int, values: torch.Tensor) -> torch.Tensor:
+    """``values`` with queries before ``first_counted`` set to NaN (left out of the mean)."""
+    query = torch.arange(values.shape[-1]) + first_query
+    return torch.where(query >= first_counted, values, torch.full((), math.nan, dtype=values.dtype))
+
+
+def _query_mean(per_query: torch.Tensor) -> torch.Tensor:
+    """Mean over the queries that count (NaN when none does)."""
+    return per_query.nanmean(-1)
 
 
 def induction(attn: torch.Tensor, period: int, start: int = 0) -> torch.Tensor:
@@ -114,9 +146,36 @@ TEXT_STATISTICS = {
     "first_token": first_token,
     "self": self_attention,
 }
+#: The text statistics one query at a time, on a block of a map (see :class:`StatisticSums`).
+ROW_STATISTICS = {
+    "entropy": entropy_rows,
+    "previous_token": previous_token_rows,
+    "first_token": first_token_rows,
+    "self": self_rows,
+}
 
 
-# ---- the induction probe ----------------------------------------------------------------------------------------
+class StatisticSums:
+    """Text statistics of maps streamed a block of queries at a time: :meth:`add` each block (every query once),
+    then :meth:`result`. Sums in float64 over the queries that count."""
+
+    def __init__(self, names: Sequence[str], lead: tuple[int, ...]):
+        self._sum = {name: torch.zeros(lead, dtype=torch.float64) for name in names}
+        self._count = {name: torch.zeros(lead, dtype=torch.float64) for name in names}
+
+    def add(self, queries: slice, keys: slice, block: torch.Tensor) -> None:
+        """``block`` (..., Tq, Sk): the maps' cells ``[queries, keys]``; keys outside hold weight 0."""
+        for name in self._sum:
+            per_query = ROW_STATISTICS[name](block, queries.start, keys.start).double()
+            self._sum[name] += per_query.nansum(-1)
+            self._count[name] += (~per_query.isnan()).sum(-1)
+
+    def result(self) -> dict[str, np.ndarray]:
+        return {name: torch.where(self._count[name] > 0, total / self._count[name].clamp(min=1), math.nan).numpy()
+                for name, total in self._sum.items()}
+
+
+# ---- the induction probe# ---- the induction probe ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class InductionProbe:
     """Random tokens t_1..t_P repeated twice, wrapped in the tokenizer's own special tokens (e.g. [CLS] … [SEP])."""
@@ -160,12 +219,15 @@ def induction_probe(model, period: int = 50, seed: int = 0, low: int = 1000, hig
 
 # ---- composing: one table per model and text ---------------------------------------------------------------------
 def text_statistics(trace) -> dict[str, np.ndarray]:
-    """entropy / previous_token / first_token / self of every head of a trace: name → (n_layers, n_heads)."""
+    """entropy / previous_token / first_token / self of every head of a trace: name → (n_layers, n_heads).
+    Each layer's maps are read a block of queries at a time (Trace.row_blocks), never whole."""
     out = {name: np.zeros((trace.n_layers, trace.n_heads)) for name in TEXT_STATISTICS}
     for layer in range(trace.n_layers):
-        maps = trace.attentions(layer)
-        for name, fn in TEXT_STATISTICS.items():
-            out[name][layer] = fn(maps).numpy()
+        sums = StatisticSums(TEXT_STATISTICS, (trace.n_heads,))
+        for queries, keys, block in trace.row_blocks(layer):
+            sums.add(queries, keys, block)
+        for name, values in sums.result().items():
+            out[name][layer] = values
     return out
 
 

@@ -6,7 +6,7 @@ import operator
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 
@@ -223,6 +223,7 @@ class Model:
         max_tokens: int | None = None,
         ablate: Sequence[Head] = (),
         ablation: Ablation = "zero",
+        on_progress: Callable[[float], None] | None = None,
     ) -> Trace:
         """Run ``text`` through the model and record its attention.
 
@@ -237,16 +238,19 @@ class Model:
                 maps, hidden states and logits are then those of the ablated run (see :mod:`explorer.intervention`).
             ablation: ``"zero"`` sets each head's output to 0 at every position; ``"mean"`` to its mean over the
                 text's positions in an un-ablated run.
+            on_progress: hears the fraction of layers done, after each layer of the forward pass.
         """
         if mask not in MASK_CHOICES:
             raise ExplorerError(
                 _("Unknown mask '{mask}'. Use 'causal', 'bidirectional' or None (the model's own).").format(mask=mask)
             )
         encoded = self.encode_input(text, chat=chat, max_tokens=max_tokens)
-        return self.trace_ids(encoded, mask=mask, keep_inputs=keep_inputs, ablate=ablate, ablation=ablation)
+        return self.trace_ids(encoded, mask=mask, keep_inputs=keep_inputs, ablate=ablate, ablation=ablation,
+                              on_progress=on_progress)
 
     def trace_ids(self, encoded: Encoded, mask: MaskOverride = None, keep_inputs: bool = True,
-                  ablate: Sequence[Head] = (), ablation: Ablation = "zero") -> Trace:
+                  ablate: Sequence[Head] = (), ablation: Ablation = "zero",
+                  on_progress: Callable[[float], None] | None = None) -> Trace:
         rows = self.hf.get_input_embeddings().num_embeddings
         if max(encoded.token_ids) >= rows:  # a folder whose tokenizer does not belong to its weights
             raise ExplorerError(
@@ -258,7 +262,8 @@ class Model:
         ids = torch.tensor([encoded.token_ids], device=self.device)
         intervention = ablation_intervention(self, ids, heads, ablation, mask) if heads else None
         rebuilt = frozenset(id(m) for m, f in zip(self.attention_modules, self.input_rebuilders) if f is not None)
-        recorder = Recorder(mask_override=mask, keep_inputs=keep_inputs, rebuilt_inputs=rebuilt)
+        recorder = Recorder(mask_override=mask, keep_inputs=keep_inputs, rebuilt_inputs=rebuilt,
+                            on_record=(lambda done: on_progress(done / self.n_layers)) if on_progress else None)
         with torch.inference_mode(), recording(recorder), intervening(intervention):
             out = self.base(input_ids=ids, output_hidden_states=True, use_cache=False)
         recorder.check_complete(self.n_layers)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 import torch
 from transformers import AttentionInterface
@@ -108,6 +108,9 @@ class Recorder:
     rebuilt_inputs: frozenset[int] = frozenset()
     records: list[AttentionRecord] = field(default_factory=list)
     modules: list[torch.nn.Module] = field(default_factory=list)
+    # Hears the number of layers recorded so far, after each: a long text's forward pass takes tens of seconds on a
+    # CPU, and a page shows how far it is.
+    on_record: Callable[[int], None] | None = None
     _pending_x: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def check_complete(self, n_layers: int) -> None:
@@ -390,6 +393,8 @@ def recording_attention(
                 window=window,
             )
         )
+        if recorder.on_record is not None:
+            recorder.on_record(len(recorder.records))
     weights = None
     if kwargs.get("output_attentions"):
         weights = attention_probs(query, key, lse, scale, kind, None if allowed is None else allowed[:, None], window)
@@ -415,14 +420,15 @@ def attention_probs(
     S = k.shape[-2]
     groups = H // k.shape[-3]
     k = repeat_kv(k, groups)  # (..., H, S, D)
-    scores = (q.float() @ k.float().transpose(-1, -2)) * scale
+    scores = q.float() @ k.float().transpose(-1, -2)  # (..., H, T, S), a fresh tensor: the steps below work in place
+    scores.mul_(scale)  # (in place: a 30-layer pass over a long text rewrites GiBs, and each copy costs a pass)
     if allowed is None and kind == "causal":
         allowed = causal_allowed(T, S, q.device)
     if allowed is None and kind == "sliding":
         allowed = sliding_allowed(T, S, window, q.device)
     if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    return torch.exp(scores - _finite(lse.float())[..., None])
+        scores.masked_fill_(~allowed.expand_as(scores), float("-inf"))
+    return scores.sub_(_finite(lse.float())[..., None]).exp_()
 
 
 def _register() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import torch
 
@@ -20,6 +20,9 @@ Mask = Literal["causal", "bidirectional", "sliding", "custom"]
 
 # trace.logits (every position) refuses above this: Gemma 3 at 8,192 tokens would need 8 GiB. Pages ask logits_at.
 LOGITS_LIMIT_BYTES = 2 << 30
+# Largest block of probabilities row_blocks computes at once. A whole layer of SmolLM2 at 8,192 tokens is 2.4 GiB
+# (9 × 8192² float32), and scoring it needs two or three times that; blocks of rows keep a pass over it small.
+ROW_BLOCK_BYTES = 64 << 20
 
 
 @dataclass
@@ -127,6 +130,30 @@ class Trace:
         top = row.topk(min(max(int(k), 1), row.shape[0]))
         seen = top.values > 0
         return top.indices[seen], top.values[seen]
+
+    def row_blocks(
+        self, layer: int, heads: slice = slice(None), max_bytes: int | None = None
+    ) -> Iterator[tuple[slice, slice, torch.Tensor]]:
+        """The layer's exact maps a block of queries at a time, never the whole (H, n, n): yields
+        ``(queries, keys, probs)`` with probs (h, Tq, Sk) float32 CPU equal to ``attentions(layer)[heads, queries,
+        keys]``, ≤ ``max_bytes`` (default :data:`ROW_BLOCK_BYTES`) each. The blocks cover every query once, in
+        order. ``keys`` is the span that holds every key the mask lets these queries see: weights outside it are
+        exactly 0, so a causal layer scores about half the pairs and a sliding-window layer only its window."""
+        r = self.record(layer)
+        heads = slice(*heads.indices(r.n_heads))
+        if heads.step != 1 or heads.stop <= heads.start:
+            raise ExplorerError(_("Choose a non-empty range of heads within 0–{last}.").format(last=r.n_heads - 1))
+        T, S = r.q.shape[1], r.k.shape[1]
+        n_heads = heads.stop - heads.start
+        rows_per_block = max(1, (max_bytes or ROW_BLOCK_BYTES) // (4 * n_heads * S))
+        kv = torch.arange(heads.start, heads.stop, device=r.k.device) // r.group_size  # each query head's kv head
+        for start in range(0, T, rows_per_block):
+            rows = slice(start, min(T, start + rows_per_block))
+            cols = _visible_keys(r, rows)
+            q = r.q[heads, rows]  # (h, Tq, D)
+            k = r.k[kv, cols]  # (h, Sk, D): one key head per query head, as attention_probs' repeat_kv would give
+            p = attention_probs(q, k, r.lse[heads, rows], r.scale, "custom", _allowed_block(r, rows, cols))
+            yield rows, cols, p.float().cpu()
 
     def attentions(self, layer: int) -> torch.Tensor:
         """All heads of one layer: (H, n, n)."""
@@ -262,6 +289,17 @@ def _span(part: slice, size: int, what: str) -> slice:
     start, stop, step = part.indices(size)
     if step != 1 or stop <= start:
         raise ExplorerError(_("Choose a non-empty range of {what} within 0–{last}.").format(what=what, last=size - 1))
+    return slice(start, stop)
+
+
+def _visible_keys(r: AttentionRecord, rows: slice) -> slice:
+    """The span of keys holding every key some query in ``rows`` may see: causal keys end at the last query
+    (bottom-right aligned), a sliding window starts ``window − 1`` before the first; otherwise every key."""
+    T, S = r.q.shape[1], r.k.shape[1]
+    if r.allowed is not None or r.mask_kind == "bidirectional":
+        return slice(0, S)
+    stop = rows.stop + (S - T)
+    start = max(0, rows.start + (S - T) - r.window + 1) if r.mask_kind == "sliding" else 0
     return slice(start, stop)
 
 

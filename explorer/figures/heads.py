@@ -21,13 +21,12 @@ from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-import torch
 from plotly.subplots import make_subplots
 
-from ..analysis.stats import first_token
 from ..escape import plotly_escape
 from ..capture.tokens import plotly_labels, unique_labels
-from .heatmap import DOWNSAMPLED_NOTE, MAX_CELLS, _short, block_mean, token_heatmap
+from ..analysis.downsample import BlockMeans, block_means
+from .heatmap import DOWNSAMPLED_NOTE, MAX_CELLS, _short, token_heatmap
 from . import palette
 from .palette import SEQUENTIAL
 from ..i18n import _
@@ -54,17 +53,6 @@ def hide_sink(attention: np.ndarray) -> np.ndarray:
         out[..., 1:] /= np.where(rest > 0, rest, np.nan).astype(np.float32)
     out[..., 0] = np.nan
     return out
-
-
-def sink_share(attentions: np.ndarray) -> float | None:
-    """Mean attention to token 0 over heads and queries 1…n−1 of (H, n, n) maps (None below two tokens).
-
-    Query 0 is left out: under a causal mask it can only attend to itself, which says nothing about a sink.
-    """
-    a = torch.as_tensor(np.asarray(attentions))
-    if a.shape[-1] < 2:
-        return None
-    return float(first_token(a).mean())
 
 
 def quantise(values: np.ndarray) -> np.ndarray:
@@ -124,7 +112,7 @@ def mark_sink(fig: go.Figure, *, xref: str = "x", yref: str = "y", hidden: bool 
 
 # ---- one head ------------------------------------------------------------------------------------------------
 def head_heatmap(
-    attention: np.ndarray,
+    attention: np.ndarray | BlockMeans,
     tokens: Sequence[str],
     *,
     layer: int,
@@ -133,14 +121,15 @@ def head_heatmap(
     sink_hidden: bool = False,
     height: int | None = None,
 ) -> go.Figure:
-    """One head large: query rows, key columns, hover = query token, key token, weight; column 0 outlined."""
+    """One head large: query rows, key columns, hover = query token, key token, weight; column 0 outlined.
+    ``attention`` is the (n, n) map or, for a long text, its block means."""
     title = _("Layer {layer} · {head}").format(layer=layer, head=head_label(head, kv_heads))
     if sink_hidden:
         title += " ({note})".format(note=_("token 0 hidden, rows renormalised"))
     exact = len(tokens) <= MAX_CELLS and not sink_hidden
-    blocks, step, _cols = block_mean(np.asarray(attention, dtype=np.float32), MAX_CELLS)
-    zmax = colour_max(blocks, exact, downsampled=step > 1)
-    fig = token_heatmap(attention, tokens, tokens, title=title, zmin=0.0, zmax=zmax,
+    blocks = block_means(attention, MAX_CELLS)
+    zmax = colour_max(blocks.values, exact, downsampled=blocks.downsampled)
+    fig = token_heatmap(blocks, tokens, tokens, title=title, zmin=0.0, zmax=zmax,
                         height=height or max(420, min(900, 160 + 16 * len(tokens))))
     if len(tokens):
         fig.update_layout(margin=dict(t=95 if " (" in (fig.layout.title.text or "") else 70))
@@ -159,7 +148,7 @@ def _two_line_title(title: str) -> str:
 
 # ---- small multiples of one layer ----------------------------------------------------------------------------
 def layer_small_multiples(
-    attentions: np.ndarray,
+    attentions: np.ndarray | BlockMeans,
     tokens: Sequence[str],
     *,
     layer: int,
@@ -171,15 +160,16 @@ def layer_small_multiples(
 ) -> go.Figure:
     """Every head of one layer as a small heatmap with token labels, one shared colour scale.
 
-    Under GQA, columns = heads per KV group, so each row of the grid is one key/value head's group.
+    ``attentions`` are the layer's (H, n, n) maps or, for a long text, their block means. Under GQA, columns =
+    heads per KV group, so each row of the grid is one key/value head's group.
     """
-    attentions = np.asarray(attentions, dtype=np.float32)
-    n_heads = attentions.shape[0]
+    blocks = block_means(attentions, max_cells)
+    z, rs, cs = blocks.values, blocks.row_step, blocks.col_step
+    n_heads = z.shape[0]
     if columns is None:
         group = n_heads // len(set(kv_heads)) if kv_heads is not None else 0
         columns = group if 2 <= group <= 6 else 4 if n_heads >= 8 else min(3, n_heads)
     rows = math.ceil(n_heads / columns)
-    z, rs, cs = block_mean(attentions, max_cells)
     # Downsampled blocks are labelled by their positions only ("66–76"): token pairs like "66 a … 76 until" would
     # take a third of a map's width in a narrow window.
     row_labels = _position_blocks(len(tokens), rs) if rs > 1 else plotly_labels(tokens)
@@ -241,16 +231,6 @@ def _position_blocks(n: int, step: int) -> list[str]:
 
 
 # ---- model view: every layer × head --------------------------------------------------------------------------
-def thumbnails(layer_maps: Sequence[np.ndarray], max_cells: int = THUMB_CELLS) -> tuple[np.ndarray, int]:
-    """(L, H, c, c) block-mean thumbnails from each layer's (H, n, n) maps; returns (thumbs, tokens per cell)."""
-    out, step = [], 1
-    for maps in layer_maps:
-        z, rs, _cols = block_mean(np.asarray(maps, dtype=np.float32), max_cells)
-        out.append(z)
-        step = rs
-    return np.stack(out), step
-
-
 def model_view_grid(
     thumbs: np.ndarray,
     *,
@@ -355,16 +335,17 @@ def head_view_lines(
     sink_hidden: bool = False,
 ) -> go.Figure:
     """BertViz's head view: queries on the left, keys on the right, a line per (query, key), width ∝ attention.
+    ``attention`` is the head's (n, n) map, or only its rows ``start…stop−1`` ((stop − start, n)) for a long text.
 
     Only tokens ``start…stop−1`` appear on both sides, and only the ``max_lines`` strongest lines among them are
     drawn; the title (plain text) says when either limit applies. Line width = ``LINE_WIDTH_PER_UNIT`` × weight (exactly
     proportional, comparable across heads); the midpoint of each line carries the hover.
     """
     a = np.asarray(attention, dtype=np.float32)
-    n = a.shape[0]
+    n = a.shape[1]
     stop = n if stop is None else min(stop, n)
     start = max(0, min(start, stop))
-    window = a[start:stop, start:stop]
+    window = a[start:stop, start:stop] if a.shape[0] == n else a[:, start:stop]  # the whole map, or its rows
     raw_labels = unique_labels(tokens)[start:stop]
     labels = [plotly_escape(label) for label in raw_labels]
     qi, kj = np.nonzero(np.nan_to_num(window, nan=0.0) > 0)

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from ..analysis.downsample import BlockMeans, block_means
 from ..escape import plotly_escape
 from ..capture.tokens import plotly_labels
 from .palette import DIVERGING, SEQUENTIAL
@@ -23,37 +24,6 @@ DOWNSAMPLED_NOTE = N_("downsampled: each cell averages {rows}×{cols} token pair
 
 MAX_CELLS = 400
 MAX_TICKS = 60  # beyond this, tick labels are thinned; hover still names every token
-
-
-def block_mean(maps: np.ndarray, max_cells: int = MAX_CELLS) -> tuple[np.ndarray, int, int]:
-    """Reduce the last two axes of a map or a stack of maps (..., rows, cols) to at most ``max_cells`` each by
-    averaging blocks, in one vectorised pass. Returns (array, row_step, col_step).
-
-    NaN cells are ignored within a block (as ``nanmean``); a block with no finite cell is NaN.
-    """
-    maps = np.asarray(maps, dtype=np.float32)
-    rows, cols = maps.shape[-2:]
-    rs, cs = -(-rows // max_cells), -(-cols // max_cells)
-    if rs == 1 and cs == 1:
-        return maps, 1, 1
-    pr, pc = (-rows) % rs, (-cols) % cs
-    pad = [(0, 0)] * (maps.ndim - 2) + [(0, pr), (0, pc)]
-    if not np.isnan(maps).any():  # fast path (the model view runs this on every layer): sums over known counts
-        padded = np.pad(maps, pad)
-        blocks = padded.reshape(*padded.shape[:-2], padded.shape[-2] // rs, rs, padded.shape[-1] // cs, cs)
-        row_count = np.minimum(rs, rows - np.arange(0, rows, rs))
-        col_count = np.minimum(cs, cols - np.arange(0, cols, cs))
-        total = blocks.sum(axis=(-3, -1), dtype=np.float64)
-        return (total / np.outer(row_count, col_count)).astype(np.float32), rs, cs
-    padded = np.pad(maps, pad, constant_values=np.nan)
-    lead = padded.shape[:-2]
-    blocks = padded.reshape(*lead, padded.shape[-2] // rs, rs, padded.shape[-1] // cs, cs)
-    finite = np.isfinite(blocks)
-    total = np.where(finite, blocks, 0.0).sum(axis=(-3, -1), dtype=np.float64)
-    count = finite.sum(axis=(-3, -1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    return mean.astype(np.float32), rs, cs
 
 
 def _block_labels(labels: list[str], step: int) -> list[str]:
@@ -80,7 +50,7 @@ def _short(label: str, width: int = 14) -> str:
 
 
 def token_heatmap(
-    matrix: np.ndarray,
+    matrix: np.ndarray | BlockMeans,
     row_tokens: Sequence[str],
     col_tokens: Sequence[str],
     *,
@@ -95,16 +65,17 @@ def token_heatmap(
     height: int | None = None,
     showscale: bool = True,
 ) -> go.Figure:
-    """A query × key heatmap with token labels and a hover naming both tokens and the value. ``title`` is plain
+    """A query × key heatmap with token labels and a hover naming both tokens and the value. ``matrix`` is the
+    whole map, or its :class:`BlockMeans` when a long one was reduced as it streamed. ``title`` is plain
     text (it may name a model or a token). ``value_name``, ``row_title``, ``col_title`` default to attention, query
     and key, in the reader's language."""
     value_name = _("attention") if value_name is None else value_name
     row_title = _("query") if row_title is None else row_title
     col_title = _("key") if col_title is None else col_title
-    matrix = np.asarray(matrix, dtype=np.float32)
     title = plotly_escape(title) if title else title
     rows, cols = plotly_labels(row_tokens), plotly_labels(col_tokens)
-    z, rs, cs = block_mean(matrix, max_cells)
+    blocks = block_means(matrix, max_cells)
+    z, rs, cs = blocks.values, blocks.row_step, blocks.col_step
     rows, cols = _block_labels(rows, rs), _block_labels(cols, cs)
     if colorscale == DIVERGING and zmin is None and zmax is None:
         bound = float(np.nanmax(np.abs(z))) if z.size else 1.0

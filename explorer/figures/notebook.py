@@ -23,7 +23,9 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from ..analysis.downsample import BlockMeans
 from ..analysis.loss import next_token_loss  # noqa: F401 - part of the notebook's API (nb.next_token_loss)
+from ..analysis.overview import layer_overview, model_overview
 from ..capture.model import Model
 from ..capture.tokens import plotly_labels, unique_labels
 from ..escape import plotly_escape
@@ -48,32 +50,38 @@ def _kv_heads(trace: Trace) -> list[int] | None:
 # ---- Attention heads ----------------------------------------------------------------------------------------
 def head(trace: Trace, layer: int, head: int, *, hide_sink: bool = False) -> go.Figure:
     """One head's query × key map, token 0's column (the usual sink) outlined."""
-    attention = trace.attention(layer, head).numpy()  # (n, n)
-    shown = fh.hide_sink(attention) if hide_sink else attention
-    return fh.head_heatmap(shown, trace.tokens, layer=layer, head=head, kv_heads=_kv_heads(trace),
+    shown = _maps(trace, layer, fh.MAX_CELLS, hide_sink, heads=slice(head, head + 1))
+    return fh.head_heatmap(shown[0], trace.tokens, layer=layer, head=head, kv_heads=_kv_heads(trace),
                            sink_hidden=hide_sink)
 
 
 def layer(trace: Trace, layer: int, *, head: int | None = None, hide_sink: bool = False) -> go.Figure:
     """Every head of one layer as small multiples on one colour scale; ``head`` is framed."""
-    maps = trace.attentions(layer).numpy()  # (H, n, n)
-    shown = fh.hide_sink(maps) if hide_sink else maps
-    return fh.layer_small_multiples(shown, trace.tokens, layer=layer, kv_heads=_kv_heads(trace),
-                                    selected_head=head, sink_hidden=hide_sink)
+    return fh.layer_small_multiples(_maps(trace, layer, fh.SMALL_CELLS, hide_sink), trace.tokens, layer=layer,
+                                    kv_heads=_kv_heads(trace), selected_head=head, sink_hidden=hide_sink)
 
 
 def overview(trace: Trace, *, selected: tuple[int, int] | None = None, hide_sink: bool = False) -> go.Figure:
     """Every layer × head as thumbnails (BertViz's model view); ``selected`` = (layer, head) is framed."""
-    maps = (trace.attentions(i).numpy() for i in range(trace.n_layers))  # one (H, n, n) layer at a time
-    thumbs, step = fh.thumbnails(fh.hide_sink(m) if hide_sink else m for m in maps)
-    return fh.model_view_grid(thumbs, kv_heads=_kv_heads(trace), selected=selected, tokens_per_cell=step,
-                              n_tokens=trace.n_tokens, sink_hidden=hide_sink)
+    layers = model_overview(trace, cells=(fh.THUMB_CELLS,), transform=fh.hide_sink if hide_sink else None)
+    thumbs = np.stack([one.blocks[fh.THUMB_CELLS].values for one in layers])  # (L, H, c, c)
+    return fh.model_view_grid(thumbs, kv_heads=_kv_heads(trace), selected=selected,
+                              tokens_per_cell=layers[0].blocks[fh.THUMB_CELLS].row_step, n_tokens=trace.n_tokens,
+                              sink_hidden=hide_sink)
 
 
 def sink_shares(trace: Trace) -> np.ndarray:
-    """(n_layers,) each layer's mean attention to token 0 (queries 1…n−1, all heads): the first-token sink."""
-    shares = (fh.sink_share(trace.attentions(i).numpy()) for i in range(trace.n_layers))
-    return np.array([np.nan if s is None else s for s in shares])  # NaN: a one-token text has no sink to measure
+    """(n_layers,) each layer's mean attention to token 0 (queries 1…n−1, all heads): the first-token sink. NaN for
+    a one-token text, which has no sink to measure."""
+    layers = model_overview(trace, statistics=("first_token",))
+    return np.array([float(np.mean(one.statistics["first_token"])) for one in layers])
+
+
+def _maps(trace: Trace, layer: int, cells: int, hide_sink: bool, heads: slice = slice(None)) -> BlockMeans:
+    """The pages' view of a layer's maps: exact up to ``cells`` tokens, else block means, read a block of queries
+    at a time (a long text's layer is never held whole)."""
+    return layer_overview(trace, layer, cells=(cells,), heads=heads,
+                          transform=fh.hide_sink if hide_sink else None).blocks[cells]
 
 
 # ---- Q, K, V --------------------------------------------------------------------------------------------------

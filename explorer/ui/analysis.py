@@ -13,13 +13,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from ..analysis import export
-from . import common as ui
+from . import common as ui, heads
 from .trace_cache import TraceKey
 from ..analysis.geometry import qk_plane, score_vs_distance
 from ..analysis.lens import logit_lens
 from ..analysis.rollout import ASSUMPTIONS, trace_rollout
 from ..analysis.stats import (
-    FORMULAS, MEANINGS, STATISTICS, induction_probe, induction_scores, stats_frame, text_statistics,
+    FORMULAS, MEANINGS, STATISTICS, induction_probe, induction_scores, stats_frame,
 )
 from ..capture.model import Model
 from ..capture.tokens import display_label, unique_labels
@@ -42,7 +42,7 @@ def _induction(_model: Model, model_key: tuple, mask: str | None) -> np.ndarray:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _head_stats(_model: Model, _trace: Trace, key: TraceKey) -> pd.DataFrame:
-    values = text_statistics(_trace)
+    values = dict(heads.overview(_trace).statistics)  # the one pass over every map that Home and the model view share
     values["induction"] = _induction(_model, (key.model, key.device), key.mask)
     return stats_frame(values)
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import streamlit as st
 
@@ -137,7 +138,12 @@ def trace_for(model: Model, text: str, mask: str | None) -> Trace:
         if own is not None and all(r.mask_kind == mask for r in own.records):
             return own
     key = make_trace_key(model.name, model.device, text, mask)
-    return cache.get_or_build(key, lambda: model.trace(text, mask=mask, max_tokens=key.max_tokens))
+
+    def build() -> Trace:
+        with progress(_("Running {model} over the text, layer by layer…").format(model=md_escape(model.name))) as update:
+            return model.trace(text, mask=mask, max_tokens=key.max_tokens, on_progress=update)
+
+    return cache.get_or_build(key, build)
 
 
 def make_trace_key(model: str, device, text: str, mask: str | None) -> TraceKey:
@@ -346,6 +352,27 @@ def kv_sharing_note(trace: Trace, head: int) -> str | None:
     mates = ", ".join(str(h) for h in trace.heads_sharing_kv(kv) if h != head)
     return _("Head {head} reads key/value head {kv}, shared with heads {mates} (grouped-query attention, GQA).").format(
         head=head, kv=kv, mates=mates)
+
+
+@contextlib.contextmanager
+def progress(text: str, after_s: float = 0.5) -> Iterator[Callable[[float], None]]:
+    """A progress bar for work that reports the fraction it has done (engine passes take an ``on_progress``).
+
+    It appears only once the work has run ``after_s`` (a short text's pass ends before a bar could flash) and is
+    removed when the work ends. Its element is made here, so inside ``st.cache_data`` a cache hit replays it ending
+    empty; a bar made outside a cached function could not be updated from inside it. ``text`` is Markdown: escape
+    what it quotes (md_escape)."""
+    slot = st.empty()
+    start = time.perf_counter()
+
+    def update(done: float) -> None:
+        if time.perf_counter() - start >= after_s:
+            slot.progress(min(1.0, max(0.0, float(done))), text=text)
+
+    try:
+        yield update
+    finally:
+        slot.empty()
 
 
 @contextlib.contextmanager

@@ -12,6 +12,9 @@ import streamlit as st
 
 from . import common as ui
 from .long_context import draw_window, window_ui
+from ..analysis.downsample import BlockMeans
+from ..analysis.overview import LayerOverview, layer_overview, model_overview
+from ..analysis.stats import TEXT_STATISTICS
 from ..capture.trace import Trace
 from ..figures import heads as fh
 from ..i18n import N_, _, percent
@@ -32,19 +35,52 @@ class HeadsView:
     head: int
     hide_sink: bool
     kv_heads: list[int] | None  # per query head, when heads share key/value heads (GQA)
-    shown: np.ndarray  # (H, n, n)
+    maps: LayerOverview  # the layer as shown: exact maps up to MAX_CELLS tokens, else block means; its sink share
+
+
+@dataclass(frozen=True)
+class ModelOverview:
+    """Every head at a glance: (L, H, c, c) thumbnails with ``step`` tokens a cell side, and the text statistics
+    (name → (L, H)) of the maps as the model computed them."""
+
+    thumbs: np.ndarray
+    step: int
+    statistics: dict[str, np.ndarray]
+
+
+# Cached per trace (its TraceKey) and view. The engine reads each layer a block of queries at a time: a long text's
+# layer is never held whole (2.4 GiB for SmolLM2 at 8,192 tokens), and one pass serves every figure and statistic.
+@st.cache_data(show_spinner=False, max_entries=16)
+def _layer_maps(_trace: Trace, key: tuple, layer: int, hide_sink: bool) -> LayerOverview:
+    with ui.progress(_("Reading layer {layer}'s maps…").format(layer=layer)) as update:
+        return layer_overview(_trace, layer, cells=(fh.MAX_CELLS, fh.SMALL_CELLS), statistics=("first_token",),
+                              transform=fh.hide_sink if hide_sink else None, on_progress=update)
+
+
+def layer_maps(trace: Trace, layer: int, hide_sink: bool) -> LayerOverview:
+    """One layer's maps as the heads page shows them, cached per trace (model, device, text, mask) and view."""
+    return _layer_maps(trace, ui.trace_key(trace), layer, hide_sink)
+
+
+def head_map(trace: Trace, layer: int, head: int, hide_sink: bool = False) -> BlockMeans:
+    """One head's map as the heads page shows it large: exact up to MAX_CELLS tokens, else block means."""
+    return layer_maps(trace, layer, hide_sink).blocks[fh.MAX_CELLS][head]
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _thumbnails(_trace: Trace, key: tuple, hide_sink: bool) -> tuple[np.ndarray, int]:
-    maps = (_trace.attentions(layer).numpy() for layer in range(_trace.n_layers))
-    return fh.thumbnails(fh.hide_sink(m) if hide_sink else m for m in maps)
+def _overview(_trace: Trace, key: tuple, hide_sink: bool) -> ModelOverview:
+    with ui.progress(_("Reading every head's map, layer by layer…")) as update:
+        layers = model_overview(_trace, cells=(fh.THUMB_CELLS,), statistics=tuple(TEXT_STATISTICS),
+                                transform=fh.hide_sink if hide_sink else None, on_progress=update)
+    thumbs = np.stack([layer.blocks[fh.THUMB_CELLS].values for layer in layers])
+    statistics = {name: np.stack([layer.statistics[name] for layer in layers]) for name in TEXT_STATISTICS}
+    return ModelOverview(thumbs, layers[0].blocks[fh.THUMB_CELLS].row_step, statistics)
 
 
-def thumbnails(trace: Trace, hide_sink: bool) -> tuple[np.ndarray, int]:
-    """(L, H, c, c) thumbnails of every head and the tokens per cell, cached per trace (model, device, text, mask)."""
-    with st.spinner(_("Building thumbnails of every head…")):
-        return _thumbnails(trace, ui.trace_key(trace), hide_sink)
+def overview(trace: Trace, hide_sink: bool = False) -> ModelOverview:
+    """Thumbnails of every head and the text statistics, from one pass over the model's maps, cached per trace
+    (model, device, text, mask): Home, this page's model view and the head analysis share it."""
+    return _overview(trace, ui.trace_key(trace), hide_sink)
 
 
 def _grid_key() -> str:
@@ -81,16 +117,15 @@ def heads_ui(trace: Trace) -> HeadsView:
         help=_("Blanks the attention to the first token and rescales each row over the other keys, so patterns "
                "hidden by the 'sink' show. This changes only the picture, not the model."),
     )
-    maps = trace.attentions(layer).numpy()
     kv_heads = [trace.kv_head(h) for h in range(trace.n_heads)] if gqa else None
-    return HeadsView(trace, layer, head, hide_sink, kv_heads, fh.hide_sink(maps) if hide_sink else maps)
+    return HeadsView(trace, layer, head, hide_sink, kv_heads, layer_maps(trace, layer, hide_sink))
 
 
 def notes(view: HeadsView) -> None:
     """The first-token sink share, the GQA grouping, and the downsampling of long texts."""
     trace = view.trace
-    share = fh.sink_share(trace.attentions(view.layer).numpy())
-    if share is not None:
+    share = float(np.mean(view.maps.statistics["first_token"]))  # NaN for a one-token text: no sink to speak of
+    if not np.isnan(share):
         st.caption(_("Layer {layer}: queries put on average **{share}** of their attention on token 0 ({token}), "
                      "averaged over heads and queries 1…{last}. A large share is the usual first-token *sink*, not "
                      "meaning; its column is outlined.").format(
@@ -105,7 +140,7 @@ def notes(view: HeadsView) -> None:
 
 def one_layer(view: HeadsView) -> None:
     st.plotly_chart(
-        fh.layer_small_multiples(view.shown, view.trace.tokens, layer=view.layer, kv_heads=view.kv_heads,
+        fh.layer_small_multiples(view.maps.blocks[fh.SMALL_CELLS], view.trace.tokens, layer=view.layer, kv_heads=view.kv_heads,
                                  selected_head=view.head, sink_hidden=view.hide_sink),
         key="heads_small_multiples",
     )
@@ -113,12 +148,12 @@ def one_layer(view: HeadsView) -> None:
 
 def model_view(view: HeadsView) -> None:
     trace = view.trace
-    thumbs, step = thumbnails(trace, view.hide_sink)
+    seen = overview(trace, view.hide_sink)
     st.caption(_("Rows are layers, columns heads; every thumbnail is one head's query × key map. Click a thumbnail to "
                  "open that head in **One head**.")
                + (" " + _("Dotted lines separate the groups that share a key/value head.") if view.kv_heads else ""))
     st.plotly_chart(
-        fh.model_view_grid(thumbs, kv_heads=view.kv_heads, selected=(view.layer, view.head), tokens_per_cell=step,
+        fh.model_view_grid(seen.thumbs, kv_heads=view.kv_heads, selected=(view.layer, view.head), tokens_per_cell=seen.step,
                            n_tokens=trace.n_tokens, sink_hidden=view.hide_sink),
         key=_grid_key(), on_select=partial(_pick_head_from_grid, _grid_key()), selection_mode="points",
         config={"displayModeBar": False},
@@ -127,7 +162,7 @@ def model_view(view: HeadsView) -> None:
 
 def one_head(view: HeadsView) -> None:
     st.plotly_chart(
-        fh.head_heatmap(view.shown[view.head], view.trace.tokens, layer=view.layer, head=view.head,
+        fh.head_heatmap(view.maps.blocks[fh.MAX_CELLS][view.head], view.trace.tokens, layer=view.layer, head=view.head,
                         kv_heads=view.kv_heads, sink_hidden=view.hide_sink),
         key="heads_one_head",
     )
@@ -157,14 +192,14 @@ def line_window_ui(view: HeadsView) -> tuple[int, int]:
 
 def lines(view: HeadsView) -> None:
     start, stop = line_window_ui(view)
-    attention = view.shown[view.head]
+    rows = view.trace.attention_window(view.layer, view.head, queries=slice(start, stop)).numpy()  # (stop − start, n)
+    rows = fh.hide_sink(rows) if view.hide_sink else rows
     if view.trace.n_tokens > LINE_WINDOW:
-        outside = 1.0 - float(np.nansum(attention[start:stop, start:stop])) / max(
-            1e-12, float(np.nansum(attention[start:stop])))
+        outside = 1.0 - float(np.nansum(rows[:, start:stop])) / max(1e-12, float(np.nansum(rows)))
         st.caption(_("{share} of these queries' attention goes to keys outside the window and is not drawn.").format(
             share=percent(outside, 1)))
     st.plotly_chart(
-        fh.head_view_lines(attention, view.trace.tokens, start=start, stop=stop,
+        fh.head_view_lines(rows, view.trace.tokens, start=start, stop=stop,
                            title=_("Layer {layer} · {head}").format(layer=view.layer,
                                                                     head=fh.head_label(view.head, view.kv_heads)),
                            sink_hidden=view.hide_sink),

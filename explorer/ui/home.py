@@ -3,17 +3,15 @@ it was picked, and every head as a thumbnail), the tokens as a strip, and the to
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
-from ..analysis.stats import TellingHead, telling_head, text_statistics
+from ..analysis.stats import TellingHead, telling_head
 from ..capture.tokens import display_label
 from ..capture.trace import Trace
 from ..escape import md_escape
 from ..figures import heads as fh
 from ..i18n import N_, _, ngettext, percent
 from . import common as ui, heads
-from .trace_cache import TraceKey
 
 GRID_KEY = "home_grid"
 _PICKED = "_ae_home_pick"  # a thumbnail clicked on Home: opened on the heads page at the start of the next run
@@ -43,15 +41,10 @@ PAGES_TOUR = (
 )
 
 
-# ---- cached per trace (keyed on its TraceKey: the trace itself is not hashed) ----------------------------------
-@st.cache_data(show_spinner=False, max_entries=16)
-def _statistics(_trace: Trace, key: TraceKey) -> dict[str, np.ndarray]:
-    return text_statistics(_trace)
-
-
 def pick_head(trace: Trace) -> TellingHead:
-    """The head Home shows first: :func:`telling_head` over the trace's head statistics."""
-    return telling_head(_statistics(trace, ui.trace_key(trace)))
+    """The head Home shows first: :func:`telling_head` over the trace's head statistics (from the overview pass
+    that also makes the thumbnails)."""
+    return telling_head(heads.overview(trace).statistics)
 
 
 # ---- sections ---------------------------------------------------------------------------------------------------
@@ -80,16 +73,16 @@ def first_look(trace: Trace) -> None:
     big, overview = st.columns([3, 2], gap="medium")
     with big:
         st.plotly_chart(
-            fh.head_heatmap(trace.attention(pick.layer, pick.head).numpy(), trace.tokens, layer=pick.layer,
+            fh.head_heatmap(heads.head_map(trace, pick.layer, pick.head), trace.tokens, layer=pick.layer,
                             head=pick.head, kv_heads=kv_heads),
             key="home_head",
         )
     with overview:
-        thumbs, step = heads.thumbnails(trace, hide_sink=False)  # the heads page's cache: built once for both
+        seen = heads.overview(trace)  # the heads page's cache: every head read once for both pages
         st.caption(_("Every head of the model: rows are layers, columns heads; each thumbnail is one head's map like "
                      "the one on the left (outlined). Click one to open it on Attention heads."))
         st.plotly_chart(
-            fh.model_view_grid(thumbs, kv_heads=kv_heads, selected=(pick.layer, pick.head), tokens_per_cell=step,
+            fh.model_view_grid(seen.thumbs, kv_heads=kv_heads, selected=(pick.layer, pick.head), tokens_per_cell=seen.step,
                                n_tokens=trace.n_tokens, thumb_px=_thumb_px(trace.n_layers, trace.n_heads)),
             key=GRID_KEY, on_select=_pick_from_grid, selection_mode="points", config={"displayModeBar": False},
         )
