@@ -138,13 +138,19 @@ def _english(text: str) -> bool:
     return any(not ALLOWED.match(w) for w in words)
 
 
+def _is_log_call(node: ast.Call) -> bool:
+    """``log.warning(...)``: a line for the server's operator, in the log, never shown to a visitor."""
+    receiver = node.func.value if isinstance(node.func, ast.Attribute) else None
+    return isinstance(receiver, ast.Name) and receiver.id in ("log", "logger", "logging")
+
+
 def _untranslated(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if not isinstance(node, ast.Call):
             continue
         name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-        if name not in SHOWN:
+        if name not in SHOWN or _is_log_call(node):
             continue
         args = list(node.args[:1]) + [k.value for k in node.keywords if k.arg in SHOWN_KEYWORDS]
         if name == "tabs" and node.args and isinstance(node.args[0], (ast.List, ast.Tuple)):

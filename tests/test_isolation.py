@@ -287,8 +287,8 @@ def test_trace_for_keys_the_shared_cache_with_a_trace_key():
     model = explorer.load("minilm", device="cpu")
     text = "Typed keys: which field is the mask?"
     trace = common.trace_for(model, text, "causal")
-    key = common.make_trace_key("minilm", model.device, text, "causal")
-    assert key == TraceKey(model="minilm", device="cpu", text=text, mask="causal",
+    key = common.make_trace_key("minilm", model.device, model.dtype, text, "causal")
+    assert key == TraceKey(model="minilm", device="cpu", dtype="float32", text=text, mask="causal",
                            max_tokens=common.settings().max_tokens)
     assert common._trace_cache().get(key) is trace
     assert trace.mask == "causal" and common.trace_for(model, text, "causal") is trace  # the same key: a hit
@@ -314,7 +314,7 @@ def test_trace_for_rebuilds_a_trace_whose_model_was_dropped():
         ref = second.hf(torch.tensor([new.token_ids])).logits[0]
     # The same LM head on the same hidden states: float32 dot products over 576 dims, ~1e-7·√576·|h| ≈ 1e-5.
     assert (new.logits - ref).abs().max().item() <= 1e-4
-    key = common.make_trace_key("smollm2", "cpu", text, None)
+    key = common.make_trace_key("smollm2", "cpu", "float32", text, None)
     assert common._trace_cache().get(key) is new
 
 

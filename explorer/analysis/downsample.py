@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..i18n import _
 
 @dataclass(frozen=True)
 class BlockMeans:
@@ -96,7 +97,8 @@ def block_means(maps: np.ndarray | torch.Tensor | BlockMeans, max_cells: int) ->
     fit: a page that streamed a long layer hands its blocks to the same figures as a short text's maps."""
     if isinstance(maps, BlockMeans):
         if max(maps.values.shape[-2:], default=0) > max_cells:
-            raise ValueError(f"{maps.values.shape[-2:]} block means do not fit {max_cells} cells")
+            raise ValueError(_("Block means of {shape} cells do not fit in {cells}.").format(
+                shape=tuple(maps.values.shape[-2:]), cells=max_cells))
         return maps
     maps = torch.as_tensor(np.asarray(maps, dtype=np.float32))
     rows, cols = maps.shape[-2:]

@@ -54,6 +54,11 @@ class Model:
         return self.hf.config
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The type the weights were loaded in (``explorer.load``'s ``dtype``), which activations run in too."""
+        return next(self.hf.parameters()).dtype
+
+    @property
     def n_layers(self) -> int:
         return len(self.attention_modules)
 

@@ -84,6 +84,11 @@ class Trace:
     def device(self) -> torch.device:
         return self.records[0].q.device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The type the model ran in (its records' q, k, v): a bfloat16 trace differs from a float32 one."""
+        return self.records[0].q.dtype
+
     # ---- GQA ---------------------------------------------------------------------------------------------
     def kv_head(self, head: int) -> int:
         """The key/value head that query head ``head`` reads (GQA: several query heads share one)."""

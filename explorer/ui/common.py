@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
 import streamlit as st
+import torch
 
 from ..capture.devices import cuda_available, tf32_enabled
 from ..capture.embedded import DEFAULT_MODEL, EMBEDDED
@@ -66,9 +67,10 @@ class Selection:
 
 # ---- cached resources (shared by all sessions) ---------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _load_model(name: str, device: str, local_paths: bool) -> Model:
+def _load_model(name: str, device: str, local_paths: bool, dtype: str, device_map: str | None) -> Model:
     allow_hub = settings().allowed_models == "any" or None
-    return load(name, device=device, allow_local_paths=local_paths, allow_hub=allow_hub)
+    return load(name, device=device, allow_local_paths=local_paths, allow_hub=allow_hub, dtype=dtype,
+                device_map=device_map)
 
 
 @st.cache_resource(show_spinner=False)
@@ -104,16 +106,17 @@ def model_for(name: str, device: str) -> Model:
 
 
 def _model_with_progress(name: str, device: str, local_paths: bool) -> Model:
-    key = (name, device, local_paths)
+    s = settings()
+    key = (name, device, local_paths, s.dtype, s.device_map)  # the server's AE_DTYPE and AE_DEVICE_MAP, every load
     if key in _loaded_keys():
-        return _load_model(name, device, local_paths)
+        return _load_model(*key)
     with st.status(_("Loading **{model}** on {device}…").format(model=md_escape(name), device=device),
                    expanded=False) as status:
         st.write(_("First load in this server process; later pages and sessions reuse it."))
         if name == "smollm2":
             st.write(_("The first run ever converts the GGUF file once (about 20 s); later runs read the cache."))
         try:
-            model = _load_model(name, device, local_paths)
+            model = _load_model(*key)
         except Exception:
             status.update(label=_("Could not load **{model}**").format(model=md_escape(name)), state="error")
             raise
@@ -134,10 +137,10 @@ def trace_for(model: Model, text: str, mask: str | None) -> Trace:
     if mask is not None and mask == model.default_mask:
         # The model's own mask asked for by name (Masking, Compare): the trace under mask=None (the sidebar's) is
         # the same computation unless the model's own mask is something else (sliding windows), so reuse it.
-        own = cache.get(make_trace_key(model.name, model.device, text, None))
+        own = cache.get(make_trace_key(model.name, model.device, model.dtype, text, None))
         if own is not None and all(r.mask_kind == mask for r in own.records):
             return own
-    key = make_trace_key(model.name, model.device, text, mask)
+    key = make_trace_key(model.name, model.device, model.dtype, text, mask)
 
     def build() -> Trace:
         with progress(_("Running {model} over the text, layer by layer…").format(model=md_escape(model.name))) as update:
@@ -146,15 +149,20 @@ def trace_for(model: Model, text: str, mask: str | None) -> Trace:
     return cache.get_or_build(key, build)
 
 
-def make_trace_key(model: str, device, text: str, mask: str | None) -> TraceKey:
+def make_trace_key(model: str, device, dtype: torch.dtype | str, text: str, mask: str | None) -> TraceKey:
     """The one builder of :class:`TraceKey`: a trace of ``text`` cut to the app's token cap."""
-    return TraceKey(model, str(device), text, mask, settings().max_tokens)
+    return TraceKey(model, str(device), dtype_name(dtype), text, mask, settings().max_tokens)
+
+
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """``torch.bfloat16`` → ``"bfloat16"``: the name ``explorer.load`` and ``AE_DTYPE`` use."""
+    return str(dtype).removeprefix("torch.")
 
 
 def trace_key(trace: Trace) -> TraceKey:
-    """The key for st.cache_data on analyses of a sidebar trace: its model, device and text, the sidebar's mask
-    (None: the model's own; analyses re-trace with it) and the token cap."""
-    return make_trace_key(trace.model_name, trace.device, trace.text, current_selection().mask)
+    """The key for st.cache_data on analyses of a sidebar trace: its model, device, dtype and text, the sidebar's
+    mask (None: the model's own; analyses re-trace with it) and the token cap."""
+    return make_trace_key(trace.model_name, trace.device, trace.dtype, trace.text, current_selection().mask)
 
 
 # ---- session state and URL --------------------------------------------------------------------------------

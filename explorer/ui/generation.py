@@ -40,8 +40,7 @@ FORMULAS = {
     "temperature": r"p_i = \frac{e^{z_i/T}}{\sum_j e^{z_j/T}}",
     "top-k": r"p^{(k)}_i \propto p_i \, [\, i \in \text{top } k \,]",
     "top-p": r"p'_i \propto p^{(k)}_i \, [\, i \in V_p \,]",
-    "nucleus": r"\begin{aligned} V_p &= \text{the fewest top tokens} \\"
-               r" &\phantom{=}\ \text{with} \textstyle\sum_{i \in V_p} p^{(k)}_i \ge p \end{aligned}",
+    "nucleus": r"\textstyle\sum_{i \in V_p} p^{(k)}_i \ge p",
 }
 # How a step chose its token (the engine's Step.how), as the reader reads it.
 HOW = {"sampled": N_("sampled"), "greedy": N_("greedy"), "picked": N_("picked")}
@@ -80,6 +79,7 @@ def knobs_ui() -> Inputs:
             st.slider(_("top-p (nucleus)"), 0.0, 1.0, 0.9, 0.01, key="gen_top_p", persist_state="session",
                       help=_("Keep the smallest set of most probable tokens whose mass reaches p. 1 = off."))
             st.latex(FORMULAS["top-p"])
+            st.markdown(_("where $V_p$ is the smallest set of most probable tokens with"))  # LaTeX only in formulas
             st.latex(FORMULAS["nucleus"])
         with st.container(width=110):
             st.number_input(_("Seed"), 0, 2**31 - 1, 0, 1, key="gen_seed", persist_state="session",

@@ -112,6 +112,9 @@ def token_strip(trace: Trace, device: str) -> None:
     facts.append(_("mask: {mask}").format(mask=mask) if trace.mask_is_model_default
                  else _("mask: {mask} (what-if)").format(mask=mask))
     facts.append(_("device: {device}").format(device=device))
+    dtype = ui.dtype_name(trace.dtype)
+    if dtype != "float32":  # the server's AE_DTYPE: the maps differ from a float32 run by that type's rounding
+        facts.append(_("dtype: {dtype}").format(dtype=dtype))
     st.caption(" · ".join(facts))
     shown = trace.tokens[:STRIP_TOKENS]
     # Each token a grey chip; md_escape keeps a token's own brackets and markup from ending the chip or styling it.

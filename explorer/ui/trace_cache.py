@@ -16,11 +16,13 @@ from ..capture.trace import Trace
 class TraceKey(NamedTuple):
     """What a trace of the app depends on; the one key of the trace cache and of analyses' ``st.cache_data``.
 
-    ``mask`` None is the model's own mask; ``max_tokens`` the app's token cap the text was cut to.
+    ``dtype`` is the type the model ran in (``"float32"``, ``"bfloat16"``, …): a bf16 trace of the same text differs
+    from a float32 one. ``mask`` None is the model's own mask; ``max_tokens`` the app's token cap the text was cut to.
     """
 
     model: str
     device: str
+    dtype: str
     text: str
     mask: str | None
     max_tokens: int
