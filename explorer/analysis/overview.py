@@ -17,8 +17,9 @@ import torch
 from .downsample import BlockMeanSum, BlockMeans
 from .stats import StatisticSums
 
-#: A view transform of whole rows of maps, numpy (..., Tq, n) → the same shape (e.g. hiding token 0).
-RowTransform = Callable[[np.ndarray], np.ndarray]
+#: A view transform of rows of maps (e.g. hiding token 0): (block (..., Tq, Sk) of keys first_key…, first_key) → the
+#: same shape. Keys outside the block weigh 0 (the mask's span): the transform must give what it would on whole rows.
+RowTransform = Callable[[np.ndarray, int], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -48,15 +49,24 @@ def layer_overview(
     stats = StatisticSums(statistics, (n_heads,))
     for queries, keys, probs in trace.row_blocks(layer, heads):  # probs (h, Tq, Sk)
         stats.add(queries, keys, probs)
-        if transform is not None and sums:  # a view transform sees whole rows: zeros where the mask hid keys
-            whole = probs.new_zeros(*probs.shape[:-1], n_keys)  # (h, Tq, S)
-            whole[..., keys] = probs
-            probs, keys = torch.from_numpy(transform(whole.numpy())), slice(0, n_keys)
+        if transform is not None and sums:
+            probs, keys = _transformed(transform, probs, keys, n_keys)
         for total in sums.values():
             total.add(queries, keys, probs)
         if on_progress is not None:
             on_progress(queries.stop / n_queries)
     return LayerOverview({c: total.result() for c, total in sums.items()}, stats.result())
+
+
+def _transformed(transform: RowTransform, probs: torch.Tensor, keys: slice, n_keys: int) -> tuple[torch.Tensor, slice]:
+    """``transform`` of a block of rows over its key span; widened to every key when it blanks a whole row (NaN),
+    since a blank row is blank outside the span too."""
+    shown = transform(probs.numpy(), keys.start)
+    if (keys.start, keys.stop) != (0, n_keys) and bool(np.isnan(shown).all(-1).any()):
+        whole = probs.new_zeros(*probs.shape[:-1], n_keys)  # (h, Tq, S)
+        whole[..., keys] = probs
+        return torch.from_numpy(transform(whole.numpy(), 0)), slice(0, n_keys)
+    return torch.from_numpy(shown), keys
 
 
 def model_overview(

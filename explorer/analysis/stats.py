@@ -231,6 +231,16 @@ def text_statistics(trace) -> dict[str, np.ndarray]:
     return out
 
 
+def sink_share(trace, layer: int) -> float:
+    """The layer's first_token statistic averaged over its heads (the first-token "sink"), from key 0's column
+    alone: n weights a head, not the (n, n) maps. NaN for a one-token text, which has no sink to measure."""
+    if trace.n_tokens < 2:
+        return math.nan
+    to_first = torch.stack([trace.attention_window(layer, h, keys=slice(0, 1))[:, 0]
+                            for h in range(trace.n_heads)])  # (H, n)
+    return float(to_first[:, 1:].double().mean())
+
+
 def induction_scores(probe_trace, probe: InductionProbe) -> np.ndarray:
     """(n_layers, n_heads) induction scores from a trace of ``probe``."""
     return np.stack(

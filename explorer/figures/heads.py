@@ -42,16 +42,20 @@ WIDTH_AWARE_TICKS = dict(type="category", tickmode="auto", nticks=0, tickvals=No
 
 
 # ---- numbers -------------------------------------------------------------------------------------------------
-def hide_sink(attention: np.ndarray) -> np.ndarray:
+def hide_sink(attention: np.ndarray, first_key: int = 0) -> np.ndarray:
     """View transform: blank key 0 (NaN) and renormalise each row over keys 1…n−1.
 
-    Works on (..., n, n). A row with no attention left (under a causal mask, query 0 sees only key 0) is NaN.
+    Works on (..., rows, keys): whole rows, or a block of keys ``first_key``… outside which every weight is 0 (the
+    mask's span, Trace.row_blocks), so that a long text's rows need not be widened first. A row with no attention
+    left (under a causal mask, query 0 sees only key 0) is NaN.
     """
     out = np.array(attention, dtype=np.float32, copy=True)  # float32 in place: this runs on 30 × (H, n, n) maps
-    rest = out[..., 1:].sum(axis=-1, keepdims=True, dtype=np.float64)
+    others = out[..., 1:] if first_key == 0 else out  # the keys other than key 0 in this block
+    rest = others.sum(axis=-1, keepdims=True, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out[..., 1:] /= np.where(rest > 0, rest, np.nan).astype(np.float32)
-    out[..., 0] = np.nan
+        others /= np.where(rest > 0, rest, np.nan).astype(np.float32)
+    if first_key == 0:
+        out[..., 0] = np.nan
     return out
 
 

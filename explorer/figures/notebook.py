@@ -26,6 +26,7 @@ import torch
 from ..analysis.downsample import BlockMeans
 from ..analysis.loss import next_token_loss  # noqa: F401 - part of the notebook's API (nb.next_token_loss)
 from ..analysis.overview import layer_overview, model_overview
+from ..analysis.stats import sink_share
 from ..capture.model import Model
 from ..capture.tokens import plotly_labels, unique_labels
 from ..escape import plotly_escape
@@ -73,8 +74,7 @@ def overview(trace: Trace, *, selected: tuple[int, int] | None = None, hide_sink
 def sink_shares(trace: Trace) -> np.ndarray:
     """(n_layers,) each layer's mean attention to token 0 (queries 1…n−1, all heads): the first-token sink. NaN for
     a one-token text, which has no sink to measure."""
-    layers = model_overview(trace, statistics=("first_token",))
-    return np.array([float(np.mean(one.statistics["first_token"])) for one in layers])
+    return np.array([sink_share(trace, layer) for layer in range(trace.n_layers)])
 
 
 def _maps(trace: Trace, layer: int, cells: int, hide_sink: bool, heads: slice = slice(None)) -> BlockMeans:

@@ -14,7 +14,7 @@ from . import common as ui
 from .long_context import draw_window, window_ui
 from ..analysis.downsample import BlockMeans
 from ..analysis.overview import LayerOverview, layer_overview, model_overview
-from ..analysis.stats import TEXT_STATISTICS
+from ..analysis.stats import TEXT_STATISTICS, sink_share
 from ..capture.trace import Trace
 from ..figures import heads as fh
 from ..i18n import N_, _, percent
@@ -35,7 +35,10 @@ class HeadsView:
     head: int
     hide_sink: bool
     kv_heads: list[int] | None  # per query head, when heads share key/value heads (GQA)
-    maps: LayerOverview  # the layer as shown: exact maps up to MAX_CELLS tokens, else block means; its sink share
+
+    def maps(self) -> LayerOverview:
+        """The layer as shown: exact maps up to MAX_CELLS tokens, else block means (computed when a tab asks)."""
+        return layer_maps(self.trace, self.layer, self.hide_sink)
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class ModelOverview:
 @st.cache_data(show_spinner=False, max_entries=16)
 def _layer_maps(_trace: Trace, key: tuple, layer: int, hide_sink: bool) -> LayerOverview:
     with ui.progress(_("Reading layer {layer}'s maps…").format(layer=layer)) as update:
-        return layer_overview(_trace, layer, cells=(fh.MAX_CELLS, fh.SMALL_CELLS), statistics=("first_token",),
+        return layer_overview(_trace, layer, cells=(fh.MAX_CELLS, fh.SMALL_CELLS),
                               transform=fh.hide_sink if hide_sink else None, on_progress=update)
 
 
@@ -118,13 +121,13 @@ def heads_ui(trace: Trace) -> HeadsView:
                "hidden by the 'sink' show. This changes only the picture, not the model."),
     )
     kv_heads = [trace.kv_head(h) for h in range(trace.n_heads)] if gqa else None
-    return HeadsView(trace, layer, head, hide_sink, kv_heads, layer_maps(trace, layer, hide_sink))
+    return HeadsView(trace, layer, head, hide_sink, kv_heads)
 
 
 def notes(view: HeadsView) -> None:
     """The first-token sink share, the GQA grouping, and the downsampling of long texts."""
     trace = view.trace
-    share = float(np.mean(view.maps.statistics["first_token"]))  # NaN for a one-token text: no sink to speak of
+    share = sink_share(trace, view.layer)  # NaN for a one-token text: no sink to speak of
     if not np.isnan(share):
         st.caption(_("Layer {layer}: queries put on average **{share}** of their attention on token 0 ({token}), "
                      "averaged over heads and queries 1…{last}. A large share is the usual first-token *sink*, not "
@@ -140,7 +143,7 @@ def notes(view: HeadsView) -> None:
 
 def one_layer(view: HeadsView) -> None:
     st.plotly_chart(
-        fh.layer_small_multiples(view.maps.blocks[fh.SMALL_CELLS], view.trace.tokens, layer=view.layer, kv_heads=view.kv_heads,
+        fh.layer_small_multiples(view.maps().blocks[fh.SMALL_CELLS], view.trace.tokens, layer=view.layer, kv_heads=view.kv_heads,
                                  selected_head=view.head, sink_hidden=view.hide_sink),
         key="heads_small_multiples",
     )
@@ -162,7 +165,7 @@ def model_view(view: HeadsView) -> None:
 
 def one_head(view: HeadsView) -> None:
     st.plotly_chart(
-        fh.head_heatmap(view.maps.blocks[fh.MAX_CELLS][view.head], view.trace.tokens, layer=view.layer, head=view.head,
+        fh.head_heatmap(view.maps().blocks[fh.MAX_CELLS][view.head], view.trace.tokens, layer=view.layer, head=view.head,
                         kv_heads=view.kv_heads, sink_hidden=view.hide_sink),
         key="heads_one_head",
     )
