@@ -57,3 +57,11 @@ def test_device_map_load_traces_the_same(device_map, plain_trace, monkeypatch):
             assert (ours.float().cpu() - ref).abs().max().item() <= model_bound(model, float(ref.abs().max()))
     # The prediction agrees: the same greedy next token.
     assert int(trace.logits[-1].argmax()) == int(plain_trace.logits[-1].argmax())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_a_map_naming_cuda_without_cuda_is_a_clear_error():
+    # transformers would fail deep inside with an AssertionError ("Torch not compiled with CUDA enabled")
+    with pytest.raises(explorer.ExplorerError, match="CUDA"):
+        explorer.load("smollm2", device_map="cuda:0")
+

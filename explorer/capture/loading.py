@@ -45,7 +45,7 @@ def load(
             Hugging Face cache load either way.
         allow_local_paths: may ``name_or_path`` be a path on this machine? (A public deployment says no.)
         device_map: passed to ``from_pretrained`` (e.g. ``"auto"``) to spread a large model over devices with
-            ``accelerate``; ``device`` is then where inputs go.
+            ``accelerate``; inputs then go where the map put the input embeddings, whatever ``device`` says.
         dtype: the weights' and activations' type, ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``. Maps
             stay exact for the computation that ran (its q, k and the kernel's float32 log-sum-exp); they differ
             from a float32 run by about bfloat16's rounding (README, "GPU and dtype").
@@ -171,6 +171,9 @@ def _load_folder(name: str, path: str, device: torch.device, device_map, dtype: 
     auto = {"causal-lm": AutoModelForCausalLM, "masked-lm": AutoModelForMaskedLM, "encoder": AutoModel}[kind]
     kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=False)
     if device_map is not None:
+        if isinstance(device_map, str) and device_map.startswith("cuda") and not torch.cuda.is_available():
+            raise ExplorerError(_("The device map {device_map} names a CUDA device, but this machine has none.").format(
+                device_map=repr(device_map)))
         kwargs["device_map"] = device_map
     try:
         hf = auto.from_pretrained(path, attn_implementation=ATTENTION_NAME, **kwargs)
@@ -194,6 +197,8 @@ def _load_folder(name: str, path: str, device: torch.device, device_map, dtype: 
     hf.eval()
     if device_map is None:
         hf.to(device)
+    else:  # the map placed the layers; token ids must meet the embeddings where it put them
+        device = hf.get_input_embeddings().weight.device
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except Exception as exc:
