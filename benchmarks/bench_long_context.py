@@ -1,9 +1,13 @@
-"""Long texts: what a trace holds in memory, and how long the first heatmap takes, for each LM in a fresh process.
+"""Long texts: what a trace holds in memory, and how long the pages' first figures take, for each LM in a fresh process.
 
 For each model and length, a child process loads the model, notes its RSS, traces the text while sampling RSS, and
 reports the growth (peak during the forward, and what the trace still holds after it), the trace's tensors by kind,
-and time to the first heatmap (trace + one head's map + ``explorer.figures.heads.head_heatmap``) over one plain
-forward of the same ids (the same model without recording, hidden states or logits), as a ratio in the same run.
+and, over one plain forward of the same ids (the same model without recording, hidden states or logits; the median
+of three, in the same run):
+- time to the first heatmap on the heads page: the trace, plus its default tab as the page computes it (layer 0's
+  maps streamed into block means, ``explorer.figures.heads.layer_small_multiples``);
+- Home's overview: one pass over every layer's maps for the thumbnails and the head statistics
+  (``explorer.analysis.overview.model_overview``), with the peak RSS growth during it.
 Target (issue 14): an 8,192-token trace grows peak RSS by ≤ 3 GiB over the loaded model.
 
     .venv/bin/python benchmarks/bench_long_context.py [--models smollm2 gemma3] [--lengths 1024 4096 8192]
@@ -31,8 +35,10 @@ def child(model_name: str, n: int) -> dict:
 
     import explorer
     from bench_trace import peak_rss_during
-    from _common import text_of_tokens
-    from explorer.figures.heads import head_heatmap
+    from _common import median_time, text_of_tokens
+    from explorer.analysis.overview import layer_overview, model_overview
+    from explorer.analysis.stats import TEXT_STATISTICS
+    from explorer.figures import heads as fh
 
     model = explorer.load(model_name, device="cpu")
     enc = text_of_tokens(model, n)
@@ -42,13 +48,16 @@ def child(model_name: str, n: int) -> dict:
     before = proc.memory_info().rss
     t0 = time.perf_counter()
     peak, trace = peak_rss_during(lambda: model.trace_ids(enc))
-    layer = trace.n_layers - 1
-    attention = trace.attention(layer, 0).numpy()
-    head_heatmap(attention, trace.tokens, layer=layer, head=0)
+    maps = layer_overview(trace, 0, cells=(fh.MAX_CELLS, fh.SMALL_CELLS))  # the heads page's first tab
+    fh.layer_small_multiples(maps.blocks[fh.SMALL_CELLS], trace.tokens, layer=0)
     first_heatmap = time.perf_counter() - t0
-    del attention
+    del maps
     gc.collect()
     held = proc.memory_info().rss - before
+    t0 = time.perf_counter()
+    overview_peak, _ = peak_rss_during(
+        lambda trace=trace: model_overview(trace, cells=(fh.THUMB_CELLS,), statistics=tuple(TEXT_STATISTICS)))
+    overview = time.perf_counter() - t0
     parts = {"q": 0, "k": 0, "v": 0, "lse": 0, "x": 0, "allowed": 0}
     for r in trace.records:
         for name in parts:
@@ -63,11 +72,9 @@ def child(model_name: str, n: int) -> dict:
         with torch.inference_mode():
             return model.base(input_ids=ids, use_cache=False).last_hidden_state
 
-    plain()  # warm-up
-    t0 = time.perf_counter()
-    plain()
-    forward = time.perf_counter() - t0
-    return {"peak": peak - before, "held": held, "parts": parts, "first_heatmap": first_heatmap, "forward": forward}
+    forward = median_time(plain, repeats=3)
+    return {"peak": peak - before, "held": held, "parts": parts, "first_heatmap": first_heatmap, "forward": forward,
+            "overview": overview, "overview_peak": overview_peak - before}
 
 
 def main() -> None:
@@ -80,7 +87,7 @@ def main() -> None:
         print(json.dumps(child(args.child[0], int(args.child[1]))))
         return
     print(f"{'model':>8} {'n':>6} {'peak growth':>12} {'held':>8} {'GiB/1k tok':>11} "
-          f"{'first heatmap / plain forward':>30}   trace tensors (GiB)")
+          f"{'first heatmap / forward':>24} {'overview / forward':>19} {'overview peak':>14}   trace tensors (GiB)")
     for name in args.models:
         for n in args.lengths:
             proc = subprocess.run([sys.executable, __file__, "--child", name, str(n)], capture_output=True, text=True)
@@ -90,7 +97,8 @@ def main() -> None:
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             parts = ", ".join(f"{k} {v / GIB:.2f}" for k, v in r["parts"].items() if v)
             print(f"{name:>8} {n:>6} {r['peak'] / GIB:>10.2f} G {r['held'] / GIB:>6.2f} G "
-                  f"{r['peak'] / GIB / (n / 1024):>11.3f} {r['first_heatmap'] / r['forward']:>29.2f}×   {parts}",
+                  f"{r['peak'] / GIB / (n / 1024):>11.3f} {r['first_heatmap'] / r['forward']:>23.2f}× "
+                  f"{r['overview'] / r['forward']:>18.2f}× {r['overview_peak'] / GIB:>12.2f} G   {parts}",
                   flush=True)
 
 
