@@ -21,7 +21,7 @@ from .intervention import (
     patch_heads,
     register_output_hooks,
 )
-from .recorder import MaskOverride, Recorder, capture_input_hook, recording
+from .recorder import AttentionRecord, MaskOverride, Recorder, capture_input_hook, recording
 from .tokens import Encoded, readable_tokens
 from .trace import Trace
 
@@ -344,14 +344,22 @@ def _token_id(value: object, rows: int, model_name: str) -> int:
 
 
 def discover_attention_modules(model: Model) -> list[torch.nn.Module]:
-    """Run two tokens through the model and note which modules call the attention interface, in order.
+    """Run three tokens through the model once and note which modules call the attention interface, in order.
 
-    This is how we know a model is instrumentable, and where to hook to capture each layer's input x.
+    This is how we know a model is instrumentable, and where to hook to capture each layer's input x. The same pass
+    finds the modules that rebuild x from the hidden states (:func:`input_rebuilders`): one forward at load, not two
+    (at load the pass first touches every weight, and it is most of a warm load's time).
     """
-    ids = torch.tensor([[0, 1]], device=model.device)
-    recorder = Recorder(keep_inputs=False)
-    with torch.inference_mode(), recording(recorder):
-        model.base(input_ids=ids, use_cache=False)
+    ids = torch.tensor([[0, 1, 2]], device=model.device)
+    recorder = Recorder(keep_inputs=True)
+    # Until the attention modules are known, every module notes its input, for this pass only.
+    probes = [m.register_forward_pre_hook(capture_input_hook, with_kwargs=True) for m in model.hf.modules()]
+    try:
+        with torch.inference_mode(), recording(recorder):
+            hidden = model.base(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
+    finally:
+        for probe in probes:
+            probe.remove()
     if not recorder.modules:
         raise InstrumentationError(
             _("The model '{model}' does not route attention through transformers' attention interface, so "
@@ -362,25 +370,24 @@ def discover_attention_modules(model: Model) -> list[torch.nn.Module]:
         module.register_forward_pre_hook(capture_input_hook, with_kwargs=True)
     model.attention_modules = list(recorder.modules)
     register_output_hooks(model)  # where heads are ablated and patched (explorer.intervention)
-    model.input_rebuilders = input_rebuilders(model)
+    model.input_rebuilders = input_rebuilders(model, recorder.records, hidden)
     return model.attention_modules
 
 
-def input_rebuilders(model: Model) -> list[torch.nn.Module | None]:
+def input_rebuilders(
+    model: Model, records: Sequence[AttentionRecord], hidden: Sequence[torch.Tensor]
+) -> list[torch.nn.Module | None]:
     """Per layer, the module that maps the layer's hidden state to its attention input x, or None.
 
     x is the layer's input norm of the hidden state (Llama, Gemma: ``input_layernorm``; GPT-2: ``ln_1``) or the
     hidden state itself (BERT), so a trace that keeps the hidden states need not keep x as well: 0.6 GiB of
-    SmolLM2 at 8,192 tokens. Found by trying, on a short text, the identity and each norm beside the attention
-    module, and keeping the one that reproduces the recorded x exactly; any layer without one keeps its x.
+    SmolLM2 at 8,192 tokens. Found by trying, on a short text's ``records`` (with x kept) and ``hidden`` states, the
+    identity and each norm beside the attention module, and keeping the one that reproduces the recorded x exactly;
+    any layer without one keeps its x.
     """
     parents = {id(child): parent for parent in model.hf.modules() for child in parent.children()}
-    ids = torch.tensor([[0, 1, 2]], device=model.device)
-    recorder = Recorder(keep_inputs=True)
-    with torch.inference_mode(), recording(recorder):
-        hidden = model.base(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
     found: list[torch.nn.Module | None] = []
-    for layer, (module, record) in enumerate(zip(model.attention_modules, recorder.records)):
+    for layer, (module, record) in enumerate(zip(model.attention_modules, records)):
         candidates: list[torch.nn.Module] = [torch.nn.Identity()]
         ancestor = parents.get(id(module))
         for _step in range(2):  # the decoder layer is the parent (Llama) or the grandparent (BERT's self-attention)
