@@ -169,7 +169,7 @@ class Stepper:
         self.max_new_tokens = max_new_tokens
         self.stop_at_eos = stop_at_eos
         self.eos_ids = _eos_ids(model)
-        self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
+        self.max_context = max_context(model)
         self._supports_logits_to_keep = "logits_to_keep" in inspect.signature(model.hf.forward).parameters
         self.steps: list[Step] = []
         self._start()
@@ -420,6 +420,19 @@ def _last_query_rows(records: list[AttentionRecord], context_length: int) -> tor
     if missing > 0:  # a sliding-window cache holds only recent keys: the older positions got no attention
         rows = torch.nn.functional.pad(rows, (missing, 0))
     return rows
+
+
+def max_context(model: Model) -> int | None:
+    """The most tokens the model's positions reach (prompt and generated tokens together), or None if unknown."""
+    return int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
+
+
+def prompt_limit(model: Model, max_new_tokens: int, max_tokens: int | None = None) -> int | None:
+    """The most prompt tokens that leave room for ``max_new_tokens`` in the model's context (and at most
+    ``max_tokens``): a prompt that fills the context could not be continued at all."""
+    context = max_context(model)
+    room = None if context is None else max(1, context - max_new_tokens)
+    return room if max_tokens is None else max_tokens if room is None else min(max_tokens, room)
 
 
 def _eos_ids(model: Model) -> set[int]:
