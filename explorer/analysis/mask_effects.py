@@ -103,7 +103,8 @@ def _log_probs(unembed: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Te
 
 
 def next_token_changes(
-    model: Model, causal: Trace, bidirectional: Trace, chunk: int = LOGIT_CHUNK
+    model: Model, causal: Trace, bidirectional: Trace, chunk: int = LOGIT_CHUNK,
+    on_progress: Callable[[float], None] | None = None,
 ) -> pd.DataFrame:
     """One row per position of a causal LM: the next-token prediction under each mask and how far it moved.
 
@@ -112,6 +113,7 @@ def next_token_changes(
     ``top_changed``, ``bidirectional_says_next`` (its top token is the text's next token), and
     ``kl`` = KL(P_causal ‖ P_bidirectional) in nats, computed in float64.
     Under the bidirectional mask position i can already see token i+1, the one it is asked to predict.
+    ``on_progress`` hears the fraction of positions done.
     """
     if not model.is_causal_lm:
         raise ExplorerError(
@@ -133,6 +135,8 @@ def next_token_changes(
         mb, ib = lb.max(-1)
         top_c[start:stop], top_b[start:stop] = ic.numpy(), ib.numpy()
         p_c[start:stop], p_b[start:stop] = mc.exp().numpy(), mb.exp().numpy()
+        if on_progress is not None:
+            on_progress(stop / n)
     decode = {int(t): model.decode_token(int(t)) for t in set(top_c.tolist()) | set(top_b.tolist())}
     return pd.DataFrame({
         "position": np.arange(n),

@@ -111,11 +111,12 @@ def current_stepper(model: Model, inputs: Inputs) -> Stepper:
     if stepper is None or st.session_state.get(STEPPER_KEY) != key:
         st.session_state.pop(STEPPER, None)
         s = ui.settings()
-        with st.spinner(_("Reading the prompt…")):
+        with ui.progress(_("Reading the prompt…")) as update:
             stepper = Stepper(model, inputs.prompt, chat=inputs.chat, seed=inputs.seed,
                               max_new_tokens=s.max_generation_steps,
                               max_tokens=prompt_limit(model, s.max_generation_steps, s.max_tokens),
-                              temperature=inputs.temperature, top_k=inputs.top_k, top_p=inputs.top_p)
+                              temperature=inputs.temperature, top_k=inputs.top_k, top_p=inputs.top_p,
+                              on_progress=update)
         st.session_state[STEPPER] = stepper
         st.session_state[STEPPER_KEY] = key
     _apply_knobs(stepper, inputs)

@@ -87,7 +87,8 @@ def _key(trace: Trace) -> tuple:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _next_token_changes(_model: Model, _causal: Trace, _bidirectional: Trace, key: tuple) -> pd.DataFrame:
-    return next_token_changes(_model, _causal, _bidirectional)
+    with ui.progress(_("Comparing next-token predictions under both masks…")) as update:
+        return next_token_changes(_model, _causal, _bidirectional, on_progress=update)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -110,8 +111,7 @@ def head_maps(f: Flip, layer: int, head: int) -> HeadUnderBoth:
 def output_changes(model: Model, causal: Trace, bidirectional: Trace) -> pd.DataFrame:
     """Next-token changes for a causal LM, final-state cosine changes otherwise (cached per model and text)."""
     if model.is_causal_lm:
-        with st.spinner(_("Comparing next-token predictions under both masks…")):
-            return _next_token_changes(model, causal, bidirectional, _key(causal))
+        return _next_token_changes(model, causal, bidirectional, _key(causal))
     return _final_state_changes(causal, bidirectional, _key(causal))
 
 
@@ -198,7 +198,7 @@ def sliding_window(f: Flip) -> None:
         if layer is None:
             continue
         row.container(width=PANEL_WIDTH).plotly_chart(
-            fm.mask_figure(own.allowed(layer)[:m, :m].numpy(), own.tokens[:m],
+            fm.mask_figure(own.allowed_rows(layer, slice(0, m))[:, :m].numpy(), own.tokens[:m],
                            title=label.format(layer=layer, w=window)),
             key=f"masking_sliding_L{layer}", config={"displayModeBar": False})
     hidden = fm.window_hidden_pairs(n, window)
