@@ -225,6 +225,7 @@ def survey(page: str, model: str, timeout: float, only: set[str] | None = None) 
         heads = [(2, 1)] if model == "gemma3" else [(17, 3)]
         step("ablate (text)", lambda: d.open("pages/intervene.py", intervene_heads=heads, intervene_source="text",
                                              **base))
+        step("ablate (text), mean", lambda: (d.at.radio(key="intervene_ablation").set_value("mean"), d.at.run()))
         step("ablate (probe)", lambda: (d.at.radio(key="intervene_source").set_value("probe"), d.at.run()))
     else:
         raise SystemExit(f"unknown page {page!r}")

@@ -178,13 +178,15 @@ def sliding_window(f: Flip) -> None:
     on the model's own run of the text; nothing for other models."""
     if not any(sliding_window_of(module) for module in f.model.attention_modules):
         return  # no second trace for models without windows
-    own = ui.trace_for(f.model, ui.current_selection().text, None)
+    # The model's own run of the first tokens says which layers ran with a window, and their masks' corner (the
+    # panels show MASK_TOKENS tokens): a whole third trace of a long text would take seconds and GiBs for that.
+    own = ui.trace_for(f.model, ui.current_selection().text, None, max_tokens=fm.MASK_TOKENS)
     local = [r.layer for r in own.records if r.mask_kind == "sliding"]
     if not local:
         return
     window = own.records[local[0]].window
     full = [r.layer for r in own.records if r.mask_kind != "sliding"]
-    n = own.n_tokens
+    n = f.causal.n_tokens
     st.subheader(_("Sliding window (local layers)"))
     st.markdown(_("**{model}** has two kinds of layers. Layers {local} are *local*: a query sees only the last {w} "
                   "keys up to itself, a sliding window. Layers {full} are *global*: the plain causal mask.").format(
@@ -198,7 +200,7 @@ def sliding_window(f: Flip) -> None:
         if layer is None:
             continue
         row.container(width=PANEL_WIDTH).plotly_chart(
-            fm.mask_figure(own.allowed_rows(layer, slice(0, m))[:, :m].numpy(), own.tokens[:m],
+            fm.mask_figure(own.allowed(layer)[:m, :m].numpy(), own.tokens[:m],
                            title=label.format(layer=layer, w=window)),
             key=f"masking_sliding_L{layer}", config={"displayModeBar": False})
     hidden = fm.window_hidden_pairs(n, window)
