@@ -161,3 +161,13 @@ def test_greedy_continuation_is_the_argmax_of_each_ablated_run_of_the_text_so_fa
     heard: list[float] = []
     assert greedy_continuation(smollm2, ids, 5, heads, ablation, on_progress=heard.append) == expected[len(ids):]
     assert heard == [pytest.approx((i + 1) / 5) for i in range(5)]
+
+
+def test_next_token_loss_reports_progress_to_the_end(smol_pair, monkeypatch):
+    import explorer.analysis.loss as loss_module
+
+    monkeypatch.setattr(loss_module, "CHUNK_BYTES", 8 * 49152 * 64)  # 64 positions a chunk: several chunks
+    heard: list[float] = []
+    losses = loss_module.next_token_loss(smol_pair[0], on_progress=heard.append)
+    assert len(losses) == smol_pair[0].n_tokens - 1 and len(heard) > 3
+    assert heard == sorted(heard) and heard[-1] == pytest.approx(1.0)

@@ -24,7 +24,7 @@ from ..errors import ExplorerError
 from ..escape import md_escape
 from ..i18n import N_, _, ngettext
 from . import common as ui
-from .analysis import cached_head_stats, head_blocks
+from .analysis import cached_head_stats, head_blocks, map_key
 from .trace_cache import TraceCache
 
 HEADS_KEY = ui.INTERVENE_HEADS_KEY  # the multiselect's state: a list of (layer, head), kept per session
@@ -176,6 +176,17 @@ def top_k(model: Model, trace: Trace, k: int = 10) -> tuple[list[int], list[str]
     return ids, [model.decode_token(i) for i in ids], values.tolist()
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _loss(_trace: Trace, key: tuple) -> np.ndarray:
+    with ui.progress(_("Scoring every next token of the text…")) as update:
+        return next_token_loss(_trace, on_progress=update)
+
+
+def loss_of(trace: Trace) -> np.ndarray:
+    """:func:`next_token_loss`, cached per trace (every position's logits: seconds to minutes at 8,192 tokens)."""
+    return _loss(trace, map_key(trace))
+
+
 def second_half_loss(losses: np.ndarray, model: Model) -> float:
     """Mean loss over the probe's second copy, from its second token on: what an induction head can predict."""
     probe = induction_probe(model)
@@ -280,7 +291,7 @@ def ablate_tab() -> None:
     before = plain_trace(model, request.source, ids)
     after = traced(model, ids, request.heads, request.ablation)
     if model.is_causal_lm:
-        loss_before, loss_after = next_token_loss(before), next_token_loss(after)
+        loss_before, loss_after = loss_of(before), loss_of(after)
         cols = st.columns(3)
         cols[0].metric(_("Mean loss before (nats)"), f"{loss_before.mean():.3f}")
         cols[1].metric(_("Mean loss after (nats)"), f"{loss_after.mean():.3f}",
