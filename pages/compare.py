@@ -11,5 +11,4 @@ ui.require_entrypoint()
 with ui.guard():
     st.title(_("Compare"))
     comparison = uc.comparison_ui()
-    a, b = uc.sides(comparison)
-    uc.difference(comparison, a, b)
+    uc.difference(comparison, uc.sides(comparison))

@@ -14,7 +14,7 @@ TABS = [N_("Textbook vs the model"), N_("The tutorial variant"), N_("Kernels and
 st.title(_("Attention from scratch"))
 with ui.guard():
     model = ui.current_model()
-    trace = ui.current_trace()
+    trace = us.page_trace()  # at most SCRATCH_MAX_TOKENS: the textbook builds n × n matrices
     layer, head = ui.layer_head_selectors(trace, key="scratch", container=st.container(horizontal=True, width=480))
     sections = (lambda: us.textbook_section(model, trace, layer), lambda: us.variant_section(model, trace, layer, head),
                 lambda: us.kernels_section(model))

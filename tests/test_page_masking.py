@@ -103,10 +103,11 @@ def test_the_models_own_mask_reuses_the_sidebar_trace():
     at = open_page("pages/home.py", model_choice="smollm2", text=text)  # Home traces the sidebar's text first
     at.switch_page(PAGE).run()
     assert_clean(at)
-    cache, cap = ui._trace_cache(), ui.settings().max_tokens
-    assert ("smollm2", "cpu", text, None, cap) in cache
-    assert ("smollm2", "cpu", text, "bidirectional", cap) in cache
-    assert ("smollm2", "cpu", text, "causal", cap) not in cache
+    cache = ui._trace_cache()
+    key = lambda mask: ui.make_trace_key("smollm2", "cpu", "float32", text, mask)  # noqa: E731
+    assert key(None) in cache
+    assert key("bidirectional") in cache
+    assert key("causal") not in cache
 
 
 def test_window_hidden_pairs_counts_what_the_window_cuts():

@@ -8,6 +8,7 @@ KL(causal ‖ bidirectional)); for an encoder, how far each token's final state 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -19,6 +20,8 @@ from ..errors import ExplorerError
 from ..capture.model import Model
 from ..capture.recorder import causal_allowed
 from ..capture.trace import Trace
+from .downsample import BlockMeans
+from .overview import layer_overview
 
 MASKS = ("causal", "bidirectional")
 LOGIT_CHUNK = 128  # positions unembedded at once: n × vocab logits never exist whole (1,024 × 49,152 ≈ 200 MB)
@@ -57,6 +60,35 @@ def attention_difference(causal: Trace, bidirectional: Trace, layer: int, head: 
     return (bidirectional.attention(layer, head) - causal.attention(layer, head)).numpy()
 
 
+@dataclass(frozen=True)
+class HeadUnderBoth:
+    """One head's map under each mask as the masking page draws them (exact up to ``max_cells`` tokens, else block
+    means of the same blocks), and ``later_share``: :func:`share_on_later_tokens` of the bidirectional map."""
+
+    causal: BlockMeans
+    bidirectional: BlockMeans
+    later_share: float
+
+    @property
+    def difference(self) -> BlockMeans:
+        """bidirectional − causal: a block's mean of the differences is the difference of its means."""
+        return BlockMeans(self.bidirectional.values - self.causal.values, self.causal.row_step, self.causal.col_step)
+
+
+def head_under_both(causal: Trace, bidirectional: Trace, layer: int, head: int, max_cells: int,
+                    on_progress: Callable[[float], None] | None = None) -> HeadUnderBoth:
+    """:class:`HeadUnderBoth` from one pass over each map a block of queries at a time (Trace.row_blocks): a long
+    text's (n, n) maps are never held. ``on_progress`` hears the fraction done."""
+    _check_pair(causal, bidirectional)
+    heads = slice(head, head + 1)
+    half = (lambda start: (lambda f: on_progress(start + f / 2))) if on_progress else (lambda start: None)
+    seen = layer_overview(causal, layer, cells=(max_cells,), heads=heads, on_progress=half(0.0))
+    both = layer_overview(bidirectional, layer, cells=(max_cells,), statistics=("later_tokens",), heads=heads,
+                          on_progress=half(0.5))
+    return HeadUnderBoth(seen.blocks[max_cells][0], both.blocks[max_cells][0],
+                         float(both.statistics["later_tokens"][0]))
+
+
 def share_on_later_tokens(attention: np.ndarray | torch.Tensor) -> float:
     """Mean over queries of the attention on keys after the query (Σ_{j>i} p_ij): 0 under a causal mask."""
     a = torch.as_tensor(attention, dtype=torch.float64)
@@ -71,7 +103,8 @@ def _log_probs(unembed: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Te
 
 
 def next_token_changes(
-    model: Model, causal: Trace, bidirectional: Trace, chunk: int = LOGIT_CHUNK
+    model: Model, causal: Trace, bidirectional: Trace, chunk: int = LOGIT_CHUNK,
+    on_progress: Callable[[float], None] | None = None,
 ) -> pd.DataFrame:
     """One row per position of a causal LM: the next-token prediction under each mask and how far it moved.
 
@@ -80,6 +113,7 @@ def next_token_changes(
     ``top_changed``, ``bidirectional_says_next`` (its top token is the text's next token), and
     ``kl`` = KL(P_causal ‖ P_bidirectional) in nats, computed in float64.
     Under the bidirectional mask position i can already see token i+1, the one it is asked to predict.
+    ``on_progress`` hears the fraction of positions done.
     """
     if not model.is_causal_lm:
         raise ExplorerError(
@@ -101,6 +135,8 @@ def next_token_changes(
         mb, ib = lb.max(-1)
         top_c[start:stop], top_b[start:stop] = ic.numpy(), ib.numpy()
         p_c[start:stop], p_b[start:stop] = mc.exp().numpy(), mb.exp().numpy()
+        if on_progress is not None:
+            on_progress(stop / n)
     decode = {int(t): model.decode_token(int(t)) for t in set(top_c.tolist()) | set(top_b.tolist())}
     return pd.DataFrame({
         "position": np.arange(n),

@@ -103,6 +103,13 @@ def self_rows(a: torch.Tensor, first_query: int = 0, first_key: int = 0) -> torc
     return _weight_at(a, first_query, first_key, 0)
 
 
+def later_rows(a: torch.Tensor, first_query: int = 0, first_key: int = 0) -> torch.Tensor:
+    """Σ_{j>i} A_ij for each query i of the block: the weight on keys after the query (0 under a causal mask)."""
+    query = torch.arange(a.shape[-2])[:, None] + first_query  # (Tq, 1) absolute positions
+    key = torch.arange(a.shape[-1])[None, :] + first_key  # (1, Sk)
+    return a.masked_fill(key <= query, 0).sum(-1)
+
+
 def _weight_at(a: torch.Tensor, first_query: int, first_key: int, offset: int) -> torch.Tensor:
     """(..., Tq): A[i, i + offset] for each query i of the block (0 where that key lies outside it)."""
     rows = torch.arange(a.shape[-2])
@@ -152,6 +159,7 @@ ROW_STATISTICS = {
     "previous_token": previous_token_rows,
     "first_token": first_token_rows,
     "self": self_rows,
+    "later_tokens": later_rows,  # not a head statistic: what the masking page says a bidirectional map adds
 }
 
 

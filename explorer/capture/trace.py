@@ -191,6 +191,12 @@ class Trace:
         """(n, n) bool: which (query, key) pairs the mask allowed."""
         return self.record(layer).allowed_matrix().cpu()
 
+    def allowed_rows(self, layer: int, queries: slice) -> torch.Tensor:
+        """(len(queries), n) bool: ``allowed(layer)[queries]`` without the (n, n) matrix. Slices with step 1 only."""
+        r = self.record(layer)
+        rows = _span(queries, r.q.shape[1], "queries")
+        return _allowed_block(r, rows, slice(0, r.k.shape[1])).cpu()
+
     def x(self, layer: int) -> torch.Tensor:
         """(n, d_model): the attention module's input at ``layer`` (the normed hidden state it projects)."""
         r = self.record(layer)

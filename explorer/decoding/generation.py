@@ -21,7 +21,7 @@ import inspect
 import os
 import secrets
 from dataclasses import dataclass, replace
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 
@@ -152,6 +152,7 @@ class Stepper:
         max_new_tokens: int = 64,
         max_tokens: int | None = None,
         stop_at_eos: bool = True,
+        on_progress: Callable[[float], None] | None = None,
     ):
         if not model.is_causal_lm:
             raise ExplorerError(not_causal_message(model))
@@ -169,10 +170,10 @@ class Stepper:
         self.max_new_tokens = max_new_tokens
         self.stop_at_eos = stop_at_eos
         self.eos_ids = _eos_ids(model)
-        self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
+        self.max_context = max_context(model)
         self._supports_logits_to_keep = "logits_to_keep" in inspect.signature(model.hf.forward).parameters
         self.steps: list[Step] = []
-        self._start()
+        self._start(on_progress)
 
     # ---- facts for the page ---------------------------------------------------------------------------------
     @property
@@ -299,13 +300,14 @@ class Stepper:
         return Generation(self.prompt, list(self.steps), self.text, self.stop_reason or "max_new_tokens", self.seed)
 
     # ---- internals ----------------------------------------------------------------------------------------------
-    def _start(self) -> None:
-        """The prefill: one forward over the prompt into a fresh cache, giving the first step's distribution."""
+    def _start(self, on_progress: Callable[[float], None] | None = None) -> None:
+        """The prefill: one forward over the prompt into a fresh cache, giving the first step's distribution.
+        ``on_progress`` hears the fraction of layers done (a long prompt's prefill takes seconds)."""
         from transformers import DynamicCache
 
         self._cache = DynamicCache(config=self.model.hf.config)
         self._fed = 0
-        self._pending = self._forward(self.prompt.token_ids, index=0)
+        self._pending = self._forward(self.prompt.token_ids, index=0, on_progress=on_progress)
 
     def _require_pending(self) -> Step:
         pending = self.pending
@@ -335,10 +337,11 @@ class Stepper:
         piece = after[common:]
         return CONTINUATION + piece if common < len(before) else piece
 
-    def _forward(self, ids: list[int], index: int) -> Step:
+    def _forward(self, ids: list[int], index: int, on_progress: Callable[[float], None] | None = None) -> Step:
         """Feed ``ids`` through the model over the cache; return the step for the position after them."""
         model = self.model
-        recorder = Recorder(keep_inputs=False)
+        recorder = Recorder(keep_inputs=False,
+                            on_record=(lambda done: on_progress(done / model.n_layers)) if on_progress else None)
         kwargs = {"logits_to_keep": 1} if self._supports_logits_to_keep else {}
         with torch.inference_mode(), recording(recorder):
             out = model.hf(
@@ -420,6 +423,19 @@ def _last_query_rows(records: list[AttentionRecord], context_length: int) -> tor
     if missing > 0:  # a sliding-window cache holds only recent keys: the older positions got no attention
         rows = torch.nn.functional.pad(rows, (missing, 0))
     return rows
+
+
+def max_context(model: Model) -> int | None:
+    """The most tokens the model's positions reach (prompt and generated tokens together), or None if unknown."""
+    return int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
+
+
+def prompt_limit(model: Model, max_new_tokens: int, max_tokens: int | None = None) -> int | None:
+    """The most prompt tokens that leave room for ``max_new_tokens`` in the model's context (and at most
+    ``max_tokens``): a prompt that fills the context could not be continued at all."""
+    context = max_context(model)
+    room = None if context is None else max(1, context - max_new_tokens)
+    return room if max_tokens is None else max_tokens if room is None else min(max_tokens, room)
 
 
 def _eos_ids(model: Model) -> set[int]:

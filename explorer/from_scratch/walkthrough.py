@@ -147,7 +147,7 @@ def formula_steps(
     q_heads, k_heads, v_heads = cpu(parts["q"]), cpu(parts["k"]), cpu(parts["v"])  # (H, n, D), (H_kv, n, D) ×2
     q, k, v = q_heads[head], k_heads[kv], v_heads[kv]
     scale = float(trace.scale(layer))
-    allowed = trace.allowed(layer)[query].cpu()
+    allowed = trace.allowed_rows(layer, slice(query, query + 1))[0]  # one row, not the (n, n) mask
     scores = k @ q[query]
     scaled = scores * scale
     masked = scaled.masked_fill(~allowed, float("-inf"))

@@ -17,7 +17,9 @@ from . import common as ui, heads
 from .trace_cache import TraceKey
 from ..analysis.geometry import qk_plane, score_vs_distance
 from ..analysis.lens import logit_lens
-from ..analysis.rollout import ASSUMPTIONS, trace_rollout
+from ..analysis.downsample import BlockMeans
+from ..analysis.overview import layer_overview
+from ..analysis.rollout import ASSUMPTIONS, RolloutBlocks, rollout_blocks
 from ..analysis.stats import (
     FORMULAS, MEANINGS, STATISTICS, induction_probe, induction_scores, stats_frame,
 )
@@ -26,7 +28,7 @@ from ..capture.tokens import display_label, unique_labels
 from ..capture.trace import Trace
 from ..escape import md_escape
 from ..figures.analysis import layer_head_heatmap, lens_figure, qk_plane_figure
-from ..figures.heatmap import token_heatmap
+from ..figures.heatmap import MAX_CELLS, token_heatmap
 from ..i18n import N_, _, number, percent
 
 _VIEWED = "_ae_viewed_maps"
@@ -48,8 +50,11 @@ def _head_stats(_model: Model, _trace: Trace, key: TraceKey) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _rollout(_trace: Trace, key: tuple, last_layer: int) -> np.ndarray:
-    return trace_rollout(_trace, last_layer).numpy()
+def _rollout(_trace: Trace, key: tuple, last_layer: int) -> RolloutBlocks:
+    # The rows the figure draws, carried down through the layers: never an (n, n) product (8192³ at 8,192 tokens)
+    with ui.progress(_("Rolling attention out through layers 0–{last}, a block of queries at a time…").format(
+            last=last_layer)) as update:
+        return rollout_blocks(_trace, MAX_CELLS, last_layer, on_progress=update)
 
 
 def cached_head_stats(model: Model, trace: Trace) -> pd.DataFrame:
@@ -59,9 +64,30 @@ def cached_head_stats(model: Model, trace: Trace) -> pd.DataFrame:
         return _head_stats(model, trace, ui.trace_key(trace))
 
 
-def cached_rollout(trace: Trace, last_layer: int) -> np.ndarray:
-    with st.spinner(_("Rolling attention out through the layers…")):
-        return _rollout(trace, ui.trace_key(trace), last_layer)
+@st.cache_data(show_spinner=False, max_entries=32)
+def _head_blocks(_trace: Trace, key: tuple, layer: int, head: int) -> BlockMeans:
+    with ui.progress(_("Reading layer {layer}, head {head}'s map…").format(layer=layer, head=head)) as update:
+        return layer_overview(_trace, layer, cells=(MAX_CELLS,), heads=slice(head, head + 1),
+                              on_progress=update).blocks[MAX_CELLS][0]
+
+
+def map_key(trace: Trace) -> tuple:
+    """A key for st.cache_data on one trace's maps, for any trace a page holds (the sidebar's, another text's, another
+    model's, another mask's, an ablated run's): the model, device, dtype, text and its token ids, the mask it ran
+    with and the heads it switched off."""
+    return (ui.make_trace_key(trace.model_name, trace.device, trace.dtype, trace.text, trace.mask),
+            trace.n_tokens, hash(tuple(trace.token_ids)), trace.ablated, trace.ablation)
+
+
+def head_blocks(trace: Trace, layer: int, head: int) -> BlockMeans:
+    """One head's map as token_heatmap draws it (exact up to MAX_CELLS tokens, else block means), read a block of
+    queries at a time and cached per trace and head: a long text's (n, n) map is never held."""
+    return _head_blocks(trace, map_key(trace), layer, head)
+
+
+def cached_rollout(trace: Trace, last_layer: int) -> RolloutBlocks:
+    """The rollout as the page shows it: exact up to MAX_CELLS tokens, else exact block means of R."""
+    return _rollout(trace, ui.trace_key(trace), last_layer)
 
 
 # ---- navigation -----------------------------------------------------------------------------------------------------
@@ -91,7 +117,9 @@ def build_maps(trace: Trace, specs: dict[str, tuple]) -> dict[str, np.ndarray]:
         if spec[0] == "attention":
             maps[name] = trace.attention(spec[1], spec[2]).numpy()
         elif spec[0] == "rollout":
-            maps[name] = cached_rollout(trace, spec[1])
+            blocks = cached_rollout(trace, spec[1]).blocks
+            suffix = f"_block_means_{blocks.row_step}x{blocks.col_step}" if blocks.downsampled else ""
+            maps[name + suffix] = blocks.values
     return maps
 
 
@@ -133,6 +161,8 @@ STAT_LABELS = {"entropy": N_("Entropy"), "previous_token": N_("Previous token"),
                "self": N_("Self"), "induction": N_("Induction")}
 PROJECTIONS = {"pca": N_("PCA (shared axes)"), "query": N_("Along this query")}
 LENS_WINDOW = 24  # positions shown at once: a readable table
+CSV_MAX_TOKENS = 2048  # a map's CSV: 2,048² cells ≈ 50 MB of text; beyond, the .npz holds it exactly
+CSV_BYTES_PER_CELL = 12  # "%.9g" and a comma
 
 
 def stat_label(name: str) -> str:
@@ -239,7 +269,7 @@ def geometry(model: Model, trace: Trace) -> None:
     p = geometry_ui(trace)
     layer, head, query = p.layer, p.head, p.query
     q, k = trace.q(layer, head), trace.k(layer, head)
-    allowed = trace.allowed(layer)[query].numpy()
+    allowed = trace.allowed_rows(layer, slice(query, query + 1))[0].numpy()
     result = score_vs_distance(q, k, query, trace.scale(layer), allowed)
     plane = qk_plane(q, k, p.method, query)
     fig = qk_plane_figure(plane, trace.tokens, query, allowed=allowed, scores=result.scores,
@@ -248,7 +278,7 @@ def geometry(model: Model, trace: Trace) -> None:
                               layer=layer, head=head, kv=trace.kv_head(head)))
     show_figure(fig, (model.name, f"L{layer}H{head}", "qk", p.method), key="analysis_qk")
     remember_view(trace, f"attention_L{layer}_H{head}", ("attention", layer, head))
-    attention = trace.attention(layer, head)[query].numpy()
+    attention = trace.attention_window(layer, head, queries=slice(query, query + 1))[0].numpy()  # one row
     labels = unique_labels(trace.tokens)
     top, near = result.top_score_key, result.nearest_key
     detail = _("score {score}, attention {attention}, ‖k‖ = {norm}")
@@ -325,22 +355,32 @@ def rollout(model: Model, trace: Trace) -> None:
     """Attention rollout through the layers, with its formula and assumptions."""
     p = rollout_ui(trace)
     last, log = p.last_layer, p.scale == "log"
-    matrix = cached_rollout(trace, last)
+    result = cached_rollout(trace, last)
+    blocks = result.blocks
     remember_view(trace, f"rollout_to_L{last}", ("rollout", last))
     st.latex(r"\hat A_\ell = \mathrm{rownorm}\big(\tfrac12\,\overline{A}_\ell + \tfrac12 I\big),\quad "
              r"R = \hat A_{%d}\cdots\hat A_0" % last)
-    shown = np.log10(np.maximum(matrix, 1e-12)) if log else matrix
+    shown = BlockMeans(np.log10(np.maximum(blocks.values, 1e-12)) if log else blocks.values, blocks.row_step,
+                       blocks.col_step)
+    if blocks.downsampled:  # the log of each block's mean, not the mean of the logs: say which
+        value_name = _("log10 of the block's mean rollout") if log else _("block mean of the rollout")
+    else:
+        value_name = _("log10 rollout") if log else _("rollout")
     fig = token_heatmap(shown, trace.tokens, trace.tokens, zmin=-6.0 if log else 0.0, zmax=0.0 if log else None,
-                        value_name=_("log10 rollout") if log else _("rollout"),
+                        value_name=value_name,
                         row_title=_("position (at the top)"), col_title=_("input token"),
                         title=_("Attention rollout, layers 0–{last} (heads averaged)").format(last=last),
                         height=square_height(trace.n_tokens))
     show_figure(fig, (model.name, "rollout", f"L0-{last}", p.scale), key="analysis_rollout")
-    first = float(matrix[1:, 0].mean()) if trace.n_tokens > 1 else 1.0
     st.caption(_("Rows sum to 1 (largest deviation {deviation}). On average {share} of each later position's rollout "
                  "comes from the first token: layers that park attention on an 'attention sink' compound through the "
                  "product, so deep rollouts collapse onto it. The log colour scale and earlier layers show the rest "
-                 "of the flow.").format(deviation=f"{np.abs(matrix.sum(-1) - 1).max():.1e}", share=percent(first, 1)))
+                 "of the flow.").format(deviation=f"{result.row_sum_error:.1e}", share=percent(result.first_share, 1)))
+    if blocks.downsampled:
+        st.caption(_("Long text ({n} tokens): each cell is the exact mean of a block of {rows} × {cols} entries of R. "
+                     "Only those block rows are carried through the layers, a block of queries at a time, so R itself "
+                     "(n × n, a product of n × n matrices) is never formed.").format(
+            n=number(trace.n_tokens), rows=blocks.row_step, cols=blocks.col_step))
     st.info(_("**Assumptions.** {assumptions}").format(assumptions=_(ASSUMPTIONS)), icon=":material/info:")
 
 
@@ -353,21 +393,29 @@ def export_section(model: Model, trace: Trace) -> None:
     """The current head's map, and downloads: its CSV and the whole trace as .npz."""
     p = export_ui(trace)
     layer, head = p.layer, p.head
-    matrix = trace.attention(layer, head).numpy()
     remember_view(trace, f"attention_L{layer}_H{head}", ("attention", layer, head))
-    fig = token_heatmap(matrix, trace.tokens, trace.tokens,
+    fig = token_heatmap(head_blocks(trace, layer, head), trace.tokens, trace.tokens,
                         title=_("Layer {layer}, head {head}").format(layer=layer, head=head),
                         height=square_height(trace.n_tokens))
     show_figure(fig, (model.name, f"L{layer}H{head}", "attention"), key="analysis_export_map")
     st.subheader(_("Downloads"))
-    st.download_button(
-        _("This head's map as CSV (layer {layer}, head {head})").format(layer=layer, head=head),
-        export.head_map_csv(matrix, trace.tokens),
-        file_name=export.file_name(model.name, f"L{layer}H{head}", "attention", ext="csv"), mime="text/csv",
-        icon=":material/download:", on_click="ignore", key="analysis_csv",
-    )
+    n = trace.n_tokens
+    if n <= CSV_MAX_TOKENS:  # the text is made only when clicked
+        st.download_button(
+            _("This head's map as CSV (layer {layer}, head {head})").format(layer=layer, head=head),
+            data=lambda: export.head_map_csv(trace.attention(layer, head).numpy(), trace.tokens),
+            file_name=export.file_name(model.name, f"L{layer}H{head}", "attention", ext="csv"), mime="text/csv",
+            icon=":material/download:", on_click="ignore", key="analysis_csv",
+        )
+    else:
+        st.caption(_("No CSV of this map: {n} × {n} cells would make a text file of about {size} MB, too large for a "
+                     "spreadsheet. The .npz below holds it exactly (float32) as `map__attention_L{layer}_H{head}`; a "
+                     "CSV is offered up to {most} tokens.").format(
+            n=number(n), size=number(n * n * CSV_BYTES_PER_CELL / 1e6), layer=layer, head=head,
+            most=number(CSV_MAX_TOKENS)))
     specs = viewed_specs(trace)
-    size_mb = sum(r.q.numel() + r.k.numel() + r.v.numel() for r in trace.records) * 4 / 2**20
+    maps = sum(n * n for spec in specs.values() if spec[0] == "attention")  # rollouts are at most MAX_CELLS²
+    size_mb = (sum(r.q.numel() + r.k.numel() + r.v.numel() for r in trace.records) + maps) * 4 / 2**20
     st.download_button(
         _("The whole trace as .npz"), data=lambda: export.trace_npz(trace, build_maps(trace, specs)),
         file_name=export.file_name(model.name, f"{trace.n_tokens}tok", "trace", ext="npz"),

@@ -126,8 +126,9 @@ def _model_with_progress(name: str, device: str, local_paths: bool) -> Model:
     return model
 
 
-def trace_for(model: Model, text: str, mask: str | None) -> Trace:
-    """A cached trace of ``text`` (cut to the app's token cap) under ``mask``."""
+def trace_for(model: Model, text: str, mask: str | None, max_tokens: int | None = None) -> Trace:
+    """A cached trace of ``text`` (cut to the app's token cap, or to ``max_tokens`` when that is lower) under
+    ``mask``."""
     if len(text) > MAX_TEXT_CHARS:
         raise ExplorerError(
             _("The text has {n} characters; the app accepts at most {limit}. Shorten it.").format(
@@ -137,10 +138,10 @@ def trace_for(model: Model, text: str, mask: str | None) -> Trace:
     if mask is not None and mask == model.default_mask:
         # The model's own mask asked for by name (Masking, Compare): the trace under mask=None (the sidebar's) is
         # the same computation unless the model's own mask is something else (sliding windows), so reuse it.
-        own = cache.get(make_trace_key(model.name, model.device, model.dtype, text, None))
+        own = cache.get(make_trace_key(model.name, model.device, model.dtype, text, None, max_tokens))
         if own is not None and all(r.mask_kind == mask for r in own.records):
             return own
-    key = make_trace_key(model.name, model.device, model.dtype, text, mask)
+    key = make_trace_key(model.name, model.device, model.dtype, text, mask, max_tokens)
 
     def build() -> Trace:
         with progress(_("Running {model} over the text, layer by layer…").format(model=md_escape(model.name))) as update:
@@ -149,9 +150,12 @@ def trace_for(model: Model, text: str, mask: str | None) -> Trace:
     return cache.get_or_build(key, build)
 
 
-def make_trace_key(model: str, device, dtype: torch.dtype | str, text: str, mask: str | None) -> TraceKey:
-    """The one builder of :class:`TraceKey`: a trace of ``text`` cut to the app's token cap."""
-    return TraceKey(model, str(device), dtype_name(dtype), text, mask, settings().max_tokens)
+def make_trace_key(model: str, device, dtype: torch.dtype | str, text: str, mask: str | None,
+                   max_tokens: int | None = None) -> TraceKey:
+    """The one builder of :class:`TraceKey`: a trace of ``text`` cut to the app's token cap (or to ``max_tokens``
+    when that is lower: a page that works on the first tokens of a long text)."""
+    cap = settings().max_tokens
+    return TraceKey(model, str(device), dtype_name(dtype), text, mask, cap if max_tokens is None else min(cap, max_tokens))
 
 
 def dtype_name(dtype: torch.dtype | str) -> str:
@@ -159,10 +163,11 @@ def dtype_name(dtype: torch.dtype | str) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def trace_key(trace: Trace) -> TraceKey:
+def trace_key(trace: Trace, max_tokens: int | None = None) -> TraceKey:
     """The key for st.cache_data on analyses of a sidebar trace: its model, device, dtype and text, the sidebar's
-    mask (None: the model's own; analyses re-trace with it) and the token cap."""
-    return make_trace_key(trace.model_name, trace.device, trace.dtype, trace.text, current_selection().mask)
+    mask (None: the model's own; analyses re-trace with it) and the token cap (``max_tokens``: as for trace_for)."""
+    return make_trace_key(trace.model_name, trace.device, trace.dtype, trace.text, current_selection().mask,
+                          max_tokens)
 
 
 # ---- session state and URL --------------------------------------------------------------------------------
@@ -413,17 +418,30 @@ def current_model() -> Model:
     return model_for(sel.model, sel.device)
 
 
-def current_trace(mask: str | None | type(...) = ...) -> Trace:
-    """The trace of the sidebar's text under the sidebar's mask (or ``mask`` when given)."""
-    sel = current_selection()
-    model = current_model()
-    trace = trace_for(model, sel.text, sel.mask if mask is ... else mask)
+def cut_by_page(trace: Trace, max_tokens: int | None) -> bool:
+    """Was ``trace`` cut to a page's own ``max_tokens``, below the app's cap?"""
+    return bool(trace.truncated_from and max_tokens is not None and trace.n_tokens == max_tokens
+                and max_tokens < settings().max_tokens)
+
+
+def truncation_notice(trace: Trace) -> None:
+    """Say when a trace was cut to the app's cap or to the model's context."""
     if trace.truncated_from:
         cap = settings().max_tokens
         notice = (_("The text has {n} tokens; showing the first {shown} (the app's cap, AE_MAX_TOKENS={cap}).")
                   if trace.n_tokens == cap else
                   _("The text has {n} tokens; showing the first {shown} (the model's context length)."))
         st.info(notice.format(n=number(trace.truncated_from), shown=number(trace.n_tokens), cap=cap))
+
+
+def current_trace(mask: str | None | type(...) = ..., max_tokens: int | None = None) -> Trace:
+    """The trace of the sidebar's text under the sidebar's mask (or ``mask`` when given), cut to the app's cap or to
+    a page's own ``max_tokens`` (the page then says why it cut the text; see :func:`cut_by_page`)."""
+    sel = current_selection()
+    model = current_model()
+    trace = trace_for(model, sel.text, sel.mask if mask is ... else mask, max_tokens)
+    if not cut_by_page(trace, max_tokens):
+        truncation_notice(trace)
     if mask is ... and not trace.mask_is_model_default:
         st.warning(
             _("What-if: {model} was trained with a {trained} mask and is running under a {mask} one here. The "

@@ -11,13 +11,15 @@ import numpy as np
 import streamlit as st
 
 from . import common as ui
-from .analysis import remember_view, show_figure, square_height
+from .analysis import head_blocks, map_key, remember_view, show_figure, square_height
+from ..analysis.difference import MapDifference, map_difference
+from ..analysis.downsample import BlockMeans
 from ..capture.embedded import EMBEDDED
 from ..capture.model import Model
 from ..capture.tokens import unique_labels
 from ..capture.trace import Trace
 from ..escape import md_escape
-from ..figures.heatmap import token_heatmap
+from ..figures.heatmap import MAX_CELLS, token_heatmap
 from ..figures.palette import DIVERGING
 from ..i18n import N_, _, number
 
@@ -31,10 +33,6 @@ class Side:
     trace: Trace
     layer: int
     head: int
-
-    @property
-    def matrix(self) -> np.ndarray:
-        return self.trace.attention(self.layer, self.head).numpy()
 
 
 @dataclass(frozen=True)
@@ -93,12 +91,29 @@ def comparison_ui() -> Comparison:
                       Side(labels[1], model_b, trace_b, layer_b, head_b))
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _difference(_a: Trace, _b: Trace, key: tuple) -> MapDifference:
+    (_ka, layer_a, head_a), (_kb, layer_b, head_b) = key
+    with ui.progress(_("Comparing the two maps cell by cell, a block of queries at a time…")) as update:
+        return map_difference(_a, layer_a, head_a, _b, layer_b, head_b, MAX_CELLS, on_progress=update)
+
+
+def drawn_maps(c: Comparison) -> tuple[BlockMeans, BlockMeans, MapDifference | None]:
+    """Both maps as drawn (exact up to MAX_CELLS tokens, else block means) and, when they have the same size, their
+    cell-by-cell comparison; cached per traces and heads. A long text's maps are read a block of queries at a time."""
+    if c.a.trace.n_tokens != c.b.trace.n_tokens:
+        return head_blocks(c.a.trace, c.a.layer, c.a.head), head_blocks(c.b.trace, c.b.layer, c.b.head), None
+    key = ((map_key(c.a.trace), c.a.layer, c.a.head), (map_key(c.b.trace), c.b.layer, c.b.head))
+    found = _difference(c.a.trace, c.b.trace, key)
+    return found.a, found.b, found
+
+
 def side_by_side_ui() -> bool:
     return st.toggle(_("Side by side"), value=True, key="compare_side_by_side",
                      help=_("Turn off on narrow screens to draw A above B at full width."))
 
 
-def side(s: Side, matrix: np.ndarray, zmax: float, where, colour_bar: bool) -> None:
+def side(s: Side, matrix: BlockMeans, zmax: float, where, colour_bar: bool) -> None:
     """One side: what it is, its map on the colour scale shared with the other side, its downloads."""
     trace = s.trace
     with where:
@@ -114,40 +129,40 @@ def side(s: Side, matrix: np.ndarray, zmax: float, where, colour_bar: bool) -> N
         show_figure(fig, (s.model.name, f"L{s.layer}H{s.head}", s.label.split(" ")[0]), key=f"compare_{s.label[0]}")
 
 
-def sides(c: Comparison) -> tuple[np.ndarray, np.ndarray]:
-    """Both maps on one colour scale (equal colours mean equal weights); returns them."""
+def sides(c: Comparison) -> MapDifference | None:
+    """Both maps on one colour scale (equal colours mean equal weights); returns their comparison (None when their
+    sizes differ)."""
     if c.mode != "masks":
         remember_view(c.a.trace, f"attention_L{c.a.layer}_H{c.a.head}", ("attention", c.a.layer, c.a.head))
-    a, b = c.a.matrix, c.b.matrix
-    zmax = float(max(a.max(), b.max()))
+    a, b, found = drawn_maps(c)
+    zmax = float(max(np.nanmax(a.values), np.nanmax(b.values)))  # the cells drawn: exact, or block means
     stacked = not side_by_side_ui()
     left, right = (st.container(), st.container()) if stacked else st.columns(2)
     side(c.a, a, zmax, left, colour_bar=stacked)  # shared scale: one bar if paired
     side(c.b, b, zmax, right, colour_bar=True)
-    return a, b
+    return found
 
 
-def difference(c: Comparison, a: np.ndarray, b: np.ndarray) -> None:
+def difference(c: Comparison, found: MapDifference | None) -> None:
     """A − B cell by cell, with the largest and mean change, when the maps have the same shape."""
     st.subheader(_("Difference A − B"))
-    if a.shape != b.shape:
+    if found is None:
         st.info(_("A has {n_a} tokens and B has {n_b}: the maps have different shapes, so there is no cell-by-cell "
                   "difference. Texts that tokenise to the same length can be compared.").format(
-            n_a=a.shape[0], n_b=b.shape[0]))
+            n_a=c.a.trace.n_tokens, n_b=c.b.trace.n_tokens))
         return
     trace_a = c.a.trace
-    diff = a - b
-    q, k = np.unravel_index(np.abs(diff).argmax(), diff.shape)
+    q, k = found.largest_at
     rows_a = unique_labels(trace_a.tokens)
     c1, c2, c3 = st.columns(3)
-    c1.metric(_("Largest |A − B|"), number(abs(diff[q, k]), 3),
+    c1.metric(_("Largest |A − B|"), number(found.largest, 3),
               help=_("query {query}, key {key}").format(query=md_escape(rows_a[q]), key=md_escape(rows_a[k])))
-    c2.metric(_("Mean |A − B|"), number(np.abs(diff).mean(), 4))
-    c3.metric(_("Most changed row"), md_escape(rows_a[int(np.abs(diff).sum(-1).argmax())]),
+    c2.metric(_("Mean |A − B|"), number(found.mean_abs, 4))
+    c3.metric(_("Most changed row"), md_escape(rows_a[found.most_changed]),
               help=_("The query whose attention row moved the most (sum of |A − B| over keys)."))
     if trace_a.tokens != c.b.trace.tokens:
         st.caption(_("The two token lists differ: cells are compared by position. Labels show A's tokens."))
-    fig = token_heatmap(diff, trace_a.tokens, trace_a.tokens, zmin=None, zmax=None, colorscale=DIVERGING,
+    fig = token_heatmap(found.difference, trace_a.tokens, trace_a.tokens, zmin=None, zmax=None, colorscale=DIVERGING,
                         value_name="A − B", title=_("A − B (red: A attends more; blue: B attends more)"),
                         height=square_height(trace_a.n_tokens))
     show_figure(fig, (c.a.model.name, f"L{c.a.layer}H{c.a.head}", "difference", c.mode), key="compare_diff")

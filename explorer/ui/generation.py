@@ -20,9 +20,9 @@ from ..errors import ExplorerError
 from ..escape import md_escape
 from ..figures import generation as fig
 from ..decoding.fill_mask import MASKED_LM_EXAMPLES, PLACEHOLDER, fill_mask, no_masked_lm_message
-from ..decoding.generation import Step, Stepper, not_causal_message
+from ..decoding.generation import Step, Stepper, max_context, not_causal_message, prompt_limit
 from ..capture.model import Model
-from ..i18n import N_, _, ngettext
+from ..i18n import N_, _, ngettext, number
 
 log = logging.getLogger("attention_explorer")
 
@@ -111,10 +111,12 @@ def current_stepper(model: Model, inputs: Inputs) -> Stepper:
     if stepper is None or st.session_state.get(STEPPER_KEY) != key:
         st.session_state.pop(STEPPER, None)
         s = ui.settings()
-        with st.spinner(_("Reading the prompt…")):
+        with ui.progress(_("Reading the prompt…")) as update:
             stepper = Stepper(model, inputs.prompt, chat=inputs.chat, seed=inputs.seed,
-                              max_new_tokens=s.max_generation_steps, max_tokens=s.max_tokens,
-                              temperature=inputs.temperature, top_k=inputs.top_k, top_p=inputs.top_p)
+                              max_new_tokens=s.max_generation_steps,
+                              max_tokens=prompt_limit(model, s.max_generation_steps, s.max_tokens),
+                              temperature=inputs.temperature, top_k=inputs.top_k, top_p=inputs.top_p,
+                              on_progress=update)
         st.session_state[STEPPER] = stepper
         st.session_state[STEPPER_KEY] = key
     _apply_knobs(stepper, inputs)
@@ -199,10 +201,15 @@ def stepper_section(model: Model) -> Stepper | None:
         st.info(md_escape(not_causal_message(model)))
         return None
     stepper = current_stepper(model, knobs_ui())
-    if stepper.prompt.truncated_from:
+    kept = len(stepper.prompt.token_ids)
+    if stepper.prompt.truncated_from and kept < ui.settings().max_tokens:  # cut to leave room in the context
+        st.info(_("The prompt has {n} tokens; generation continues from the first {kept}, which leaves room for {steps} "
+                  "new tokens in the model's context of {context}.").format(
+            n=number(stepper.prompt.truncated_from), kept=number(kept), steps=ui.settings().max_generation_steps,
+            context=number(max_context(model))))
+    elif stepper.prompt.truncated_from:
         st.info(_("The prompt has {n} tokens; generation continues from the first {kept} (the app's cap, "
-                  "AE_MAX_TOKENS).").format(n=f"{stepper.prompt.truncated_from:,}",
-                                            kept=f"{len(stepper.prompt.token_ids):,}"))
+                  "AE_MAX_TOKENS).").format(n=f"{stepper.prompt.truncated_from:,}", kept=f"{kept:,}"))
     return stepper
 
 
@@ -245,6 +252,9 @@ def text_section(stepper: Stepper) -> None:
 def step_section(stepper: Stepper) -> None:
     """The pending step's candidates at each stage, and the control to pick one of them."""
     step = stepper.pending
+    if step is None and not stepper.steps:  # nothing to show: e.g. a prompt that fills the model's context
+        st.info(md_escape(stepper.stop_message))
+        return
     if step is None:
         last = stepper.steps[-1]
         st.markdown(_("**Step {i}** (the last): chose {token} ({how}).").format(
@@ -300,7 +310,9 @@ def attention_ui(stepper: Stepper) -> AttentionView:
 def attention_section(stepper: Stepper) -> None:
     """The newest token's attention over the context, for one head or every head of a layer."""
     st.subheader(_("The newest token's attention"))
-    step = stepper.pending or stepper.steps[-1]
+    step = stepper.pending or (stepper.steps[-1] if stepper.steps else None)
+    if step is None:  # step_section said why
+        return
     tokens = stepper.context_tokens[: step.context_length]
     st.markdown(_("The newest context token {token} (position {i}) is the query; its attention over the whole context "
                   "produced this step's distribution. It updates at every step.").format(

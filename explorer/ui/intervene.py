@@ -17,20 +17,21 @@ import torch
 
 from ..analysis.loss import next_token_loss
 from ..analysis.stats import induction_probe
-from ..capture.intervention import Head
+from ..capture.intervention import Head, greedy_continuation
 from ..capture.model import Model
 from ..capture.trace import Trace
 from ..errors import ExplorerError
 from ..escape import md_escape
-from ..i18n import N_, _
+from ..i18n import N_, _, ngettext
 from . import common as ui
-from .analysis import cached_head_stats
+from .analysis import cached_head_stats, head_blocks, map_key
+from .trace_cache import TraceCache
 
 HEADS_KEY = ui.INTERVENE_HEADS_KEY  # the multiselect's state: a list of (layer, head), kept per session
 SOURCE_KEY = "intervene_source"
 SOURCES = {"text": N_("The sidebar's text"), "probe": N_("Induction probe (50 random tokens, twice)")}
 PRESETS = {"induction": N_("Top-k induction heads"), "previous_token": N_("Top-k previous-token heads")}
-MAX_CONTINUATION = 12  # greedy tokens after the text: each one is a full forward pass
+MAX_CONTINUATION = 12  # greedy tokens after the text: a cached step each (a whole pass each under mean ablation)
 IOI = dict(clean="When Mary and John went to the store, John gave a drink to",
            corrupt="When Mary and John went to the store, Mary gave a drink to", answer=" Mary", wrong=" John")
 _HEAD_ITEM = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})")  # re's [0-9] is ASCII only, unlike str.isdigit
@@ -122,32 +123,45 @@ def input_ids(model: Model, source: str) -> tuple[int, ...]:
     return tuple(model.encode_input(text, max_tokens=ui.settings().max_tokens).token_ids)
 
 
-@st.cache_resource(show_spinner=False, max_entries=6)
-def _trace(_model: Model, key: tuple, ids: tuple[int, ...], heads: tuple[Head, ...], ablation: str) -> Trace:
-    """A trace of ``ids`` with ``heads`` ablated (none: the plain run). Read-only, so sessions may share it."""
-    return _model.trace(list(ids), ablate=list(heads), ablation=ablation, keep_inputs=False)
+@st.cache_resource(show_spinner=False)
+def _traces() -> TraceCache:
+    """Traces of token ids with heads ablated, shared by sessions (read-only), bounded like the sidebar's cache: an
+    8,192-token trace is about 2 GiB."""
+    s = ui.settings()
+    return TraceCache(max_entries=min(6, s.trace_cache_entries), max_bytes=s.trace_cache_mb << 20)
 
 
 def traced(model: Model, ids: tuple[int, ...], heads: tuple[Head, ...], ablation: str) -> Trace:
-    return _trace(model, model_key(model), ids, heads, ablation if heads else "zero")
+    """A trace of ``ids`` with ``heads`` ablated (none: the plain run)."""
+    ablation = ablation if heads else "zero"
+
+    def build() -> Trace:
+        what = (_("Running {model} with the heads switched off…") if heads else
+                _("Running {model} over the text, layer by layer…")).format(model=md_escape(model.name))
+        with ui.progress(what) as update:
+            return model.trace(list(ids), ablate=list(heads), ablation=ablation, keep_inputs=False,
+                               on_progress=update)
+
+    return _traces().get_or_build((model_key(model), ids, heads, ablation), build)
 
 
-def greedy_continuation(model: Model, ids: list[int], n: int, ablate: tuple[Head, ...] = (),
-                        ablation: str = "zero") -> list[int]:
-    """``n`` ≤ 12 greedy next tokens, each from a full (ablated) forward pass of the text so far.
-
-    Mean ablation takes each head's mean over the text so far, at every step, as :meth:`Model.trace` defines it."""
-    out = list(ids)
-    for _step in range(min(n, MAX_CONTINUATION)):
-        trace = model.trace(out, ablate=list(ablate), ablation=ablation, keep_inputs=False)
-        out.append(int(trace.logits_at([trace.n_tokens - 1])[0].argmax()))
-    return out[len(ids):]
+def plain_trace(model: Model, source: str, ids: tuple[int, ...]) -> Trace:
+    """The un-ablated run: for the sidebar's text, the sidebar's own trace under the model's mask (shared with the
+    other pages, so a long text is not traced twice)."""
+    if source == "text":
+        trace = ui.trace_for(model, ui.current_selection().text, None)
+        if tuple(trace.token_ids) == ids:
+            return trace
+    return traced(model, ids, (), "zero")
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _continuation(_model: Model, key: tuple, ids: tuple[int, ...], n: int, heads: tuple[Head, ...],
                   ablation: str) -> list[int]:
-    return greedy_continuation(_model, list(ids), n, heads, ablation)
+    with ui.progress(ngettext("Continuing the text greedily, {n} token…", "Continuing the text greedily, {n} tokens…",
+                              n).format(n=n)) as update:
+        return greedy_continuation(_model, list(ids), min(n, MAX_CONTINUATION), list(heads), ablation,
+                                   on_progress=update)
 
 
 def continuation(model: Model, ids: tuple[int, ...], n: int, heads: tuple[Head, ...], ablation: str) -> str:
@@ -160,6 +174,17 @@ def top_k(model: Model, trace: Trace, k: int = 10) -> tuple[list[int], list[str]
     values, ids = probs.topk(k)
     ids = ids.tolist()
     return ids, [model.decode_token(i) for i in ids], values.tolist()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _loss(_trace: Trace, key: tuple) -> np.ndarray:
+    with ui.progress(_("Scoring every next token of the text…")) as update:
+        return next_token_loss(_trace, on_progress=update)
+
+
+def loss_of(trace: Trace) -> np.ndarray:
+    """:func:`next_token_loss`, cached per trace (every position's logits: seconds to minutes at 8,192 tokens)."""
+    return _loss(trace, map_key(trace))
 
 
 def second_half_loss(losses: np.ndarray, model: Model) -> float:
@@ -263,10 +288,10 @@ def ablate_tab() -> None:
         st.info(_("Choose heads to switch off: from the list, a preset, or the worked example."))
         return
     ids = input_ids(model, request.source)
-    before = traced(model, ids, (), "zero")
+    before = plain_trace(model, request.source, ids)
     after = traced(model, ids, request.heads, request.ablation)
     if model.is_causal_lm:
-        loss_before, loss_after = next_token_loss(before), next_token_loss(after)
+        loss_before, loss_after = loss_of(before), loss_of(after)
         cols = st.columns(3)
         cols[0].metric(_("Mean loss before (nats)"), f"{loss_before.mean():.3f}")
         cols[1].metric(_("Mean loss after (nats)"), f"{loss_after.mean():.3f}",
@@ -299,7 +324,7 @@ def ablate_tab() -> None:
     for col, trace, title in ((cols[0], before, _("Layer {layer} · head {head}, before")),
                               (cols[1], after, _("Layer {layer} · head {head}, after"))):
         title = title.format(layer=layer, head=head)
-        col.plotly_chart(token_heatmap(trace.attention(int(layer), int(head)).numpy(), trace.tokens, trace.tokens,
+        col.plotly_chart(token_heatmap(head_blocks(trace, int(layer), int(head)), trace.tokens, trace.tokens,
                                        title=title, row_title=_("query"), col_title=_("key")),
                          key=f"intervene_map_{'after' if trace is after else 'before'}")
 

@@ -6,18 +6,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from . import common as ui
 from ..analysis.mask_effects import (
     CAUSAL_MASK_LATEX,
-    attention_difference,
+    HeadUnderBoth,
     final_state_changes,
     flip_summary,
+    head_under_both,
     mask_matrix,
     next_token_changes,
-    share_on_later_tokens,
 )
 from ..capture.model import Model
 from ..capture.recorder import sliding_window_of
@@ -25,7 +26,7 @@ from ..capture.tokens import display_label
 from ..capture.trace import Trace
 from ..escape import md_escape
 from ..figures import masking as fm
-from ..figures.heatmap import token_heatmap
+from ..figures.heatmap import MAX_CELLS, token_heatmap
 from ..figures.palette import DIVERGING
 from ..i18n import N_, _, number, percent
 
@@ -86,7 +87,8 @@ def _key(trace: Trace) -> tuple:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _next_token_changes(_model: Model, _causal: Trace, _bidirectional: Trace, key: tuple) -> pd.DataFrame:
-    return next_token_changes(_model, _causal, _bidirectional)
+    with ui.progress(_("Comparing next-token predictions under both masks…")) as update:
+        return next_token_changes(_model, _causal, _bidirectional, on_progress=update)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -94,11 +96,22 @@ def _final_state_changes(_causal: Trace, _bidirectional: Trace, key: tuple) -> p
     return final_state_changes(_causal, _bidirectional)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _head_under_both(_causal: Trace, _bidirectional: Trace, key: tuple, layer: int, head: int) -> HeadUnderBoth:
+    with ui.progress(_("Reading layer {layer}, head {head} under both masks…").format(layer=layer, head=head)) as update:
+        return head_under_both(_causal, _bidirectional, layer, head, MAX_CELLS, on_progress=update)
+
+
+def head_maps(f: Flip, layer: int, head: int) -> HeadUnderBoth:
+    """One head under both masks as the page draws it, cached per model, text and head: a block of queries at a
+    time, so a long text's (n, n) maps are never held."""
+    return _head_under_both(f.causal, f.bidirectional, _key(f.causal) + (str(f.causal.dtype),), layer, head)
+
+
 def output_changes(model: Model, causal: Trace, bidirectional: Trace) -> pd.DataFrame:
     """Next-token changes for a causal LM, final-state cosine changes otherwise (cached per model and text)."""
     if model.is_causal_lm:
-        with st.spinner(_("Comparing next-token predictions under both masks…")):
-            return _next_token_changes(model, causal, bidirectional, _key(causal))
+        return _next_token_changes(model, causal, bidirectional, _key(causal))
     return _final_state_changes(causal, bidirectional, _key(causal))
 
 
@@ -165,13 +178,15 @@ def sliding_window(f: Flip) -> None:
     on the model's own run of the text; nothing for other models."""
     if not any(sliding_window_of(module) for module in f.model.attention_modules):
         return  # no second trace for models without windows
-    own = ui.trace_for(f.model, ui.current_selection().text, None)
+    # The model's own run of the first tokens says which layers ran with a window, and their masks' corner (the
+    # panels show MASK_TOKENS tokens): a whole third trace of a long text would take seconds and GiBs for that.
+    own = ui.trace_for(f.model, ui.current_selection().text, None, max_tokens=fm.MASK_TOKENS)
     local = [r.layer for r in own.records if r.mask_kind == "sliding"]
     if not local:
         return
     window = own.records[local[0]].window
     full = [r.layer for r in own.records if r.mask_kind != "sliding"]
-    n = own.n_tokens
+    n = f.causal.n_tokens
     st.subheader(_("Sliding window (local layers)"))
     st.markdown(_("**{model}** has two kinds of layers. Layers {local} are *local*: a query sees only the last {w} "
                   "keys up to itself, a sliding window. Layers {full} are *global*: the plain causal mask.").format(
@@ -217,9 +232,9 @@ def one_head(f: Flip) -> None:
     st.subheader(_("One head under both masks"))
     choice = one_head_ui(f.causal)
     layer, head = choice.layer, choice.head
-    maps = {"causal": f.causal.attention(layer, head).numpy(),
-            "bidirectional": f.bidirectional.attention(layer, head).numpy()}
-    zmax = max(float(a.max()) for a in maps.values())
+    pair = head_maps(f, layer, head)
+    maps = {"causal": pair.causal, "bidirectional": pair.bidirectional}
+    zmax = max(float(np.nanmax(a.values)) for a in maps.values())  # the cells drawn: exact, or block means
     row = st.container(horizontal=True, gap="medium")
     for kind, attention in maps.items():
         title = (_("{mask} (trained)") if kind == f.trained else _("{mask} (what-if)")).format(mask=mask_name(kind))
@@ -227,14 +242,13 @@ def one_head(f: Flip) -> None:
                                showscale=kind == "bidirectional")  # one colour bar: both share the scale
         row.container(width=PANEL_WIDTH).plotly_chart(fm.fit_panel(figure, max_ticks=10, max_height=PANEL_WIDTH),
                                                       key=f"masking_attention_{kind}")
-    difference = attention_difference(f.causal, f.bidirectional, layer, head)
-    figure = token_heatmap(difference, f.causal.tokens, f.causal.tokens, zmin=None, zmax=None, colorscale=DIVERGING,
+    figure = token_heatmap(pair.difference, f.causal.tokens, f.causal.tokens, zmin=None, zmax=None, colorscale=DIVERGING,
                            value_name=_("bidirectional − causal"),
                            title=_("Difference, layer {layer} head {head}: bidirectional − causal").format(
                                layer=layer, head=head))
     st.container(width=2 * PANEL_WIDTH).plotly_chart(fm.fit_panel(figure, max_ticks=24, max_height=720),
                                                      key="masking_difference")
-    later = share_on_later_tokens(maps["bidirectional"])
+    later = pair.later_share
     inputs = (_("From layer 1 on the two runs also differ in their inputs, since every earlier layer changed too.")
               if layer > 0 else _("In layer 0 both runs have the same Q and K: only the mask differs."))
     st.caption(_("Red: more attention under the bidirectional mask; blue: less. Under it, queries put on average "

@@ -45,6 +45,11 @@ def token_picker(trace: Trace, label: str, key: str, default: int, container=Non
     return int(where.selectbox(label, range(n), key=key, format_func=lambda i: token_option(trace, i), help=help))
 
 
+def query_row(trace: Trace, layer: int, head: int, query: int):
+    """(n,) one query's exact attention row: one row of the map, never the (n, n) map (256 MiB at 8,192 tokens)."""
+    return trace.attention_window(layer, head, queries=slice(query, query + 1))[0]
+
+
 @dataclass(frozen=True)
 class View:
     """What the reader picked: one head, one query token, one key token, and the window of tokens the charts show."""
@@ -69,7 +74,7 @@ def view_ui(trace: Trace) -> View:
         window = controls.slider(_("Tokens shown"), 8, min(WINDOW_MAX, n), min(WINDOW_DEFAULT, n), 4, key="qkv_window",
                                  help=_("Charts show a window of tokens around the query (mostly before it); the "
                                         "table at the bottom has every key."))
-    strongest = int(trace.attention(layer, head)[query].argmax())  # the key this query attends to most
+    strongest = int(query_row(trace, layer, head, query).argmax())  # the key this query attends to most
     key = token_picker(trace, _("Key token (for q ⊙ k)"), "qkv_key", default=strongest, container=controls,
                        help=_("The key whose score is taken apart per dimension."))
     start, stop = token_window(n, query, window)
@@ -378,7 +383,8 @@ def numbers_and_check(w: Walk) -> None:
     s, v, trace = w.steps, w.view, w.trace
     with st.expander(_("Every key's numbers for query {query} ({n} rows)").format(query=v.query, n=trace.n_tokens)):
         st.dataframe(numbers_table(s, trace.tokens), hide_index=True, key="qkv_table")
-    dp = float((s.probs - trace.attention(v.layer, v.head)[v.query]).abs().max())
-    do = float((s.head_out - trace.head_output(v.layer, v.head)[v.query]).abs().max())
+    row = query_row(trace, v.layer, v.head, v.query)  # what the model computed, rebuilt from its q, k and lse
+    dp = float((s.probs - row).abs().max())
+    do = float((s.head_out - row @ trace.v(v.layer, v.head)).abs().max())
     st.caption(_("Check: recomputed from x and the weights, these agree with the model's own attention "
                  "(max |Δp| = {dp}, max |Δo| = {do}).").format(dp=f"{dp:.1e}", do=f"{do:.1e}"))

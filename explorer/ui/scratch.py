@@ -28,9 +28,31 @@ from ..capture.tokens import Encoded
 from ..from_scratch.scratch import Departures, tutorial_variant
 from ..from_scratch.checks import FillOutcome, LayerParity, ParameterCounts
 from ..capture.trace import Trace
-from ..i18n import N_, _, language
+from ..i18n import N_, _, language, number
 
 _SWEEP = "_scratch_sweep"
+# The textbook module builds every head's n × n scores and probabilities, and one tab holds a dozen such at once (the
+# textbook, the variant, each departure, the mask fills in three dtypes): 36 MiB each for SmolLM2 at 1,024 tokens,
+# 2.4 GiB each at 8,192. Longer texts are cut to their first tokens here, and the page says so.
+SCRATCH_MAX_TOKENS = 1024
+
+
+def page_trace() -> Trace:
+    """The sidebar's text under its mask, cut to SCRATCH_MAX_TOKENS (and the app's cap), saying why when cut."""
+    trace = ui.current_trace(max_tokens=SCRATCH_MAX_TOKENS)
+    if ui.cut_by_page(trace, SCRATCH_MAX_TOKENS):
+        elsewhere = min(trace.truncated_from, ui.settings().max_tokens)  # what the other pages show of it
+        st.info(_("The text has {n} tokens; this page works on the first {shown}. The textbook attention builds every "
+                  "head's n × n scores and probabilities, about a dozen times over on this page: {gib} GiB each for "
+                  "the {m} tokens the other pages show.").format(
+            n=number(trace.truncated_from), shown=number(trace.n_tokens), m=number(elsewhere),
+            gib=number(trace.n_heads * elsewhere**2 * 4 / 2**30, 1)), icon=":material/content_cut:")
+    return trace
+
+
+def key_of(trace: Trace) -> TraceKey:
+    """The st.cache_data key of a trace :func:`page_trace` gave."""
+    return ui.trace_key(trace, SCRATCH_MAX_TOKENS)
 
 
 def encoded_of(trace: Trace) -> Encoded:
@@ -48,7 +70,7 @@ def _parity(_model: Model, _trace: Trace, key: TraceKey, layers: tuple[int, ...]
 def cached_parity(model: Model, trace: Trace, layers: list[int]) -> list[LayerParity]:
     """:func:`explorer.scratch_checks.parity` for the sidebar's text and mask, cached per layer set."""
     with st.spinner(_("Running the model again, keeping each attention module's own output…")):
-        return _parity(model, trace, ui.trace_key(trace), tuple(layers), language())
+        return _parity(model, trace, key_of(trace), tuple(layers), language())
 
 
 # ---- the tutorial variant --------------------------------------------------------------------------------------------
@@ -113,7 +135,7 @@ def _variant_view(_model: Model, _trace: Trace, key: TraceKey, layer: int, head:
 
 def cached_variant_view(model: Model, trace: Trace, layer: int, head: int, departures: Departures) -> VariantView:
     with st.spinner(_("Running the textbook and the tutorial variant on this layer…")):
-        return _variant_view(model, trace, ui.trace_key(trace), layer, head, departures, language())
+        return _variant_view(model, trace, key_of(trace), layer, head, departures, language())
 
 
 def fills_frame(fills: list[FillOutcome]) -> pd.DataFrame:
