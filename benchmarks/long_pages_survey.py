@@ -118,7 +118,8 @@ class Watchdog:
                 continue
             seconds, rss = time.perf_counter() - self.start, rss_gib()
             if seconds > self.seconds or rss > self.gib:
-                why = f"stopped: RSS {rss:.1f} GiB > {self.gib}" if rss > self.gib else f"stopped: over {self.seconds:.0f} s"
+                why = (f"stopped: RSS {rss:.1f} GiB > {self.gib}" if rss > self.gib
+                       else f"stopped: over {self.seconds:.0f} s")
                 print(json.dumps({"page": self.step[0], "step": self.step[1], "s": round(seconds, 1),
                                   "peak GiB": round(peak_gib(), 2), "largest": "-", "over": [], "errors": [why],
                                   "notices": []}, ensure_ascii=False), flush=True)

@@ -88,7 +88,8 @@ def test_head_under_both_masks_is_the_whole_maps_block_means(smol_pair):
     layer, head = 3, 2
     heard: list[float] = []
     got = head_under_both(causal, bidirectional, layer, head, CELLS, on_progress=heard.append)
-    whole = {"causal": causal.attention(layer, head).numpy(), "bidirectional": bidirectional.attention(layer, head).numpy()}
+    whole = {"causal": causal.attention(layer, head).numpy(),
+             "bidirectional": bidirectional.attention(layer, head).numpy()}
     bounds = {"causal": attention_bound(causal, layer), "bidirectional": attention_bound(bidirectional, layer)}
     for kind in whole:
         ref, rs, cs = reference_block_mean(whole[kind], CELLS)

@@ -193,7 +193,11 @@ def ablation_intervention(
         values = {layer: torch.zeros(len(hs), 1, 1) for layer, hs in by_layer.items()}  # broadcast to (n, T, D)
     else:
         probe = Intervention(model.n_heads, capture=frozenset(by_layer))
-        with torch.inference_mode(), recording(Recorder(mask_override=mask, keep_inputs=False)), intervening(probe):
+        # A recorder only to apply a mask override: with none it would keep every layer's q, k, v (1 GiB at 8,192
+        # tokens) for nothing, and the attention computes the same numbers without it.
+        override = (recording(Recorder(mask_override=mask, keep_inputs=False)) if mask is not None
+                    else contextlib.nullcontext())
+        with torch.inference_mode(), override, intervening(probe):
             model.base(input_ids=ids, use_cache=False)
         values = {}
         for layer, hs in by_layer.items():

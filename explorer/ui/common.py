@@ -155,7 +155,8 @@ def make_trace_key(model: str, device, dtype: torch.dtype | str, text: str, mask
     """The one builder of :class:`TraceKey`: a trace of ``text`` cut to the app's token cap (or to ``max_tokens``
     when that is lower: a page that works on the first tokens of a long text)."""
     cap = settings().max_tokens
-    return TraceKey(model, str(device), dtype_name(dtype), text, mask, cap if max_tokens is None else min(cap, max_tokens))
+    return TraceKey(model, str(device), dtype_name(dtype), text, mask,
+                    cap if max_tokens is None else min(cap, max_tokens))
 
 
 def dtype_name(dtype: torch.dtype | str) -> str:

@@ -203,8 +203,8 @@ def stepper_section(model: Model) -> Stepper | None:
     stepper = current_stepper(model, knobs_ui())
     kept = len(stepper.prompt.token_ids)
     if stepper.prompt.truncated_from and kept < ui.settings().max_tokens:  # cut to leave room in the context
-        st.info(_("The prompt has {n} tokens; generation continues from the first {kept}, which leaves room for {steps} "
-                  "new tokens in the model's context of {context}.").format(
+        st.info(_("The prompt has {n} tokens; generation continues from the first {kept}, which leaves room for "
+                  "{steps} new tokens in the model's context of {context}.").format(
             n=number(stepper.prompt.truncated_from), kept=number(kept), steps=ui.settings().max_generation_steps,
             context=number(max_context(model))))
     elif stepper.prompt.truncated_from:

@@ -98,7 +98,8 @@ def _final_state_changes(_causal: Trace, _bidirectional: Trace, key: tuple) -> p
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _head_under_both(_causal: Trace, _bidirectional: Trace, key: tuple, layer: int, head: int) -> HeadUnderBoth:
-    with ui.progress(_("Reading layer {layer}, head {head} under both masks…").format(layer=layer, head=head)) as update:
+    reading = _("Reading layer {layer}, head {head} under both masks…").format(layer=layer, head=head)
+    with ui.progress(reading) as update:
         return head_under_both(_causal, _bidirectional, layer, head, MAX_CELLS, on_progress=update)
 
 
@@ -242,8 +243,8 @@ def one_head(f: Flip) -> None:
                                showscale=kind == "bidirectional")  # one colour bar: both share the scale
         row.container(width=PANEL_WIDTH).plotly_chart(fm.fit_panel(figure, max_ticks=10, max_height=PANEL_WIDTH),
                                                       key=f"masking_attention_{kind}")
-    figure = token_heatmap(pair.difference, f.causal.tokens, f.causal.tokens, zmin=None, zmax=None, colorscale=DIVERGING,
-                           value_name=_("bidirectional − causal"),
+    figure = token_heatmap(pair.difference, f.causal.tokens, f.causal.tokens, zmin=None, zmax=None,
+                           colorscale=DIVERGING, value_name=_("bidirectional − causal"),
                            title=_("Difference, layer {layer} head {head}: bidirectional − causal").format(
                                layer=layer, head=head))
     st.container(width=2 * PANEL_WIDTH).plotly_chart(fm.fit_panel(figure, max_ticks=24, max_height=720),
