@@ -18,7 +18,7 @@ import torch
 from ..i18n import _
 from ..errors import ExplorerError
 from ..capture.model import Model
-from ..capture.recorder import causal_allowed
+from ..capture.masks import causal_allowed
 from ..capture.trace import Trace
 from .downsample import BlockMeans
 from .overview import layer_overview

@@ -1,9 +1,9 @@
 """Timing and memory of attention kernels: the from-scratch computation against fused kernels, on CPU or CUDA.
 
-The from-scratch core (:func:`explorer.scratch.attention_core`) materialises the (H, n, n) score and probability
+The from-scratch core (:func:`explorer.from_scratch.scratch.attention_core`) materialises the (H, n, n) score and probability
 matrices. ``torch.nn.functional.scaled_dot_product_attention`` dispatches to fused kernels (flash, memory-efficient)
 that walk the keys in tiles and keep, per query, only a running maximum and a running sum of exponentials (the
-online softmax): memory O(n·D) instead of O(n²). The engine's recorder (:mod:`explorer.recorder`) calls such a
+online softmax): memory O(n·D) instead of O(n²). The engine's recorder (:mod:`explorer.capture.recorder`) calls such a
 kernel too, and keeps the log-sum-exp it returns.
 
 Inputs are seeded random q, k, v of one model's shape (H heads of D dims; key/value heads expanded, so GQA
@@ -25,7 +25,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..i18n import _
 from ..capture.devices import resolve_device
-from ..capture.recorder import Recorder, causal_allowed, recording, recording_attention
+from ..capture.masks import causal_allowed
+from ..capture.recorder import Recorder, recording, recording_attention
 from .scratch import attention_core
 
 LENGTHS = (128, 256, 512, 1024, 2048, 4096)
