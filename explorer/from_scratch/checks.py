@@ -1,9 +1,9 @@
 """Checking the from-scratch attention against the model, and measuring the tutorial variant's departures on a text.
 
 * :func:`parity` runs the model once on a text, capturing each attention module's own output with a forward hook,
-  and compares :class:`explorer.scratch.MultiHeadAttention` (loaded with that layer's weights, fed that layer's
+  and compares :class:`explorer.from_scratch.scratch.MultiHeadAttention` (loaded with that layer's weights, fed that layer's
   input from the same trace) with it, layer by layer.
-* :func:`variant_effect` (entropy per head is :func:`explorer.stats.entropy`), :func:`head_diversity`,
+* :func:`variant_effect` (entropy per head is :func:`explorer.analysis.stats.entropy`), :func:`head_diversity`,
   :func:`parameter_counts` and :func:`mask_fill_table` measure what each of the tutorial's departures does.
 """
 
@@ -103,9 +103,8 @@ class LayerParity:
 
 def run_scratch(module: MultiHeadAttention, trace: Trace, layer: int) -> AttentionOutput:
     """The module on ``layer``'s input from the trace, under the mask the trace ran with (float32)."""
-    record = trace.record(layer)
     x = trace.x(layer).to(module.w_o.device)  # (T, d)
-    allowed = record.allowed_matrix().to(module.w_o.device)  # (T, T)
+    allowed = trace.allowed(layer).to(module.w_o.device)  # (T, T)
     with torch.inference_mode():
         return module(x, allowed=allowed)
 
@@ -113,7 +112,8 @@ def run_scratch(module: MultiHeadAttention, trace: Trace, layer: int) -> Attenti
 def layer_parity(model: Model, trace: Trace, module_output: torch.Tensor, layer: int) -> LayerParity:
     """Compare the textbook module, loaded with ``layer``'s weights, with the model at that layer."""
     _, ours = textbook_output_for(model, trace, layer)
-    record = trace.record(layer)
+    record = trace.layer(layer)  # q (H, T, D), k and v (H_kv, T, D), float32
+    q, k, v = record.q(), record.k(), record.v()
     in_module = layer_projections(model, layer).output_in_module
     mine = ours.out if in_module else ours.concat  # BERT's module stops before W_o: compare the concatenated heads
     diff = lambda a, b: float((a.float() - b.float().to(a.device)).abs().max())  # noqa: E731
@@ -121,10 +121,10 @@ def layer_parity(model: Model, trace: Trace, module_output: torch.Tensor, layer:
     return LayerParity(
         layer=layer,
         output=diff(mine, module_output),
-        probs=diff(ours.probs, trace.attentions(layer)),
-        qkv=max(diff(ours.q, record.q), diff(ours.k, record.k), diff(ours.v, record.v)),
+        probs=diff(ours.probs, trace.attention(layer)),
+        qkv=max(diff(ours.q, q), diff(ours.k, k), diff(ours.v, v)),
         output_scale=scale(module_output),
-        qkv_scale=scale(record.q, record.k, record.v),
+        qkv_scale=scale(q, k, v),
         compared_at="after W_o" if in_module else "heads concatenated, before W_o (BERT applies W_o in its next block)",
     )
 

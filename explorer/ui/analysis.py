@@ -58,7 +58,7 @@ def _rollout(_trace: Trace, key: tuple, last_layer: int) -> RolloutBlocks:
 
 
 def cached_head_stats(model: Model, trace: Trace) -> pd.DataFrame:
-    """What :func:`explorer.stats.head_stats` computes, for the sidebar's trace: the text statistics cached per
+    """What :func:`explorer.analysis.stats.head_stats` computes, for the sidebar's trace: the text statistics cached per
     model, text and mask, the induction probe once per model and mask."""
     with st.spinner(_("Measuring every head (and running the induction probe once per model)…")):
         return _head_stats(model, trace, ui.trace_key(trace))
@@ -415,7 +415,8 @@ def export_section(model: Model, trace: Trace) -> None:
             most=number(CSV_MAX_TOKENS)))
     specs = viewed_specs(trace)
     maps = sum(n * n for spec in specs.values() if spec[0] == "attention")  # rollouts are at most MAX_CELLS²
-    size_mb = (sum(r.q.numel() + r.k.numel() + r.v.numel() for r in trace.records) + maps) * 4 / 2**20
+    qkv = sum((v.n_heads * v.n_queries + 2 * v.n_kv_heads * v.n_keys) * v.head_dim for v in trace.layers)
+    size_mb = (qkv + maps) * 4 / 2**20
     st.download_button(
         _("The whole trace as .npz"), data=lambda: export.trace_npz(trace, build_maps(trace, specs)),
         file_name=export.file_name(model.name, f"{trace.n_tokens}tok", "trace", ext="npz"),

@@ -139,7 +139,7 @@ def trace_for(model: Model, text: str, mask: str | None, max_tokens: int | None 
         # The model's own mask asked for by name (Masking, Compare): the trace under mask=None (the sidebar's) is
         # the same computation unless the model's own mask is something else (sliding windows), so reuse it.
         own = cache.get(make_trace_key(model.name, model.device, model.dtype, text, None, max_tokens))
-        if own is not None and all(r.mask_kind == mask for r in own.records):
+        if own is not None and all(layer.mask_kind == mask for layer in own.layers):
             return own
     key = make_trace_key(model.name, model.device, model.dtype, text, mask, max_tokens)
 

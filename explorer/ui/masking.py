@@ -182,11 +182,11 @@ def sliding_window(f: Flip) -> None:
     # The model's own run of the first tokens says which layers ran with a window, and their masks' corner (the
     # panels show MASK_TOKENS tokens): a whole third trace of a long text would take seconds and GiBs for that.
     own = ui.trace_for(f.model, ui.current_selection().text, None, max_tokens=fm.MASK_TOKENS)
-    local = [r.layer for r in own.records if r.mask_kind == "sliding"]
+    local = [layer.index for layer in own.layers if layer.mask_kind == "sliding"]
     if not local:
         return
-    window = own.records[local[0]].window
-    full = [r.layer for r in own.records if r.mask_kind != "sliding"]
+    window = own.layer(local[0]).window
+    full = [layer.index for layer in own.layers if layer.mask_kind != "sliding"]
     n = f.causal.n_tokens
     st.subheader(_("Sliding window (local layers)"))
     st.markdown(_("**{model}** has two kinds of layers. Layers {local} are *local*: a query sees only the last {w} "

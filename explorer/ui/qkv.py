@@ -296,7 +296,7 @@ def mask_formulas(kind: str, window: int | None) -> list[str]:
 
 
 def mask_note(trace: Trace, layer: int, hidden: int) -> str:
-    record = trace.record(layer)
+    record = trace.layer(layer)
     n = trace.n_tokens
     if record.mask_kind == "sliding":
         kind = _("This layer uses a sliding window of {w} keys: each query sees itself and the "
@@ -310,7 +310,7 @@ def mask_note(trace: Trace, layer: int, hidden: int) -> str:
 
 
 def mask_step(number: int, w: Walk) -> None:
-    s, record = w.steps, w.trace.record(w.view.layer)
+    s, record = w.steps, w.trace.layer(w.view.layer)
     hidden = int((~s.allowed).sum())
     with step(number, _("Add the mask"), [r"\hat s_j = \tilde s_j + M_{ij}", *mask_formulas(record.mask_kind, record.window)],
               mask_note(w.trace, w.view.layer, hidden)):

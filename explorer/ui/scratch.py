@@ -68,7 +68,7 @@ def _parity(_model: Model, _trace: Trace, key: TraceKey, layers: tuple[int, ...]
 
 
 def cached_parity(model: Model, trace: Trace, layers: list[int]) -> list[LayerParity]:
-    """:func:`explorer.scratch_checks.parity` for the sidebar's text and mask, cached per layer set."""
+    """:func:`explorer.from_scratch.checks.parity` for the sidebar's text and mask, cached per layer set."""
     with st.spinner(_("Running the model again, keeping each attention module's own output…")):
         return _parity(model, trace, key_of(trace), tuple(layers), language())
 
@@ -100,9 +100,8 @@ def _variant_view(_model: Model, _trace: Trace, key: TraceKey, layer: int, head:
                   departures: Departures, lang: str) -> VariantView:
     # ``lang``: the view holds words (an engine error, the fill outcomes), so each language gets its own entry
     textbook, ours = scratch_checks.textbook_output_for(_model, _trace, layer)
-    record = _trace.record(layer)
     x = _trace.x(layer).to(textbook.w_o.device)  # kept or rebuilt from the hidden state
-    allowed = record.allowed_matrix().to(x.device)
+    allowed = _trace.allowed(layer).to(x.device)
     calibration = ui.trace_for(_model, scratch_checks.CALIBRATION_TEXT, key.mask)  # the shared fit's text
     fit_x = calibration.x(layer).to(x.device)
     with torch.inference_mode():
@@ -247,9 +246,9 @@ def textbook_section(model: Model, trace: Trace, layer: int) -> None:
     st.latex(r"\mathrm{out} = [\mathrm{head}_1;\dots;\mathrm{head}_H]\,W_O")
     module = scratch.MultiHeadAttention.from_model(model, layer)
     rope, heads = describe_module(module)
-    st.caption(_("`explorer/scratch.py` · `MultiHeadAttention` loaded with layer {layer}'s weights: d = {d}, d_k = {dk}, "
-                 "{heads}; {rope}. It runs in plain torch on **{device}**, in float32, on this layer's input x from "
-                 "the trace, under the mask the trace ran with.").format(
+    st.caption(_("`explorer/from_scratch/scratch.py` · `MultiHeadAttention` loaded with layer {layer}'s weights: "
+                 "d = {d}, d_k = {dk}, {heads}; {rope}. It runs in plain torch on **{device}**, in float32, on this "
+                 "layer's input x from the trace, under the mask the trace ran with.").format(
         layer=layer, d=module.d_model, dk=module.head_dim, heads=heads, rope=rope, device=model.device))
     with st.expander(_("The code: `attention_core` and `MultiHeadAttention.forward`")):
         st.code("\n".join(inspect.getsource(f) for f in (scratch.attention_core, scratch.MultiHeadAttention.forward)),
