@@ -4,7 +4,7 @@ One function per section of the page; widget readers (``*_ui``) return small fro
 the drawing. ``SECTIONS`` lists what the page draws for a stepper, in order.
 
 The stepper (it holds a KV cache) lives in ``st.session_state``: one per user. The model stays shared through
-:func:`explorer.ui.current_model`. Buttons act through callbacks, which run before the script, so everything drawn
+:func:`explorer.ui.common.current_model`. Buttons act through callbacks, which run before the script, so everything drawn
 below them already shows the new state; a callback's error is kept in the session and shown by the page.
 """
 
@@ -20,7 +20,7 @@ from ..errors import ExplorerError
 from ..escape import md_escape
 from ..figures import generation as fig
 from ..decoding.fill_mask import MASKED_LM_EXAMPLES, PLACEHOLDER, fill_mask, no_masked_lm_message
-from ..decoding.generation import Step, Stepper, max_context, not_causal_message, prompt_limit
+from ..decoding.generation import Step, Stepper, not_causal_message, prompt_limit
 from ..capture.model import Model
 from ..i18n import N_, _, ngettext, number
 
@@ -206,7 +206,7 @@ def stepper_section(model: Model) -> Stepper | None:
         st.info(_("The prompt has {n} tokens; generation continues from the first {kept}, which leaves room for "
                   "{steps} new tokens in the model's context of {context}.").format(
             n=number(stepper.prompt.truncated_from), kept=number(kept), steps=ui.settings().max_generation_steps,
-            context=number(max_context(model))))
+            context=number(model.max_positions)))
     elif stepper.prompt.truncated_from:
         st.info(_("The prompt has {n} tokens; generation continues from the first {kept} (the app's cap, "
                   "AE_MAX_TOKENS).").format(n=f"{stepper.prompt.truncated_from:,}", kept=f"{kept:,}"))
