@@ -17,7 +17,8 @@ import torch
 
 from ..analysis.loss import next_token_loss
 from ..analysis.stats import induction_probe
-from ..capture.intervention import Head, greedy_continuation
+from ..decoding.continuation import greedy_continuation
+from ..capture.intervention import Head
 from ..capture.model import Model
 from ..capture.trace import Trace
 from ..errors import ExplorerError
@@ -165,7 +166,7 @@ def _continuation(_model: Model, key: tuple, ids: tuple[int, ...], n: int, heads
 
 
 def continuation(model: Model, ids: tuple[int, ...], n: int, heads: tuple[Head, ...], ablation: str) -> str:
-    return model.tokenizer.decode(_continuation(model, model_key(model), ids, n, heads, ablation))
+    return model.decode(_continuation(model, model_key(model), ids, n, heads, ablation))  # under the tokenizer's lock
 
 
 def top_k(model: Model, trace: Trace, k: int = 10) -> tuple[list[int], list[str], list[float]]:
@@ -196,8 +197,8 @@ def second_half_loss(losses: np.ndarray, model: Model) -> float:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _attribution(_model: Model, key: tuple, request: PatchRequest) -> tuple[pd.DataFrame, float, float]:
-    frame = _model.patch_heads(request.clean, request.corrupt, request.answer, request.wrong, method="attribution")
-    return frame, frame.attrs["ld_clean"], frame.attrs["ld_corrupt"]
+    result = _model.patch_heads(request.clean, request.corrupt, request.answer, request.wrong, method="attribution")
+    return result.to_frame(), result.ld_clean, result.ld_corrupt
 
 
 def attribution(model: Model, request: PatchRequest) -> tuple[pd.DataFrame, float, float]:
@@ -217,7 +218,7 @@ def exact_with_progress(model: Model, request: PatchRequest, layers_per_chunk: i
         layers = range(start, min(model.n_layers, start + layers_per_chunk))
         heads = [(l, h) for l in layers for h in range(model.n_heads)]
         parts.append(model.patch_heads(request.clean, request.corrupt, request.answer, request.wrong,
-                                       method="exact", heads=heads))
+                                       method="exact", heads=heads).to_frame())
         bar.progress(layers.stop / model.n_layers,
                      text=_("Patched layers 0–{last} of {n}").format(last=layers.stop - 1, n=model.n_layers))
     bar.empty()
