@@ -196,7 +196,7 @@ def layer_projections(model: Model, layer: int) -> LayerProjections:
 
 def output_projection(model: Model, layer: int) -> torch.nn.Module:
     """The module that applies W_o in ``layer``. Its input is the concatenated head outputs (…, T, H·D), head h
-    at [h·D, (h+1)·D): where a head is ablated or patched (:mod:`explorer.intervention`)."""
+    at [h·D, (h+1)·D): where a head is ablated or patched (:mod:`explorer.capture.intervention`)."""
     attn, arch = _architecture(model, layer)
     return arch.output(model, layer, attn)
 
