@@ -252,7 +252,8 @@ def sink_share(trace, layer: int) -> float:
 def induction_scores(probe_trace, probe: InductionProbe) -> np.ndarray:
     """(n_layers, n_heads) induction scores from a trace of ``probe``."""
     return np.stack(
-        [induction(probe_trace.attention(layer), probe.period, probe.start).numpy() for layer in range(probe_trace.n_layers)]
+        [induction(probe_trace.attention(layer), probe.period, probe.start).numpy()
+         for layer in range(probe_trace.n_layers)]
     )
 
 

@@ -152,8 +152,8 @@ class Model:
         """The ids that end a generation: the generation config's EOS ids and the tokenizer's."""
         config = getattr(self.hf, "generation_config", None)
         source = getattr(config, "eos_token_id", None)
-        ids = {source} if isinstance(source, int) else {int(i) for i in source} if isinstance(source, (list, tuple)) else set()
-        return frozenset(ids | self.tokenizer.eos_ids)
+        ids = [source] if isinstance(source, int) else source if isinstance(source, (list, tuple)) else []
+        return frozenset({int(i) for i in ids} | self.tokenizer.eos_ids)
 
     @property
     def special_ids(self) -> frozenset[int]:

@@ -123,8 +123,8 @@ class Recorder:
         records = self.records
         first = records[0]
         alike = all(
-            r.k.shape == first.k.shape and r.scale == first.scale and r.mask_kind == first.mask_kind and r.allowed is None
-            and r.window == first.window
+            r.k.shape == first.k.shape and r.scale == first.scale and r.mask_kind == first.mask_kind
+            and r.allowed is None and r.window == first.window
             for r in records
         )
         if alike:

@@ -229,7 +229,8 @@ class Trace:
         p = p.float().cpu()
         return p if head is None else p[0]
 
-    def attention_window(self, layer: int, head: int, queries: slice = slice(None), keys: slice = slice(None)) -> torch.Tensor:
+    def attention_window(self, layer: int, head: int, queries: slice = slice(None),
+                         keys: slice = slice(None)) -> torch.Tensor:
         """``attention(layer, head, queries, keys)``: one head on a block of queries × keys, (Tq, Sk) float32."""
         return self.attention(layer, head, queries=queries, keys=keys)
 

@@ -66,7 +66,8 @@ def test_the_layer_view_says_what_ran(traced, smollm2):
     view = trace.layer(5)
     assert (view.index, view.mask_kind, view.window, view.mask_is_model_default) == (5, "causal", None, True)
     assert (view.n_heads, view.n_kv_heads, view.group_size, view.head_dim) == (9, 3, 3, 64)
-    assert (view.n_queries, view.n_keys) == (trace.n_tokens, trace.n_tokens) and view.scale == trace.scale(5) == 64**-0.5
+    assert (view.n_queries, view.n_keys) == (trace.n_tokens, trace.n_tokens)
+    assert view.scale == trace.scale(5) == 64**-0.5
     assert torch.equal(view.q()[4], trace.q(5, 4)) and torch.equal(view.k()[1], trace.k(5, 4))  # head 4 reads kv 1
     assert torch.equal(view.lse()[4], trace.lse(5, 4)) and torch.equal(view.v()[1], trace.v(5, 4))
     flipped = smollm2.trace(TEXT, mask="bidirectional")
