@@ -115,7 +115,7 @@ def _variant_view(_model: Model, _trace: Trace, key: TraceKey, layer: int, head:
             diversity_shared = scratch_checks.head_diversity(shared(x, allowed).probs)
         except ExplorerError as exc:  # e.g. H·d_k ≠ d_model: shown as the reason, the rest still works
             error = str(exc)
-        nothing_masked = record.mask_kind == "bidirectional"  # the table then masks a key itself
+        nothing_masked = _trace.layer(layer).mask_kind == "bidirectional"  # the table then masks a key itself
         fills = scratch_checks.mask_fill_table(ours, textbook.scale, None if nothing_masked else allowed)
     return VariantView(
         entropy_textbook=effect.entropy_textbook.numpy(),
