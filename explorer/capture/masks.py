@@ -48,9 +48,10 @@ def check_mask(mask: object) -> MaskOverride:
 def _check_kind(kind: str, window: int | None) -> None:
     # Programming errors, not user input (check_mask guards that): a wrong kind must fail loudly, not as every key.
     if kind not in _RULED:
-        raise ValueError(f"no allowed-key rule for mask kind {kind!r}: use one of {_RULED} or an explicit matrix")
+        raise ValueError(_("There is no rule for which keys a query may see under the mask kind '{kind}': use "
+                           "causal, bidirectional or sliding, or give the allowed matrix.").format(kind=kind))
     if kind == "sliding" and not (isinstance(window, int) and window > 0):
-        raise ValueError(f"a sliding mask needs a positive window, not {window!r}")
+        raise ValueError(_("A sliding-window mask needs a positive window size, not {window!r}.").format(window=window))
 
 
 def allowed_block(
@@ -90,7 +91,7 @@ def sliding_allowed(T: int, S: int, window: int, device: torch.device | str = "c
 def mask_pattern(kind: str, T: int, S: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """(T, S) bool of a plain mask, ``"causal"`` or ``"bidirectional"``; any other name is a ValueError."""
     if kind not in MASK_OVERRIDES:
-        raise ValueError(f"{kind!r} is not a plain mask: use one of {MASK_OVERRIDES}")
+        raise ValueError(_("'{kind}' is not a plain mask: use 'causal' or 'bidirectional'.").format(kind=kind))
     return allowed_matrix(kind, T, S, device=device)
 
 
