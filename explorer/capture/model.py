@@ -10,7 +10,7 @@ from typing import Callable, Literal, Sequence
 
 import torch
 
-from ..i18n import _
+from ..i18n import _, join
 from ..errors import ExplorerError, InstrumentationError
 from .intervention import (
     Ablation,
@@ -194,7 +194,7 @@ class Model:
             raise ExplorerError(
                 _("{what} {text!r} is {n} tokens for '{model}' ({pieces}), not one. "
                   "Use a single token; a word after a space usually starts with that space (' Mary').").format(
-                    what=what, text=text, n=len(ids), model=self.name, pieces=", ".join(map(repr, pieces)))
+                    what=what, text=text, n=len(ids), model=self.name, pieces=join(map(repr, pieces)))
             )
         return ids[0]
 

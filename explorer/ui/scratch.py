@@ -144,11 +144,12 @@ def fills_frame(fills: list[FillOutcome]) -> pd.DataFrame:
         if f.error:
             return _("error: {why}").format(why=_("cannot be represented (overflow)") if "overflow" in f.error
                                             else f.error)
-        return _("max |Δp| = {diff}; padding row: {row}").format(diff=f"{f.max_abs_diff:.1e}", row=f.padding_row)
+        return _("max |Δp| = {diff}; padding row: {row}").format(diff=f"{f.max_abs_diff:.1e}", row=_(f.padding_row))
 
     frame = pd.DataFrame([{"dtype": f.dtype, "fill": f.fill, "result": cell(f)} for f in fills])
-    return frame.pivot(index="fill", columns="dtype", values="result").reindex(
+    table = frame.pivot(index="fill", columns="dtype", values="result").reindex(
         index=list(dict.fromkeys(f.fill for f in fills)), columns=list(dict.fromkeys(f.dtype for f in fills)))
+    return table.rename(index=_).rename_axis(index=_("value at masked scores"), columns=_("dtype"))
 
 
 # ---- the kernel sweep ------------------------------------------------------------------------------------------------
@@ -264,7 +265,7 @@ def parity_section(model: Model, trace: Trace, layer: int, module: scratch.Multi
     st.subheader(_("Layer {layer}: the same numbers as the model").format(layer=layer))
     metrics = st.container(horizontal=True)  # wraps on narrow screens
     metrics.metric(_("Output max |Δ|"), f"{parity.output:.1e}", width=170,
-                   help=_("Compared {where}.").format(where=parity.compared_at))
+                   help=_("Compared {where}.").format(where=_(parity.compared_at)))
     metrics.metric(_("Relative to scale"), f"{parity.output / parity.output_scale:.1e}", width=170,
                    help=_("max |Δ| ÷ max(1, max |value|) = ÷ {scale}. float32 keeps 24 bits: a value of 100 is only "
                           "known to about ±1e-5, so large outputs are compared relative to their size.").format(
@@ -276,7 +277,7 @@ def parity_section(model: Model, trace: Trace, layer: int, module: scratch.Multi
     qkv = _("q/k/v after RoPE") if module.rope is not None else "q/k/v"
     st.caption(_("Reference: the output of the model's own attention module (`{module}`), captured with a forward hook "
                  "during a second run of your text; compared {where}. {qkv} differ from the trace's recorded ones by "
-                 "at most {diff}.").format(module=module_name, where=parity.compared_at, qkv=qkv,
+                 "at most {diff}.").format(module=module_name, where=_(parity.compared_at), qkv=qkv,
                                            diff=f"{parity.qkv:.1e}"))
 
 
