@@ -181,7 +181,7 @@ def sweep_frame(rows: list[kernels.KernelTiming]) -> pd.DataFrame:
     base = {r.n: r.seconds for r in rows if r.method == kernels.SDPA_DEFAULT}
     return pd.DataFrame([{
         "n": r.n,
-        N_("method"): r.method + ("" if r.dtype == "float32" else f" ({r.dtype})"),
+        N_("method"): _(r.method) + ("" if r.dtype == "float32" else f" ({r.dtype})"),
         N_("median ms"): r.seconds * 1e3,
         N_("× SDPA"): r.seconds / base[r.n] if r.n in base else np.nan,
         N_("peak MiB"): r.peak_bytes / 2**20 if r.peak_bytes is not None else np.nan,
@@ -199,7 +199,7 @@ def sweep_pivot(rows: list[kernels.KernelTiming], what: str = "time") -> pd.Data
     else:
         frame["cell"] = [f"{mib:.3g}" if mib == mib else "—" for mib in frame["peak MiB"]]
     order = list(dict.fromkeys(frame["method"]))
-    return frame.pivot(index="n", columns="method", values="cell")[order]
+    return frame.pivot(index="n", columns="method", values="cell")[order].rename_axis(columns=_("method"))
 
 
 PARITY_NUMBERS = (N_("output max |Δ|"), N_("attention max |Δ|"), N_("q/k/v max |Δ|"), N_("relative (worst)"))
@@ -480,7 +480,7 @@ def sweep_results(rows: list[kernels.KernelTiming], missing: list[kernels.Unavai
     st.caption(_("Dashed lines build the n×n matrix (from scratch, SDPA's math back end); their memory grows as n². "
                  "Peak memory counts everything a call allocates beyond its inputs, output included."))
     for gone in missing:
-        st.caption(_("Not available here: **{method}** ({reason})").format(method=gone.method, reason=gone.reason))
+        st.caption(_("Not available here: **{method}** ({reason})").format(method=_(gone.method), reason=gone.reason))
 
 
 def devices_part(shape: kernels.Shape) -> None:
