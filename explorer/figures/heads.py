@@ -299,7 +299,7 @@ def model_view_grid(
     if sink_hidden:
         notes.append(_("token 0 hidden, rows renormalised"))
     # "h4<br>kv1": two short lines stay narrow enough for ~25 px columns in a narrow window
-    head_ticks = [f"h{h}" + (f"<br>kv{kv_heads[h]}" if kv_heads is not None else "") for h in range(n_heads)]
+    head_ticks = [f"h{h}" + (f"<br>KV{kv_heads[h]}" if kv_heads is not None else "") for h in range(n_heads)]
     fig.update_layout(
         title=_("Every layer × head") + (f"<br><span style='font-size:12px'>{notes_text(notes)}</span>" if notes else ""),
         coloraxis=dict(

@@ -102,6 +102,9 @@ def _pick_head_from_grid(key: str) -> None:
 
 
 def gqa_caption(trace: Trace) -> str:
+    if trace.n_kv_heads == 1:  # one key/value head for all (Gemma 3): multi-query attention, not groups
+        return _("All {n} query heads read the same single key/value head (multi-query attention, MQA).").format(
+            n=trace.n_heads)
     groups = fh.gqa_groups([trace.kv_head(h) for h in range(trace.n_heads)])
     parts = join(_("heads {first}–{last} → kv {kv}").format(first=hs[0], last=hs[-1], kv=kv)
                       for kv, hs in groups.items())
