@@ -6,7 +6,7 @@ variant's measurements, and the kernel sweep (run on a button press, kept per se
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -106,7 +106,12 @@ def _variant_view(_model: Model, _trace: Trace, key: TraceKey, layer: int, head:
     calibration = ui.trace_for(_model, scratch_checks.CALIBRATION_TEXT, key.mask)  # the shared fit's text
     fit_x = calibration.x(layer).to(x.device)
     with torch.inference_mode():
-        effect = scratch_checks.variant_effect(ours, tutorial_variant(textbook, departures, fit_x)(x, allowed))
+        try:
+            variant = tutorial_variant(textbook, departures, fit_x)
+        except ExplorerError:  # (2) cannot cut this layer into head slices (H·d_k ≠ d_model: Gemma 3); the variant
+            # runs without it, and "Each departure on its own" says why (shared_error below)
+            variant = tutorial_variant(textbook, replace(departures, shared_projection=False), fit_x)
+        effect = scratch_checks.variant_effect(ours, variant(x, allowed))
         embed_scale = scratch_checks.attention_only(ours, textbook.d_model**-0.5, allowed)[1]
         counts = r2 = error = diversity_shared = None
         try:
@@ -350,7 +355,7 @@ def variant_summary(trace: Trace, layer: int, head: int, departures: Departures,
                    delta_color="off",
                    help=_("Total-variation distance between two heads' attention rows, averaged over queries and "
                           "pairs of heads: 0 = all heads attend alike, 1 = never to the same keys."))
-    if departures.shared_projection:
+    if departures.shared_projection and view.shared_error is None:
         st.caption(_("With (2) on, the variant cannot hold the real weights. It gets the shared projection that best "
                      "fits this layer (least squares) on a fixed calibration paragraph, and is measured here on your "
                      "text: the closest the tutorial's layer can come."))
