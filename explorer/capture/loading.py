@@ -14,7 +14,7 @@ import torch
 
 from .devices import resolve_device
 from .embedded import EMBEDDED, converted_gguf_dir, resolve_embedded
-from ..i18n import _
+from ..i18n import _, join
 from ..errors import ExplorerError, InstrumentationError
 from .intervention import register_output_hooks
 from .model import Model, ModelKind, find_attention
@@ -65,10 +65,10 @@ def load(
     if not name:
         raise ExplorerError(
             _("No model given. Choose one of {embedded}, a Hugging Face id or a local folder.").format(
-            embedded=", ".join(EMBEDDED))
+            embedded=join(EMBEDDED))
         )
     if dtype not in DTYPES:
-        raise ExplorerError(_("Unknown dtype {dtype}. Use one of: {choices}.").format(dtype=repr(dtype), choices=", ".join(DTYPES)))
+        raise ExplorerError(_("Unknown dtype {dtype}. Use one of: {choices}.").format(dtype=repr(dtype), choices=join(DTYPES)))
     dev = resolve_device(device)
     path = _resolve_source(name, allow_hub=allow_hub, allow_local_paths=allow_local_paths)
     return _load_folder(name, path, dev, device_map, DTYPES[dtype])
@@ -98,7 +98,7 @@ def _resolve_source(name: str, allow_hub: bool | None, allow_local_paths: bool) 
     if not _HUB_ID.match(name):
         raise ExplorerError(
             _("'{name}' is not a model name. Use one of {embedded}, a Hugging Face id like 'gpt2', "
-              "or a local folder.").format(name=_shown(name), embedded=", ".join(EMBEDDED))
+              "or a local folder.").format(name=_shown(name), embedded=join(EMBEDDED))
         )
     return _hub_snapshot(name, allow_hub)
 

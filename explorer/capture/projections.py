@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from ..errors import ExplorerError, check_layer_head
-from ..i18n import _
+from ..i18n import _, join
 
 if TYPE_CHECKING:  # only for annotations: the model wrapper imports the intervention hooks, which use this module
     from .model import Model
@@ -181,7 +181,7 @@ def _architecture(model: Model, layer: int) -> tuple[torch.nn.Module, Architectu
     for signature, arch in ARCHITECTURES.items():
         if all(isinstance(getattr(attn, name, None), torch.nn.Module) for name in signature):
             return attn, arch
-    supported = ", ".join(f"{arch.family} ({'/'.join(sig)})" for sig, arch in ARCHITECTURES.items())
+    supported = join(f"{arch.family} ({'/'.join(sig)})" for sig, arch in ARCHITECTURES.items())
     raise ExplorerError(
         _("Attention Explorer does not know where {module} keeps its Q/K/V and output weights "
           "(supported: {supported}).").format(module=type(attn).__name__, supported=supported)

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from ..errors import ExplorerError
 from ..escape import plotly_escape
-from ..i18n import _
+from ..i18n import _, join
 
 
 @dataclass
@@ -143,7 +143,7 @@ class Tokenizer:
             raise ExplorerError(
                 _("{what} {text!r} is {n} tokens for '{model}' ({pieces}), not one. "
                   "Use a single token; a word after a space usually starts with that space (' Mary').").format(
-                    what=what, text=text, n=len(ids), model=self.model_name, pieces=", ".join(map(repr, pieces)))
+                    what=what, text=text, n=len(ids), model=self.model_name, pieces=join(map(repr, pieces)))
             )
         return ids[0]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..i18n import _
+from ..i18n import _, join
 from ..errors import ExplorerError
 from ..capture.model import Model
 from ..capture.recorder import Recorder, recording
@@ -92,7 +92,7 @@ def _token_text(model: Model, token_id: int) -> str:
 
 def no_masked_lm_message(model: Model) -> str:
     """Why ``model`` cannot fill masks, and which models can."""
-    examples = ", ".join(MASKED_LM_EXAMPLES)
+    examples = join(MASKED_LM_EXAMPLES)
     if model.kind == "causal-lm":
         return _(
             "'{model}' is a causal language model: it predicts the next token from the left context only, "

@@ -23,6 +23,7 @@ from ..capture.gqa import repeat_kv
 from .scratch import NEG_INF, TUTORIAL_FILL, AttentionOutput, MultiHeadAttention, TutorialAttention, attention_core
 from ..analysis.stats import entropy
 from ..capture.trace import Trace
+from ..i18n import N_
 
 PARITY_TOLERANCE = 1e-5
 # A fixed text (≈ 200 tokens, English and Chinese) to fit the tutorial's shared projection on, so that its effect is
@@ -125,7 +126,8 @@ def layer_parity(model: Model, trace: Trace, module_output: torch.Tensor, layer:
         qkv=max(diff(ours.q, q), diff(ours.k, k), diff(ours.v, v)),
         output_scale=scale(module_output),
         qkv_scale=scale(q, k, v),
-        compared_at="after W_o" if in_module else "heads concatenated, before W_o (BERT applies W_o in its next block)",
+        # marked, not translated: the UI translates it where shown (a cached parity must not keep one language)
+        compared_at=N_("after W_o") if in_module else N_("heads concatenated, before W_o (BERT applies W_o in its next block)"),
     )
 
 
@@ -176,10 +178,10 @@ def parameter_counts(textbook: MultiHeadAttention, tutorial: TutorialAttention) 
 
 
 MASK_FILLS: dict[str, float] = {
-    "−∞ (textbook)": NEG_INF,
-    "−1e20 (tutorial)": TUTORIAL_FILL,
+    N_("−∞ (textbook)"): NEG_INF,  # names marked, translated where shown
+    N_("−1e20 (tutorial)"): TUTORIAL_FILL,
     "−1e9": -1e9,
-    "dtype's lowest finite": float("nan"),  # placeholder: torch.finfo(dtype).min, resolved per dtype
+    N_("dtype's lowest finite"): float("nan"),  # placeholder: torch.finfo(dtype).min, resolved per dtype
 }
 MASK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -221,7 +223,7 @@ def mask_fill_table(ours: AttentionOutput, scale: float, allowed: torch.Tensor |
                 out.append(FillOutcome(dtype_name, fill_name, None, str(exc).split("\n")[0], "—"))
                 continue
             diff = float((probs.float() - reference.float()).abs().max())
-            pad = "NaN" if bool(pad_row.isnan().any()) else "uniform"
+            pad = "NaN" if bool(pad_row.isnan().any()) else N_("uniform")
             out.append(FillOutcome(dtype_name, fill_name, diff, None, pad))
     return out
 

@@ -23,20 +23,21 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..i18n import _
+from ..i18n import N_, _
 from ..capture.devices import resolve_device
 from ..capture.masks import causal_allowed
 from ..capture.recorder import Recorder, recording, recording_attention
 from .scratch import attention_core
 
 LENGTHS = (128, 256, 512, 1024, 2048, 4096)
-SCRATCH = "from scratch"
-RECORDER = "engine recorder"
-SDPA_DEFAULT = "SDPA (default dispatch)"
+# Method names are data (keys, cached timings) marked for translation; the page translates them where shown.
+SCRATCH = N_("from scratch")
+RECORDER = N_("engine recorder")
+SDPA_DEFAULT = N_("SDPA (default dispatch)")
 SDPA_BACKENDS = {
-    "SDPA flash": SDPBackend.FLASH_ATTENTION,
-    "SDPA memory-efficient": SDPBackend.EFFICIENT_ATTENTION,
-    "SDPA math": SDPBackend.MATH,
+    N_("SDPA flash"): SDPBackend.FLASH_ATTENTION,
+    N_("SDPA memory-efficient"): SDPBackend.EFFICIENT_ATTENTION,
+    N_("SDPA math"): SDPBackend.MATH,
 }
 MATERIALISES = {SCRATCH: True, "SDPA math": True}  # every other method keeps O(n) per query row
 

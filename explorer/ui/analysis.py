@@ -29,7 +29,7 @@ from ..capture.trace import Trace
 from ..escape import md_escape
 from ..figures.analysis import layer_head_heatmap, lens_figure, qk_plane_figure
 from ..figures.heatmap import MAX_CELLS, token_heatmap
-from ..i18n import N_, _, number, percent
+from ..i18n import N_, _, join, number, percent
 
 _VIEWED = "_ae_viewed_maps"
 
@@ -322,7 +322,8 @@ def lens(model: Model, trace: Trace) -> None:
     start, end = lens_ui(trace.n_tokens)
     positions = list(range(start, end + 1))
     result = logit_lens(model, trace, positions, top_k=3)
-    st.latex(r"\text{lens}_\ell(i) = \mathrm{softmax}\big(W_U\,\mathrm{norm}_{\text{final}}(h_\ell(i))\big)")
+    st.latex(r"\text{%s}_\ell(i) = \mathrm{softmax}\big(W_U\,\mathrm{norm}_{\text{%s}}(h_\ell(i))\big)"
+             % (_("lens"), _("final")))
     st.caption(_("Each row reads one layer's residual stream as if it were the last: the model's final norm, then "
                  "its unembedding. The top row is the model's own output. Hover a cell for the top 3."))
     fig = lens_figure(result, trace.tokens,
@@ -427,7 +428,7 @@ def export_section(model: Model, trace: Trace) -> None:
     st.caption(_("The .npz holds `tokens`, `token_ids`, `text`, `model`, `mask`, `scale` (per layer), `q` (layers × "
                  "heads × tokens × head_dim, after RoPE), `k`, `v`, `lse`, and one `map__<name>` per map you viewed "
                  "here: {maps}. Read it with `numpy.load(path)`.").format(
-        maps=", ".join(f"`{name}`" for name in specs)))
+        maps=join(f"`{name}`" for name in specs)))
     png_ok, why = export.png_export_status()
     if not png_ok:
         st.warning(_("Figures download as HTML only on this server. {why}").format(why=why))

@@ -7,6 +7,7 @@ Only ``explorer/ui*`` modules import Streamlit. Pages stay thin: they call :func
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from ..capture.devices import cuda_available, tf32_enabled
 from ..capture.embedded import DEFAULT_MODEL, EMBEDDED
 from ..errors import ExplorerError
 from ..escape import md_escape
-from ..i18n import LANGUAGES, N_, _, browser_language, number, set_language
+from ..i18n import LANGUAGES, N_, _, browser_language, join, number, set_language
 from ..capture.loading import is_explicit_path, load
 from ..capture.model import Model
 from .settings import Settings, is_loopback
@@ -94,7 +95,7 @@ def model_for(name: str, device: str) -> Model:
     s = settings()
     if not s.model_allowed(name):
         raise ExplorerError(_("This server only allows the embedded models: {models}.").format(
-            models=", ".join(EMBEDDED)))
+            models=join(EMBEDDED)))
     local, explicit = visitor_is_local(), is_explicit_path(name)
     local_paths = s.allow_local_paths and (local or explicit)
     try:
@@ -205,13 +206,13 @@ def parse_url(params: Mapping[str, str], allow_any_model: bool) -> UrlView:
         else:
             why = (_("this server opens {models} or a Hugging Face id or folder of at most {n} characters")
                    if allow_any_model else _("this server opens {models} only"))
-            ignored("model", why.format(models=", ".join(EMBEDDED), n=MAX_MODEL_CHARS))
+            ignored("model", why.format(models=join(EMBEDDED), n=MAX_MODEL_CHARS))
     for key, known in (("device", DEVICES), ("mask", tuple(MASK_LABELS)), ("lang", tuple(LANGUAGES))):
         if key in params:
             if params[key] in known:
                 found[key] = params[key]
             else:
-                ignored(key, _("it is none of {values}").format(values=", ".join(known)))
+                ignored(key, _("it is none of {values}").format(values=join(known)))
     if "text" in params:
         found["text"] = params["text"][:MAX_TEXT_CHARS]
         if len(params["text"]) > MAX_TEXT_CHARS:
@@ -249,6 +250,17 @@ def init_language() -> str:
     return set_language(st.session_state[LANGUAGE_KEY])
 
 
+#: The embedded model that reads Chinese best: Gemma 3's tokenizer keeps most Chinese words whole (SmolLM2 splits them
+#: into byte pieces), so a Chinese reader who names no model starts with it. A link's or the sidebar's choice rules.
+CHINESE_MODEL = "gemma3"
+
+
+def suggested_model(language: str | None) -> str:
+    """The model a session starts with when its link names none: Gemma 3 for a Chinese reader, else the default."""
+    installed = CHINESE_MODEL in EMBEDDED and importlib.util.find_spec(EMBEDDED[CHINESE_MODEL].package) is not None
+    return CHINESE_MODEL if language == "zh" and installed else DEFAULT_MODEL
+
+
 def _init_from_query_params() -> None:
     """On a session's first run, seed the widgets from the URL (through :func:`parse_url`)."""
     if st.session_state.get("_ae_init"):
@@ -257,7 +269,7 @@ def _init_from_query_params() -> None:
     s = settings()
     view = _url_view()
     notices = list(view.notices)
-    model = view.model or DEFAULT_MODEL
+    model = view.model or suggested_model(st.session_state.get(LANGUAGE_KEY))
     if model in EMBEDDED:
         st.session_state["model_choice"] = model
     else:
@@ -363,7 +375,7 @@ def kv_sharing_note(trace: Trace, head: int) -> str | None:
         return _("All {n} query heads read the same single key/value head (multi-query attention, MQA).").format(
             n=trace.n_heads)
     kv = trace.kv_head(head)
-    mates = ", ".join(str(h) for h in trace.heads_sharing_kv(kv) if h != head)
+    mates = join(str(h) for h in trace.heads_sharing_kv(kv) if h != head)
     return _("Head {head} reads key/value head {kv}, shared with heads {mates} (grouped-query attention, GQA).").format(
         head=head, kv=kv, mates=mates)
 

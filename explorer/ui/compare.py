@@ -12,6 +12,7 @@ import streamlit as st
 
 from . import common as ui
 from .analysis import head_blocks, map_key, remember_view, show_figure, square_height
+from .masking import mask_name
 from ..analysis.difference import MapDifference, map_difference
 from ..analysis.downsample import BlockMeans
 from ..capture.embedded import EMBEDDED
@@ -86,7 +87,7 @@ def comparison_ui() -> Comparison:
             trace_b = ui.trace_for(model_a, sel.text, "bidirectional")
             labels = (_("A (causal)"), _("B (bidirectional)"))
             st.caption(_("The model's own mask is **{mask}**; the other one is a what-if that changes the computation "
-                         "in every layer, not just this head.").format(mask=model_a.default_mask))
+                         "in every layer, not just this head.").format(mask=mask_name(model_a.default_mask)))
     return Comparison(mode, Side(labels[0], model_a, trace_a, layer, head),
                       Side(labels[1], model_b, trace_b, layer_b, head_b))
 
@@ -120,7 +121,7 @@ def side(s: Side, matrix: BlockMeans, zmax: float, where, colour_bar: bool) -> N
         st.markdown(f"**{md_escape(s.label)}**")
         what_if = "" if trace.mask_is_model_default else " " + _("(what-if)")
         st.caption(_("{model} · layer {layer}, head {head} · mask {mask}{what_if} · {n} tokens").format(
-            model=md_escape(s.model.name), layer=s.layer, head=s.head, mask=trace.mask, what_if=what_if,
+            model=md_escape(s.model.name), layer=s.layer, head=s.head, mask=mask_name(trace.mask), what_if=what_if,
             n=trace.n_tokens))
         fig = token_heatmap(matrix, trace.tokens, trace.tokens,
                             title=_("{side}: layer {layer}, head {head}").format(side=s.label, layer=s.layer,

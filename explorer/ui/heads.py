@@ -17,7 +17,7 @@ from ..analysis.overview import LayerOverview, layer_overview, model_overview
 from ..analysis.stats import TEXT_STATISTICS, sink_share
 from ..capture.trace import Trace
 from ..figures import heads as fh
-from ..i18n import N_, _, percent
+from ..i18n import N_, _, join, percent
 
 TABS = [N_("Heads of one layer"), N_("All layers × heads"), N_("One head"), N_("Lines (head view)")]
 TAB_KEY = "heads_tab"
@@ -102,8 +102,11 @@ def _pick_head_from_grid(key: str) -> None:
 
 
 def gqa_caption(trace: Trace) -> str:
+    if trace.n_kv_heads == 1:  # one key/value head for all (Gemma 3): multi-query attention, not groups
+        return _("All {n} query heads read the same single key/value head (multi-query attention, MQA).").format(
+            n=trace.n_heads)
     groups = fh.gqa_groups([trace.kv_head(h) for h in range(trace.n_heads)])
-    parts = ", ".join(_("heads {first}–{last} → kv {kv}").format(first=hs[0], last=hs[-1], kv=kv)
+    parts = join(_("heads {first}–{last} → kv {kv}").format(first=hs[0], last=hs[-1], kv=kv)
                       for kv, hs in groups.items())
     return _("Grouped-query attention: {n} query heads share {n_kv} key/value heads ({parts}). Heads of one group "
              "score their own queries against the *same* keys and average the same values; labels read “head · kv”."

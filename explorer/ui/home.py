@@ -12,6 +12,7 @@ from ..escape import md_escape
 from ..figures import heads as fh
 from ..i18n import N_, _, ngettext, percent
 from . import common as ui, heads
+from .masking import mask_name
 
 GRID_KEY = "home_grid"
 _PICKED = "_ae_home_pick"  # a thumbnail clicked on Home: opened on the heads page at the start of the next run
@@ -108,7 +109,7 @@ def token_strip(trace: Trace, device: str) -> None:
              _("{layers} layers × {heads} heads").format(layers=trace.n_layers, heads=trace.n_heads)]
     if trace.n_kv_heads != trace.n_heads:
         facts.append(_("{n} key/value heads, shared").format(n=trace.n_kv_heads))
-    mask = _(ui.MASK_LABELS.get(trace.mask, trace.mask)).lower()
+    mask = mask_name(trace.mask)
     facts.append(_("mask: {mask}").format(mask=mask) if trace.mask_is_model_default
                  else _("mask: {mask} (what-if)").format(mask=mask))
     facts.append(_("device: {device}").format(device=device))

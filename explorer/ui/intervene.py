@@ -23,7 +23,7 @@ from ..capture.model import Model
 from ..capture.trace import Trace
 from ..errors import ExplorerError
 from ..escape import md_escape
-from ..i18n import N_, _, ngettext
+from ..i18n import N_, _, join, ngettext
 from . import common as ui
 from .analysis import cached_head_stats, head_blocks, map_key
 from .trace_cache import TraceCache
@@ -61,7 +61,7 @@ def heads_from_url() -> None:
     st.session_state[HEADS_KEY] = heads
     if dropped:
         st.warning(_("The link's heads {items} were ignored: write each as layer.head, e.g. 17.3.").format(
-            items=", ".join("“" + md_escape(d) + "”" for d in dropped)))
+            items=join("“" + md_escape(d) + "”" for d in dropped)))
 
 
 def keep_valid_heads(model: Model) -> list[Head]:
@@ -239,13 +239,20 @@ def effect_grid(frame: pd.DataFrame, n_layers: int, n_heads: int) -> np.ndarray:
 
 
 # ---- the Ablate tab -------------------------------------------------------------------------------------------
-ZERO_FORMULA = r"o = W_O\,[z_1;\,\dots;\,z_H], \qquad \text{zero: } z_h \leftarrow 0, \qquad " \
-               r"\text{mean: } z_h \leftarrow \tfrac{1}{T}\textstyle\sum_{t} z_{h,t}"
+# The formulas' \text{} words are filled in where shown (formula_words), so that they read in the page's language.
+ZERO_FORMULA = r"o = W_O\,[z_1;\,\dots;\,z_H], \qquad \text{{{zero}}}:\; z_h \leftarrow 0, \qquad " \
+               r"\text{{{mean}}}:\; z_h \leftarrow \tfrac{{1}}{{T}}\textstyle\sum_{{t}} z_{{h,t}}"
 LOSS_FORMULA = r"\ell_i = -\ln p(x_{i+1} \mid x_{\le i})"
-PATCH_FORMULA = r"\text{effect}_h = \frac{LD_{\text{patched } h} - LD_{\text{clean}}}{LD_{\text{corrupt}} - " \
-                r"LD_{\text{clean}}}, \qquad LD = \text{logit}(\text{answer}) - \text{logit}(\text{wrong})"
-ATTRIBUTION_FORMULA = r"\text{effect}_h \approx \frac{(a^{h}_{\text{corrupt}} - a^{h}_{\text{clean}}) \cdot " \
-                      r"\partial LD / \partial a^{h}}{LD_{\text{corrupt}} - LD_{\text{clean}}}"
+PATCH_FORMULA = r"\text{{{effect}}}_h = \frac{{LD_{{\text{{{patched}}}\,h}} - LD_{{\text{{{clean}}}}}}}{{LD_{{\text{{{corrupt}}}}} - " \
+                r"LD_{{\text{{{clean}}}}}}}, \qquad LD = \mathrm{{logit}}(\text{{{answer}}}) - \mathrm{{logit}}(\text{{{wrong}}})"
+ATTRIBUTION_FORMULA = r"\text{{{effect}}}_h \approx \frac{{(a^{{h}}_{{\text{{{corrupt}}}}} - a^{{h}}_{{\text{{{clean}}}}}) \cdot " \
+                      r"\partial LD / \partial a^{{h}}}}{{LD_{{\text{{{corrupt}}}}} - LD_{{\text{{{clean}}}}}}}"
+
+
+def formula_words() -> dict[str, str]:
+    """The words inside the Intervene formulas' \\text{}, in the reader's language."""
+    return {"zero": _("zero"), "mean": _("mean"), "effect": _("effect"), "patched": _("patched"),
+            "clean": _("clean"), "corrupt": _("corrupt"), "answer": _("answer"), "wrong": _("wrong")}
 
 
 def head_label(head: Head) -> str:
@@ -281,7 +288,7 @@ def ablate_tab() -> None:
 
     model = ui.current_model()
     request = ablate_ui(model)
-    st.latex(ZERO_FORMULA)
+    st.latex(ZERO_FORMULA.format(**formula_words()))
     st.caption(_("Each head h writes z_h (its attention-weighted values) into the output projection W_O. Zeroing "
                  "removes its contribution at every position; mean ablation replaces it by its average over the "
                  "text, which keeps its typical output and removes only what depends on the tokens."))
@@ -349,7 +356,7 @@ def patch_tab() -> None:
 
     model = ui.current_model()
     request = patch_ui()
-    st.latex(PATCH_FORMULA)
+    st.latex(PATCH_FORMULA.format(**formula_words()))
     st.caption(_("Patching puts one head's output from the corrupt run into the clean run, at every position. An "
                  "effect of 1 means that head alone carries the whole change in the logit difference; 0, none of it."))
     if not all((request.clean.strip(), request.corrupt.strip(), request.answer, request.wrong)):
@@ -365,7 +372,7 @@ def patch_tab() -> None:
     shown = [(_("Attribution (first order, instant)"), frame, "intervene_attr_map")]
     if exact is not None:
         shown.append((_("Exact patching"), exact, "intervene_exact_map"))
-    st.latex(ATTRIBUTION_FORMULA)
+    st.latex(ATTRIBUTION_FORMULA.format(**formula_words()))
     cols = st.columns(len(shown))
     for col, (title, table, key) in zip(cols, shown):
         fig = layer_head_heatmap(effect_grid(table, model.n_layers, model.n_heads), title, _("effect"))
@@ -375,7 +382,7 @@ def patch_tab() -> None:
             if points:
                 ui.open_on_heads_page(int(points[0]["customdata"][0]), int(points[0]["customdata"][1]))
             top = table.reindex(table["effect"].abs().sort_values(ascending=False).index).head(5)
-            st.caption(_("Strongest: {heads}").format(heads=", ".join(
+            st.caption(_("Strongest: {heads}").format(heads=join(
                 f"{int(r.layer)}.{int(r.head)} ({r.effect:+.2f})" for r in top.itertuples())))
     st.caption(_("Click a cell to open that head on the Attention heads page."))
     if exact is not None:

@@ -28,14 +28,14 @@ from ..escape import md_escape
 from ..figures import masking as fm
 from ..figures.heatmap import MAX_CELLS, token_heatmap
 from ..figures.palette import DIVERGING
-from ..i18n import N_, _, number, percent
+from ..i18n import N_, _, join, number, percent
 
 MASK_FORMULAS = {
     "causal": CAUSAL_MASK_LATEX,
-    "bidirectional": r"M_{ij} = 0 \quad \text{for all } i, j",
+    "bidirectional": r"M_{ij} = 0 \quad \text{%s } i, j",  # \text{}: _("for all"), filled in where shown
 }
 PANEL_WIDTH = 460  # px: two panels side by side on a wide screen, one under the other on a narrow one
-MASK_NAMES = {"causal": N_("Causal"), "bidirectional": N_("Bidirectional")}
+MASK_NAMES = {"causal": N_("Causal"), "bidirectional": N_("Bidirectional"), "sliding": N_("Sliding window")}
 MASK_ROLES = {
     "causal": N_("Each token sees itself and the tokens before it (GPT-style language models)."),
     "bidirectional": N_("Every token sees every token (BERT-style encoders)."),
@@ -44,12 +44,13 @@ MASK_ROLES = {
 
 def sliding_latex(window: int) -> str:
     """The sliding-window mask with its size written in."""
-    return r"M_{ij} = \begin{cases} 0 & i - %d < j \le i \\ -\infty & \text{otherwise} \end{cases}" % window
+    return r"M_{ij} = \begin{cases} 0 & i - %d < j \le i \\ -\infty & \text{%s} \end{cases}" % (window, _("otherwise"))
 
 
 def mask_name(kind: str) -> str:
-    """"causal" / "bidirectional" in the reader's language, for use inside a sentence."""
-    return _(MASK_NAMES[kind]).lower()
+    """"causal" / "bidirectional" / "sliding window" in the reader's language, for use inside a sentence (a raw mask
+    value never reaches a page; an unknown one is shown as it is)."""
+    return _(MASK_NAMES[kind]).lower() if kind in MASK_NAMES else kind
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def masks(f: Flip) -> None:
             name = _(MASK_NAMES[kind])
             st.markdown(_("**{mask}** (what this model was trained with)").format(mask=name) if kind == f.trained
                         else "**{mask}**".format(mask=name))
-            st.latex(MASK_FORMULAS[kind])
+            st.latex(MASK_FORMULAS[kind].replace("%s", _("for all")))
             st.caption(_(MASK_ROLES[kind]))
             st.plotly_chart(fm.mask_figure(mask_matrix(kind, m), f.causal.tokens[:m],
                                            title=_("{mask} mask M").format(mask=name)),
@@ -191,7 +192,7 @@ def sliding_window(f: Flip) -> None:
     st.subheader(_("Sliding window (local layers)"))
     st.markdown(_("**{model}** has two kinds of layers. Layers {local} are *local*: a query sees only the last {w} "
                   "keys up to itself, a sliding window. Layers {full} are *global*: the plain causal mask.").format(
-        model=md_escape(f.model.name), local=", ".join(map(str, local)), full=", ".join(map(str, full)) or "–",
+        model=md_escape(f.model.name), local=join(local), full=join(full) or "–",
         w=window))
     st.latex(sliding_latex(window))
     m = min(n, fm.MASK_TOKENS)

@@ -21,6 +21,7 @@ from ..capture.trace import Trace
 from ..figures import qkv as fq
 from ..from_scratch.walkthrough import FormulaSteps, formula_steps, token_window
 from ..i18n import _
+from .masking import mask_name
 
 WINDOW_DEFAULT = 32
 WINDOW_MAX = 128  # d_model × 128 float32 cells stays well under the 1.5 MB figure budget
@@ -222,13 +223,13 @@ ROPE_FORMULAS = [
     r"q_i \leftarrow R_{i}\, q_i,\quad k_j \leftarrow R_{j}\, k_j",
     r"\small q'_m = q_m \cos i\theta_m - q_{m+D/2} \sin i\theta_m",
     r"\small q'_{m+D/2} = q_m \sin i\theta_m + q_{m+D/2} \cos i\theta_m",
-    r"\small q'_i \cdot k'_j \text{ depends on } i - j",
+    r"\small q'_i \cdot k'_j \text{ %s } i - j",  # \text{}: _("depends only on"), filled in where shown
 ]
 
 
 def rope_step(number: int, w: Walk) -> None:
     s = w.steps
-    with step(number, _("Rotate Q and K by position (RoPE)"), ROPE_FORMULAS,
+    with step(number, _("Rotate Q and K by position (RoPE)"), [f.replace("%s", _("depends only on")) for f in ROPE_FORMULAS],
               _("Dimension m is paired with m + D/2, and each pair is turned by an angle that grows with the token's "
                 "position i (θ_m falls with m); the pair keeps its length. V is not rotated.")):
         before_after(w, (s.q_pre, s.k_pre), (s.q, s.k), (_("Q after RoPE"), _("K after RoPE")),
@@ -289,10 +290,10 @@ def scale_step(number: int, w: Walk) -> None:
 def mask_formulas(kind: str, window: int | None) -> list[str]:
     """M_ij for one layer's mask kind; a sliding window of W keys lets query i see keys i − W < j ≤ i."""
     if kind == "sliding" and window:
-        return [r"M_{ij} = \begin{cases} 0 & i - W < j \le i \\ -\infty & \text{otherwise} \end{cases}",
+        return [r"M_{ij} = \begin{cases} 0 & i - W < j \le i \\ -\infty & \text{%s} \end{cases}" % _("otherwise"),
                 rf"W = {window}"]
     return [{"causal": CAUSAL_MASK_LATEX,
-             "bidirectional": r"M_{ij} = 0 \text{ for every } j"}.get(kind, r"M_{ij} \in \{0, -\infty\}")]
+             "bidirectional": r"M_{ij} = 0 \text{ %s } j" % _("for every")}.get(kind, r"M_{ij} \in \{0, -\infty\}")]
 
 
 def mask_note(trace: Trace, layer: int, hidden: int) -> str:
@@ -302,7 +303,7 @@ def mask_note(trace: Trace, layer: int, hidden: int) -> str:
         kind = _("This layer uses a sliding window of {w} keys: each query sees itself and the "
                  "{before} keys before it, no further back.").format(w=record.window, before=record.window - 1)
     else:
-        kind = _("This run used the {mask} mask.").format(mask=trace.mask)
+        kind = _("This run used the {mask} mask.").format(mask=mask_name(trace.mask))
     seen = (_("{hidden} of {n} keys get −∞ for this query (shown as grey ×), so the softmax gives them exactly 0.")
             .format(hidden=hidden, n=n) if hidden else _("This query may attend to every key."))
     what_if = "" if trace.mask_is_model_default else " " + _("The model was trained with another mask: a what-if.")
