@@ -138,7 +138,7 @@ class Model:
             raise ExplorerError(_("The tokenizer produced no tokens for this text."))
         offsets = [tuple(o) for o in enc["offset_mapping"]] if "offset_mapping" in enc else None
         tokens = readable_tokens(text, ids, offsets, raw, special, unk)
-        return self._cut(Encoded(text, ids, tokens), max_tokens)
+        return self._cut(Encoded(text, ids, tokens, offsets=offsets), max_tokens)
 
     def encode_ids(self, token_ids: Sequence[int], max_tokens: int | None = None) -> Encoded:
         """Token ids to trace as they are (no special tokens added), with one readable string per id.
@@ -162,7 +162,7 @@ class Model:
         if enc is not None and list(enc["input_ids"]) == ids:
             offsets = [tuple(o) for o in enc["offset_mapping"]]
         tokens = readable_tokens(text, ids, offsets, raw, special, unk)
-        return self._cut(Encoded(text, ids, tokens), max_tokens)
+        return self._cut(Encoded(text, ids, tokens, offsets=offsets), max_tokens)
 
     def encode_input(self, text_or_ids: str | Sequence[int], chat: bool = False,
                      max_tokens: int | None = None) -> Encoded:
@@ -178,7 +178,8 @@ class Model:
             max_tokens = self.max_positions if max_tokens is None else min(max_tokens, self.max_positions)
         n = len(encoded.token_ids)
         if max_tokens is not None and n > max_tokens:
-            encoded = Encoded(encoded.text, encoded.token_ids[:max_tokens], encoded.tokens[:max_tokens], n)
+            encoded = Encoded(encoded.text, encoded.token_ids[:max_tokens], encoded.tokens[:max_tokens], n,
+                              None if encoded.offsets is None else encoded.offsets[:max_tokens])
         return encoded
 
     def single_token_id(self, text: str, what: str | None = None) -> int:
@@ -283,6 +284,7 @@ class Model:
             mask=ran,
             mask_is_model_default=all(r.mask_is_model_default for r in records),  # what ran, not the names
             truncated_from=encoded.truncated_from,
+            offsets=encoded.offsets,
             model_name=self.name,
             hidden_states=tuple(h[0] for h in out.hidden_states),
             final_hidden=out.last_hidden_state[0],

@@ -21,6 +21,8 @@ class Encoded:
     token_ids: list[int]
     tokens: list[str]
     truncated_from: int | None = None  # the token count before a max_tokens cut, if one was made
+    # Each token's character span in ``text`` (fast tokenizers; empty for special tokens), for trace.words().
+    offsets: list[tuple[int, int]] | None = None
 
 
 CONTINUATION = "\u2026"  # "…": this token holds later bytes of the character shown

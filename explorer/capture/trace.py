@@ -15,6 +15,7 @@ import torch
 from ..i18n import _
 from ..errors import ExplorerError, check_layer_head
 from .recorder import AttentionRecord, attention_probs
+from .words import Word, by_word, segment, spans_from_labels
 
 Mask = Literal["causal", "bidirectional", "sliding", "custom"]
 
@@ -48,6 +49,7 @@ class Trace:
     mask_is_model_default: bool
     model_name: str
     truncated_from: int | None = None
+    offsets: list[tuple[int, int]] | None = None  # each token's character span in text (for words())
     hidden_states: tuple[torch.Tensor, ...] = ()
     final_hidden: torch.Tensor | None = None
     ablated: tuple[tuple[int, int], ...] = ()  # (layer, head) pairs switched off in this run (Model.trace's ablate)
@@ -104,13 +106,31 @@ class Trace:
         self._check(layer, 0)
         return self.records[layer]
 
-    def attention(self, layer: int, head: int) -> torch.Tensor:
-        """The exact (n, n) attention probabilities of one head; row i is query i. Rows sum to 1."""
+    def attention(self, layer: int, head: int, by: Literal["token", "word"] = "token") -> torch.Tensor:
+        """The exact (n, n) attention probabilities of one head; row i is query i. Rows sum to 1.
+
+        ``by="word"``: (W, W) over :meth:`words`, by Clark et al.'s rule (to a word: the sum over its pieces; from a
+        word: the mean over its pieces), rows still summing to 1."""
+        if by not in ("token", "word"):
+            raise ExplorerError(_("Unknown unit '{by}'. Use 'token' or 'word'.").format(by=by))
         self._check(layer, head)
         r = self.records[layer]
         kv = head // r.group_size
         p = attention_probs(r.q[head : head + 1], r.k[kv : kv + 1], r.lse[head : head + 1], r.scale, r.mask_kind, r.allowed, r.window)
-        return p[0].float().cpu()
+        return p[0].float().cpu() if by == "token" else by_word(p[0].float().cpu(), self.words())
+
+    def words(self) -> list[Word]:
+        """The text's words over the tokens, in order and without overlap (see :mod:`explorer.capture.words`):
+        each a :class:`Word` with token positions ``start``, ``end`` (exclusive) and its ``text``."""
+        cached = self.__dict__.get("_words")
+        if cached is None:
+            if self.offsets is not None:
+                cached = segment(self.text, self.offsets, self.tokens)
+            else:  # no offsets (a slow tokenizer): the readable labels laid end to end
+                text, spans = spans_from_labels(self.tokens, [False] * self.n_tokens)
+                cached = segment(text, spans, self.tokens)
+            self.__dict__["_words"] = cached
+        return list(cached)
 
     def attention_window(self, layer: int, head: int, queries: slice = slice(None), keys: slice = slice(None)) -> torch.Tensor:
         """The exact probabilities of one head on a block of queries × keys: ``attention(layer, head)[queries, keys]``
