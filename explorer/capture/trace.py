@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Sequence
+from typing import ClassVar, Iterator, Literal, Sequence
 
 import torch
 
@@ -40,6 +40,8 @@ class Trace:
         hidden_states: the residual stream, ``n_layers + 1`` tensors (n, d_model), embeddings first.
         final_hidden: the model's last hidden state (after its final norm), which the unembedding reads.
     """
+
+    unit: ClassVar[str] = "token"  # what a map's rows and columns are (explorer.capture.word_trace: "word")
 
     text: str
     tokens: list[str]

@@ -185,13 +185,18 @@ def spans_from_labels(labels: Sequence[str], special: Sequence[bool]) -> tuple[s
 
 
 # ---- the aggregation rule (Clark et al. 2019) ---------------------------------------------------------------------
-def membership(words: Sequence[Word], n_tokens: int | None = None) -> torch.Tensor:
-    """(W, n) float64: row w has 1 at word w's tokens."""
-    n = words[-1].end if n_tokens is None else n_tokens
+def check_cover(words: Sequence[Word], n_tokens: int) -> None:
+    """Raise ExplorerError unless ``words`` cover tokens 0 … n_tokens − 1 in order, without gaps or overlap."""
+    n = n_tokens
     if not words or words[0].start != 0 or words[-1].end != n or any(
             a.end != b.start for a, b in zip(words, words[1:])) or any(w.end <= w.start for w in words):
         raise ExplorerError(_("The words must cover the {n} tokens in order, without gaps or overlap.").format(n=n))
-    m = torch.zeros(len(words), n, dtype=torch.float64)
+
+
+def membership(words: Sequence[Word], n_tokens: int) -> torch.Tensor:
+    """(W, n) float64: row w has 1 at word w's tokens."""
+    check_cover(words, n_tokens)
+    m = torch.zeros(len(words), n_tokens, dtype=torch.float64)
     for index, word in enumerate(words):
         m[index, word.start : word.end] = 1.0
     return m
@@ -199,14 +204,18 @@ def membership(words: Sequence[Word], n_tokens: int | None = None) -> torch.Tens
 
 def by_word(matrix: torch.Tensor, words: Sequence[Word]) -> torch.Tensor:
     """(…, n, n) token × token → (…, W, W) word × word: the columns of a word's tokens summed (attention *to* a word),
-    the rows of its tokens averaged (attention *from* a word). Rows that sum to 1 still do. Returns float32 unless
-    given float64."""
+    the rows of its tokens averaged (attention *from* a word). Rows that sum to 1 still do. Computed in float64 (two
+    scatter-adds, n² + n·W, not a dense (W, n) product); float32 out unless given float64."""
     a = torch.as_tensor(matrix)
     if a.dim() < 2 or a.shape[-1] != a.shape[-2]:
         raise ExplorerError(_("Expected a matrix of shape (..., n, n), got {shape}.").format(shape=tuple(a.shape)))
-    m = membership(words, a.shape[-1])  # (W, n)
-    mean = m / m.sum(-1, keepdim=True)  # (W, n): each row averages its word's queries
-    out = mean @ a.double() @ m.T  # (…, W, W)
+    n = a.shape[-1]
+    check_cover(words, n)
+    index = torch.tensor(word_of_token(words), device=a.device)  # (n,)
+    counts = torch.tensor([w.n_pieces for w in words], dtype=torch.float64, device=a.device)  # (W,)
+    to_words = a.double().new_zeros(*a.shape[:-1], len(words)).index_add_(-1, index, a.double())  # (…, n, W)
+    summed = to_words.new_zeros(*a.shape[:-2], len(words), len(words)).index_add_(-2, index, to_words)  # (…, W, W)
+    out = summed / counts[:, None]
     return out if a.dtype == torch.float64 else out.float()
 
 
