@@ -57,20 +57,12 @@ class WordTrace:
 
     # ---- maps by word ------------------------------------------------------------------------------------------
     def attentions(self, layer: int, heads: slice = slice(None)) -> torch.Tensor:
-        """(h, W, W) float32: the layer's heads by word, from the token maps read a block of queries at a time."""
+        """(h, W, W) float32: the layer's heads by word (the whole of it: for long texts read :meth:`row_blocks`)."""
         heads = slice(*heads.indices(self.tokens_trace.n_heads))
         key = (layer, heads.start, heads.stop)
         if self._last is not None and self._last[0] == key:
             return self._last[1]
-        W = len(self.words)
-        out = None
-        for queries, keys, probs in self.tokens_trace.row_blocks(layer, heads):  # probs (h, Tq, Sk)
-            to_words = probs.new_zeros(*probs.shape[:-1], W, dtype=torch.float64)  # (h, Tq, W)
-            to_words.index_add_(-1, self._index[keys], probs.double())  # attention to a word: sum over its keys
-            if out is None:
-                out = to_words.new_zeros(probs.shape[0], W, W)  # (h, W, W)
-            out.index_add_(-2, self._index[queries], to_words)
-        result = (out / self._counts[:, None]).float()  # from a word: the mean over its queries
+        result = torch.cat([probs for _q, _k, probs in self.row_blocks(layer, heads)], dim=1)  # (h, W, W)
         self._last = (key, result)
         return result
 
@@ -90,14 +82,30 @@ class WordTrace:
 
     def row_blocks(self, layer: int, heads: slice = slice(None), max_bytes: int | None = None
                    ) -> Iterator[tuple[slice, slice, torch.Tensor]]:
-        """As :meth:`Trace.row_blocks`, by word: (queries, keys, probs (h, Wq, W)) covering every word once."""
-        check_layer_head(layer, self.tokens_trace.n_layers)
-        maps = self.attentions(layer, heads)  # (h, W, W)
-        W = maps.shape[-1]
-        rows = max(1, (max_bytes or ROW_BLOCK_BYTES) // (4 * maps.shape[0] * W))
-        for start in range(0, W, rows):
-            block = slice(start, min(W, start + rows))
-            yield block, slice(0, W), maps[:, block]
+        """As :meth:`Trace.row_blocks`, by word: (queries, keys, probs (h, Wq, W) float32) covering every word once,
+        in order. Each block of words reads its pieces' token rows (≤ ``max_bytes`` of them, default
+        :data:`ROW_BLOCK_BYTES`), so neither the token layer nor the word layer is held whole."""
+        trace = self.tokens_trace
+        check_layer_head(layer, trace.n_layers)
+        heads = slice(*heads.indices(trace.n_heads))
+        if heads.step != 1 or heads.stop <= heads.start:
+            raise ExplorerError(_("Choose a non-empty range of heads within 0–{last}.").format(last=trace.n_heads - 1))
+        n, W = trace.n_tokens, len(self.words)
+        budget = max(1, (max_bytes or ROW_BLOCK_BYTES) // (8 * (heads.stop - heads.start) * max(n, W)))
+        first = 0
+        while first < W:
+            last = first + 1  # whole words only: at least one, then as many as the budget's token rows hold
+            while last < W and self.words[last].end - self.words[first].start <= budget:
+                last += 1
+            rows = slice(self.words[first].start, self.words[last - 1].end)
+            block = torch.zeros(heads.stop - heads.start, last - first, W, dtype=torch.float64)  # (h, Wq, W)
+            for h in range(heads.start, heads.stop):
+                p = trace.attention_window(layer, h, queries=rows).double()  # (Tq, n)
+                to_words = p.new_zeros(p.shape[0], W).index_add_(-1, self._index, p)  # to a word: sum over its keys
+                block[h - heads.start].index_add_(0, self._index[rows] - first, to_words)
+            block /= self._counts[first:last, None]  # from a word: the mean over its queries
+            yield slice(first, last), slice(0, W), block.float()
+            first = last
 
     def top_keys(self, layer: int, head: int, query: int, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= int(query) < self.n_tokens:
