@@ -151,7 +151,9 @@ def difference(c: Comparison, found: MapDifference | None) -> None:
     st.subheader(_("Difference A − B"))
     if found is None and c.a.trace.unit == "word":
         st.info(_("A has {n_a} words and B has {n_b}: the maps have different shapes, so there is no cell-by-cell "
-                  "difference. A token that spans two words joins them, so models can differ in their words.").format(
+                  "difference. Texts with the same number of words can be compared; two models may cut one text into different "
+                  "words (a token that spans two words joins them, and special tokens such as <bos> are words of their "
+                  "own).").format(
             n_a=c.a.trace.n_tokens, n_b=c.b.trace.n_tokens))
         return
     if found is None:

@@ -130,7 +130,12 @@ def notes(view: HeadsView) -> None:
     trace = view.trace
     ui.word_view_note(trace)
     share = sink_share(trace, view.layer)  # NaN for a one-token text: no sink to speak of
-    if not np.isnan(share):
+    if not np.isnan(share) and trace.unit == "word":
+        st.caption(_("Layer {layer}: words put on average **{share}** of their attention on word 0 ({token}), "
+                     "averaged over heads and words 1…{last}. A large share is the usual first-token *sink*, not "
+                     "meaning; its column is outlined.").format(
+            layer=view.layer, share=percent(share, 1), token=ui.quoted(trace.tokens[0]), last=trace.n_tokens - 1))
+    elif not np.isnan(share):
         st.caption(_("Layer {layer}: queries put on average **{share}** of their attention on token 0 ({token}), "
                      "averaged over heads and queries 1…{last}. A large share is the usual first-token *sink*, not "
                      "meaning; its column is outlined.").format(
