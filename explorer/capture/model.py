@@ -230,6 +230,7 @@ class Model:
             mask=ran,
             mask_is_model_default=all(r.mask_is_model_default for r in records),  # what ran, not the names
             truncated_from=encoded.truncated_from,
+            offsets=encoded.offsets,
             model_name=self.name,
             hidden_states=tuple(h[0] for h in out.hidden_states),
             final_hidden=out.last_hidden_state[0],

@@ -30,6 +30,8 @@ class Encoded:
     token_ids: list[int]
     tokens: list[str]
     truncated_from: int | None = None  # the token count before a max_tokens cut, if one was made
+    # Each token's character span in ``text`` (fast tokenizers; empty for special tokens), for trace.words().
+    offsets: list[tuple[int, int]] | None = None
 
 
 CONTINUATION = "\u2026"  # "…": this token holds later bytes of the character shown
@@ -100,7 +102,7 @@ class Tokenizer:
             raise ExplorerError(_("The tokenizer produced no tokens for this text."))
         offsets = [tuple(o) for o in enc["offset_mapping"]] if "offset_mapping" in enc else None
         tokens = readable_tokens(text, ids, offsets, raw, set(self.special_ids), self.unk_id)
-        return self.cut(Encoded(text, ids, tokens), max_tokens)
+        return self.cut(Encoded(text, ids, tokens, offsets=offsets), max_tokens)
 
     def describe_ids(self, ids: list[int], max_tokens: int | None = None) -> Encoded:
         """Checked token ids as they are, with their text (their decoding) and one readable string per id: when
@@ -114,7 +116,7 @@ class Tokenizer:
         if enc is not None and list(enc["input_ids"]) == ids:
             offsets = [tuple(o) for o in enc["offset_mapping"]]
         tokens = readable_tokens(text, ids, offsets, raw, set(self.special_ids), self.unk_id)
-        return self.cut(Encoded(text, ids, tokens), max_tokens)
+        return self.cut(Encoded(text, ids, tokens, offsets=offsets), max_tokens)
 
     def cut(self, encoded: Encoded, max_tokens: int | None) -> Encoded:
         """The first ``max_tokens`` tokens (and never more than the context length), the uncut length recorded."""
@@ -122,7 +124,8 @@ class Tokenizer:
             max_tokens = self.context_length if max_tokens is None else min(max_tokens, self.context_length)
         n = len(encoded.token_ids)
         if max_tokens is not None and n > max_tokens:
-            encoded = Encoded(encoded.text, encoded.token_ids[:max_tokens], encoded.tokens[:max_tokens], n)
+            encoded = Encoded(encoded.text, encoded.token_ids[:max_tokens], encoded.tokens[:max_tokens], n,
+                              None if encoded.offsets is None else encoded.offsets[:max_tokens])
         return encoded
 
     def token_ids(self, text: str, special: bool = True) -> list[int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import ClassVar, Iterator, Literal, Sequence
 
 import torch
 
@@ -17,6 +17,7 @@ from ..i18n import _
 from ..errors import ExplorerError, check_layer_head
 from .masks import MaskKind, allowed_block, visible_keys
 from .recorder import AttentionRecord, attention_probs
+from .words import Word, by_word, segment, spans_from_labels
 
 Mask = MaskKind  # the name this module used before masks.py
 
@@ -122,6 +123,8 @@ class Trace:
         final_hidden: the model's last hidden state (after its final norm), which the unembedding reads.
     """
 
+    unit: ClassVar[str] = "token"  # what a map's rows and columns are (explorer.capture.word_trace: "word")
+
     text: str
     tokens: list[str]
     token_ids: list[int]
@@ -130,6 +133,7 @@ class Trace:
     mask_is_model_default: bool
     model_name: str
     truncated_from: int | None = None
+    offsets: list[tuple[int, int]] | None = None  # each token's character span in text (for words())
     hidden_states: tuple[torch.Tensor, ...] = ()
     final_hidden: torch.Tensor | None = None
     ablated: tuple[tuple[int, int], ...] = ()  # (layer, head) pairs switched off in this run (Model.trace's ablate)
@@ -203,7 +207,8 @@ class Trace:
 
     # ---- attention: one indexer (float32, CPU) ---------------------------------------------------------------
     def attention(
-        self, layer: int, head: int | None = None, queries: slice = slice(None), keys: slice = slice(None)
+        self, layer: int, head: int | None = None, queries: slice = slice(None), keys: slice = slice(None),
+        by: Literal["token", "word"] = "token",
     ) -> torch.Tensor:
         """The exact attention probabilities of one layer: ``attention(layer, head)`` is one head's (n, n) map (row i
         is query i; rows sum to 1), ``attention(layer)`` every head's, (H, n, n).
@@ -212,7 +217,16 @@ class Trace:
         map. Rows are normalised over the whole text (each query's recorded lse), so a block's rows need not sum
         to 1. For a long text, read a layer block by block (:meth:`row_blocks`) or one query's heaviest keys
         (:meth:`top_keys`) instead of the whole map.
+
+        ``by="word"``: (W, W) (or (H, W, W)) over :meth:`words`, by Clark et al.'s rule (to a word: the sum over its
+        pieces; from a word: the mean over its pieces), rows still summing to 1; whole maps only.
         """
+        if by not in ("token", "word"):
+            raise ExplorerError(_("Unknown unit '{by}'. Use 'token' or 'word'.").format(by=by))
+        if by == "word":
+            if queries != slice(None) or keys != slice(None):
+                raise ExplorerError(_("By word, ask for whole maps; for a block, use the trace's words() spans."))
+            return by_word(self.attention(layer, head), self.words())
         self._check(layer, 0 if head is None else head)
         r = self.records[layer]
         T, S = r.q.shape[1], r.k.shape[1]
@@ -228,6 +242,19 @@ class Trace:
             p = attention_probs(q[:, rows], k[:, cols], lse[:, rows], r.scale, "custom", _allowed_block(r, rows, cols))
         p = p.float().cpu()
         return p if head is None else p[0]
+
+    def words(self) -> list[Word]:
+        """The text's words over the tokens, in order and without overlap (see :mod:`explorer.capture.words`):
+        each a :class:`Word` with token positions ``start``, ``end`` (exclusive) and its ``text``."""
+        cached = self.__dict__.get("_words")
+        if cached is None:
+            if self.offsets is not None:
+                cached = segment(self.text, self.offsets, self.tokens)
+            else:  # no offsets (a slow tokenizer): the readable labels laid end to end
+                text, spans = spans_from_labels(self.tokens, [False] * self.n_tokens)
+                cached = segment(text, spans, self.tokens)
+            self.__dict__["_words"] = cached
+        return list(cached)
 
     def attention_window(self, layer: int, head: int, queries: slice = slice(None),
                          keys: slice = slice(None)) -> torch.Tensor:

@@ -76,7 +76,7 @@ def map_key(trace: Trace) -> tuple:
     model's, another mask's, an ablated run's): the model, device, dtype, text and its token ids, the mask it ran
     with and the heads it switched off."""
     return (ui.make_trace_key(trace.model_name, trace.device, trace.dtype, trace.text, trace.mask),
-            trace.n_tokens, hash(tuple(trace.token_ids)), trace.ablated, trace.ablation)
+            trace.n_tokens, hash(tuple(trace.token_ids)), trace.ablated, trace.ablation, trace.unit)
 
 
 def head_blocks(trace: Trace, layer: int, head: int) -> BlockMeans:

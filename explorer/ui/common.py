@@ -20,12 +20,13 @@ from ..capture.devices import cuda_available, tf32_enabled
 from ..capture.embedded import DEFAULT_MODEL, EMBEDDED
 from ..errors import ExplorerError
 from ..escape import md_escape
-from ..i18n import LANGUAGES, N_, _, browser_language, join, number, set_language
+from ..i18n import LANGUAGES, N_, _, browser_language, join, ngettext, number, set_language
 from ..capture.loading import is_explicit_path, load
 from ..capture.model import Model
 from .settings import Settings, is_loopback
 from ..capture.tokens import display_label
 from ..capture.trace import Trace
+from ..capture.word_trace import WordTrace, by_unit
 from .trace_cache import TraceCache, TraceKey
 
 log = logging.getLogger("attention_explorer")
@@ -42,6 +43,9 @@ PATH_HIDDEN = N_(
     "since it would tell whether the path exists."
 )
 LANGUAGE_KEY = "lang"  # session state and URL parameter
+# Attention between tokens or between words (explorer.capture.word_trace): session state "unit", URL parameter "by".
+UNIT_LABELS = {"tokens": N_("tokens"), "words": N_("words")}
+UNIT_KEY = "unit"
 
 
 @st.cache_resource(show_spinner=False)
@@ -64,6 +68,7 @@ class Selection:
     device: str
     text: str
     mask: str | None
+    unit: str = "tokens"  # a key of UNIT_LABELS
 
 
 # ---- cached resources (shared by all sessions) ---------------------------------------------------------------
@@ -185,6 +190,7 @@ class UrlView:
     lang: str | None = None  # a key of explorer.i18n.LANGUAGES
     layer: int | None = None
     head: int | None = None
+    by: str | None = None  # a key of UNIT_LABELS
     notices: tuple[str, ...] = field(default=())
 
 
@@ -207,7 +213,8 @@ def parse_url(params: Mapping[str, str], allow_any_model: bool) -> UrlView:
             why = (_("this server opens {models} or a Hugging Face id or folder of at most {n} characters")
                    if allow_any_model else _("this server opens {models} only"))
             ignored("model", why.format(models=join(EMBEDDED), n=MAX_MODEL_CHARS))
-    for key, known in (("device", DEVICES), ("mask", tuple(MASK_LABELS)), ("lang", tuple(LANGUAGES))):
+    for key, known in (("device", DEVICES), ("mask", tuple(MASK_LABELS)), ("lang", tuple(LANGUAGES)),
+                       ("by", tuple(UNIT_LABELS))):
         if key in params:
             if params[key] in known:
                 found[key] = params[key]
@@ -285,6 +292,7 @@ def _init_from_query_params() -> None:
     st.session_state["device"] = device if device in device_options() else device_options()[0]
     st.session_state["text"] = DEFAULT_TEXT if view.text is None else view.text
     st.session_state["mask"] = view.mask or "model"
+    st.session_state[UNIT_KEY] = view.by or "tokens"
     for key in ("layer", "head"):
         if getattr(view, key) is not None:
             st.session_state[f"_ae_{key}"] = getattr(view, key)
@@ -336,6 +344,12 @@ def sidebar() -> None:
         st.radio(_("Mask"), list(MASK_LABELS), persist_state="session", key="mask",
                  format_func=mask_labels.__getitem__, horizontal=True,
                  help=_("Overriding the model's own mask is a what-if: it changes the computation."))
+        unit_labels = {u: _(label) for u, label in UNIT_LABELS.items()}
+        st.radio(_("Attention between"), list(UNIT_LABELS), persist_state="session", key=UNIT_KEY,
+                 format_func=unit_labels.__getitem__, horizontal=True,
+                 help=_("Words: a word's pieces (sub-words, the byte pieces of a Chinese character) taken together, "
+                        "by the usual rule: attention to a word is the sum over its pieces, attention from a word "
+                        "the mean over them, so rows still sum to 1. Chinese is cut into words by jieba."))
     notice = st.session_state.pop("_ae_notice", None)
     if notice:
         st.warning(notice)
@@ -348,6 +362,7 @@ def sync_query_params() -> None:
         "device": st.session_state.get("device"),
         "mask": st.session_state.get("mask"),
         "lang": st.session_state.get(LANGUAGE_KEY),
+        "by": "words" if st.session_state.get(UNIT_KEY) == "words" else None,  # tokens, the default, is left out
     }
     text = st.session_state.get("text", "")
     if len(text) <= 1500:  # long texts would make unusable links; they are simply left out
@@ -419,8 +434,9 @@ def current_selection() -> Selection:
     model = st.session_state.get("model_choice", DEFAULT_MODEL)
     if model == OTHER_MODEL:
         model = st.session_state.get("model_custom", "").strip()
+    unit = st.session_state.get(UNIT_KEY, "tokens")
     return Selection(model, st.session_state.get("device", "cpu"), st.session_state.get("text", ""),
-                     None if mask == "model" else mask)
+                     None if mask == "model" else mask, unit if unit in UNIT_LABELS else "tokens")
 
 
 def current_model() -> Model:
@@ -464,6 +480,31 @@ def current_trace(mask: str | None | type(...) = ..., max_tokens: int | None = N
             icon=":material/science:",
         )
     return trace
+
+
+def shown(trace: Trace) -> Trace | WordTrace:
+    """``trace`` in the sidebar's unit: itself for tokens, its :class:`WordTrace` (maps by word) for words."""
+    return by_unit(trace, current_selection().unit)
+
+
+def unit_key(trace: Trace | WordTrace) -> tuple:
+    """:func:`trace_key` and the unit of the maps: st.cache_data keys for a trace seen by token or by word."""
+    return (trace_key(trace), trace.unit)
+
+
+def unit_count(n: int, unit: str) -> str:
+    """"12 tokens" or "9 words", translated: the size of a map in its unit (a Trace's or WordTrace's ``unit``)."""
+    if unit == "word":
+        return ngettext("{n} word", "{n} words", n).format(n=n)
+    return ngettext("{n} token", "{n} tokens", n).format(n=n)
+
+
+def word_view_note(trace: Trace | WordTrace) -> None:
+    """In word view, say what a cell is and how many tokens the words gather."""
+    if trace.unit == "word":
+        st.caption(_("Word view: {words} from {tokens}. Attention to a word is the sum over its pieces, attention "
+                     "from a word the mean over them (Clark et al. 2019), so each row still sums to 1.").format(
+            words=unit_count(trace.n_tokens, "word"), tokens=unit_count(trace.tokens_trace.n_tokens, "token")))
 
 
 def layer_head_selectors(trace: Trace, key: str, head: bool = True, container=None) -> tuple[int, int]:

@@ -105,9 +105,10 @@ def _head_under_both(_causal: Trace, _bidirectional: Trace, key: tuple, layer: i
 
 
 def head_maps(f: Flip, layer: int, head: int) -> HeadUnderBoth:
-    """One head under both masks as the page draws it, cached per model, text and head: a block of queries at a
-    time, so a long text's (n, n) maps are never held."""
-    return _head_under_both(f.causal, f.bidirectional, _key(f.causal) + (str(f.causal.dtype),), layer, head)
+    """One head under both masks as the page draws it, by token or by word as the sidebar says, cached per model,
+    text, unit and head: a block of queries at a time, so a long text's (n, n) maps are never held."""
+    causal, bidirectional = ui.shown(f.causal), ui.shown(f.bidirectional)
+    return _head_under_both(causal, bidirectional, _key(f.causal) + (str(f.causal.dtype), causal.unit), layer, head)
 
 
 def output_changes(model: Model, causal: Trace, bidirectional: Trace) -> pd.DataFrame:
@@ -235,16 +236,18 @@ def one_head(f: Flip) -> None:
     choice = one_head_ui(f.causal)
     layer, head = choice.layer, choice.head
     pair = head_maps(f, layer, head)
+    labels = ui.shown(f.causal).tokens  # the words' texts in word view
+    ui.word_view_note(ui.shown(f.causal))
     maps = {"causal": pair.causal, "bidirectional": pair.bidirectional}
     zmax = max(float(np.nanmax(a.values)) for a in maps.values())  # the cells drawn: exact, or block means
     row = st.container(horizontal=True, gap="medium")
     for kind, attention in maps.items():
         title = (_("{mask} (trained)") if kind == f.trained else _("{mask} (what-if)")).format(mask=mask_name(kind))
-        figure = token_heatmap(attention, f.causal.tokens, f.causal.tokens, title=title, zmax=zmax,
+        figure = token_heatmap(attention, labels, labels, title=title, zmax=zmax,
                                showscale=kind == "bidirectional")  # one colour bar: both share the scale
         row.container(width=PANEL_WIDTH).plotly_chart(fm.fit_panel(figure, max_ticks=10, max_height=PANEL_WIDTH),
                                                       key=f"masking_attention_{kind}")
-    figure = token_heatmap(pair.difference, f.causal.tokens, f.causal.tokens, zmin=None, zmax=None,
+    figure = token_heatmap(pair.difference, labels, labels, zmin=None, zmax=None,
                            colorscale=DIVERGING, value_name=_("bidirectional − causal"),
                            title=_("Difference, layer {layer} head {head}: bidirectional − causal").format(
                                layer=layer, head=head))
