@@ -291,3 +291,40 @@ def _run(module, x: torch.Tensor, like: torch.nn.Module | None = None) -> torch.
     param = next(iter((like or module).parameters()))
     with torch.inference_mode():
         return module(x.to(param.device, param.dtype)).float().cpu()
+
+
+# ---- the worked example ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InductionExample:
+    """The strongest induction head on the repeated random-token probe, queried at a token of the repeat and keyed
+    at its induction target (the token after its earlier occurrence), split with ``baseline="mean"``."""
+
+    trace: object  # the probe's Trace
+    attribution: QKAttribution
+    induction: float  # the head's induction score on the probe
+    previous_token: np.ndarray  # (n_layers, n_heads): every head's previous-token score on the probe
+    period: int
+
+    def top_key_heads(self, k: int = 5) -> pd.DataFrame:
+        """The ``k`` earlier heads with the largest key-side parts: name ("L.H"), part, previous-token score."""
+        parts = self.attribution.key_parts
+        heads = parts[[name for name in parts.index if "." in name]]
+        top = heads.reindex(heads.abs().sort_values(ascending=False).index[:k])
+        prev = [float(self.previous_token[int(n.split(".")[0]), int(n.split(".")[1])]) for n in top.index]
+        return pd.DataFrame({"name": top.index, "part": top.to_numpy(), "previous_token": prev})
+
+
+def induction_example(model, period: int = 50, seed: int = 0) -> InductionExample:
+    """The worked example of the Explain page (see :class:`InductionExample`); the query is the middle token of
+    the repeat. Needs a causal model (an encoder sees the whole probe at once, so it has no induction target)."""
+    from .stats import induction_probe, induction_scores, text_statistics
+
+    probe = induction_probe(model, period=period, seed=seed)
+    trace = model.trace_ids(probe.encoded, keep_inputs=False)
+    scores = induction_scores(trace, probe)  # (L, H)
+    layer, head = (int(i) for i in np.unravel_index(int(np.argmax(scores)), scores.shape))
+    query = probe.start + probe.period + probe.period // 2
+    key = query - probe.period + 1  # the token that followed the query's earlier occurrence
+    attribution = qk_attribution(trace, layer, head, query, key, baseline="mean", model=model)
+    return InductionExample(trace, attribution, float(scores[layer, head]),
+                            text_statistics(trace)["previous_token"], probe.period)
