@@ -17,12 +17,13 @@ from . import palette
 
 
 def part_bars(parts: pd.Series, *, title: str, value_name: str, top: int = 12) -> go.Figure:
-    """The ``top`` parts of largest |value| as horizontal bars, largest on top; positive blue, negative red."""
+    """The ``top`` parts of largest |value| as horizontal bars, largest on top, on the diverging scale."""
     chosen = parts.reindex(parts.abs().sort_values(ascending=False).index[:top])
     values = [float(v) for v in chosen.to_numpy()]
     fig = go.Figure(go.Bar(
         x=values, y=[plotly_escape(name) for name in chosen.index], orientation="h", showlegend=False,
-        marker_color=[palette.POSITIVE if v >= 0 else palette.NEGATIVE for v in values],
+        # coloured on the same diverging scale as the layers × heads map, so a part reads the same in both
+        marker=dict(color=values, colorscale=palette.DIVERGING, cmid=0),
         hovertemplate="%{y}<br>" + plotly_escape(value_name) + ": %{x:.4f}<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed", type="category")
@@ -56,7 +57,7 @@ def head_parts_map(grid: np.ndarray, others: pd.Series, *, title: str, value_nam
     fig.update_yaxes(autorange="reversed", type="category", title_text=plotly_escape(layer_name), row=1, col=1)
     fig.update_xaxes(type="category", title_text=plotly_escape(head_name), row=1, col=1)
     fig.update_xaxes(type="category", row=1, col=2)
-    fig.update_layout(title=plotly_escape(title), height=min(900, 120 + 18 * (L + 1)),
+    fig.update_layout(title=plotly_escape(title), height=max(320, min(900, 120 + 18 * (L + 1))),
                       margin=dict(l=10, r=10, t=50, b=10))
     return fig
 

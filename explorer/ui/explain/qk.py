@@ -77,9 +77,10 @@ def _pick_key() -> None:
 
 def qk_ui(trace: Trace) -> QKRequest:
     """Head, query, key (default: the query's top key) and baseline; out-of-range values are clamped."""
-    layer, head = ui.layer_head_selectors(trace, key="explain_qk", container=st.columns(5)[0])
+    row = st.container(horizontal=True)
+    layer, head = ui.layer_head_selectors(trace, key="explain_qk", container=row)
     n = trace.n_tokens
-    cols = st.columns(3)
+    cols = (row, row, st)
     if not 0 <= st.session_state.get(QUERY_KEY, -1) < n:
         st.session_state[QUERY_KEY] = n - 1
     st.session_state.setdefault(BASELINE_KEY, "mean")
@@ -132,7 +133,9 @@ def draw(trace: Trace, model: Model, request: QKRequest, source: str) -> None:
     cols[0].metric(_("Score s"), f"{a.score:.4f}")
     cols[1].metric(_("Raw score q·k·scale"), f"{a.raw_score:.4f}")
     cols[2].metric(_("Attention weight"), percent(a.weight, 1))
-    cols[3].metric(_("Parts add up to"), f"{a.parts_total:.4f}", delta=f"|Δ| = {a.error:.1e}", delta_color="off")
+    cols[3].metric(_("Parts add up to"), f"{a.parts_total:.4f}", delta=f"|Δ| = {a.error:.1e}", delta_color="off",
+                   delta_arrow="off", help=_("The sum of every part, against the score the model computed: equal to "
+                                             "float32 rounding, as the frozen norms make the split exact."))
     st.caption(_("Head {layer}.{head}, query {query} {query_token} → key {key} {key_token}.").format(
         layer=a.layer, head=a.head, query=a.query, query_token=ui.quoted(tokens[a.query]), key=a.key,
         key_token=ui.quoted(tokens[a.key])) + (" " + _("With the mean baseline each key part is its value at this key "
