@@ -69,11 +69,16 @@ def attention_row(weights: np.ndarray, tokens: Sequence[str], *, query: int, key
     n = len(weights)
     labels = [f"{j}: {label}" for j, label in enumerate(plotly_labels(list(tokens)[:n]))]
     colours = [palette.HIGHLIGHT if j == key else palette.ACCENT if j == query else palette.MAIN for j in range(n)]
-    fig = go.Figure(go.Bar(
-        x=list(range(n)), y=[float(w) for w in weights], marker_color=colours, customdata=labels, showlegend=False,
-        hovertemplate="%{customdata}<br>" + plotly_escape(value_name) + ": %{y:.4f}<extra></extra>",
+    values = [float(w) for w in weights]
+    fig = go.Figure(go.Bar(x=list(range(n)), y=values, marker_color=colours, showlegend=False, hoverinfo="skip"))
+    # A transparent full-height bar over each key takes the hover and the click, so that a key with a tiny weight
+    # is as easy to pick as the top one.
+    fig.add_trace(go.Bar(
+        x=list(range(n)), y=[1.0] * n, marker_color="rgba(0, 0, 0, 0)", showlegend=False,
+        customdata=[[label, value] for label, value in zip(labels, values)],
+        hovertemplate="%{customdata[0]}<br>" + plotly_escape(value_name) + ": %{customdata[1]:.4f}<extra></extra>",
     ))
     fig.update_layout(title=plotly_escape(title), height=260, margin=dict(l=10, r=10, t=50, b=10),
                       yaxis=dict(title=plotly_escape(value_name), range=[0, 1]), xaxis=dict(title=None),
-                      clickmode="event+select")
+                      clickmode="event+select", barmode="overlay")
     return fig
