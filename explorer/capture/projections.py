@@ -276,7 +276,7 @@ class NormForm:
         """The norm's linear part on ``part`` (…, U, d) with the scale (U,) frozen; the bias is left out."""
         if self.centre:
             part = part - part.mean(-1, keepdim=True)
-        return part * scale[:, None] * self.weight
+        return part * scale[:, None] * self.weight.to(part.device)  # the weights live on the model's device
 
 
 def norm_form(norm: torch.nn.Module | None) -> NormForm | None:
