@@ -35,6 +35,7 @@ from ..i18n import _
 Baseline = Literal["mean"] | None
 BASELINES = (None, "mean")
 EMBED, BIAS = "embed", "bias"
+SPARSE_POSITIONS = 8  # up to this many positions, each earlier head's output is read from single attention rows
 
 
 @dataclass(frozen=True)
@@ -209,18 +210,25 @@ def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.T
 
 
 def _head_outputs(trace, layer: int, positions: list[int]) -> torch.Tensor:
-    """(H, U, D): every head's output z_h = Σ_j p_ij v_j at ``positions`` only, from rows of its attention."""
-    runs: list[tuple[int, int]] = []  # contiguous spans of positions, one attention_window call each
-    for p in positions:
-        if runs and runs[-1][1] == p:
-            runs[-1] = (runs[-1][0], p + 1)
-        else:
-            runs.append((p, p + 1))
+    """(H, U, D): every head's output z_h = Σ_j p_ij v_j at ``positions`` only, from rows of its attention.
+
+    A few positions (no baseline): one attention row per head and position. Many (the mean baseline): the layer's
+    rows a block at a time for all heads at once (Trace.row_blocks: a causal block scores only the keys it may see),
+    up to the last position needed."""
+    v = torch.stack([trace.v(layer, h) for h in range(trace.n_heads)])  # (H, n, D), GQA heads repeated
+    if len(positions) <= SPARSE_POSITIONS:
+        return torch.stack([torch.cat([trace.attention_window(layer, h, queries=slice(p, p + 1)) for p in positions])
+                            @ v[h] for h in range(trace.n_heads)])  # (H, U, D)
+    wanted = torch.zeros(trace.n_tokens, dtype=torch.bool)
+    wanted[positions] = True
     out = []
-    for h in range(trace.n_heads):
-        v = trace.v(layer, h)  # (n, D)
-        out.append(torch.cat([trace.attention_window(layer, h, queries=slice(a, b)) @ v for a, b in runs]))
-    return torch.stack(out)  # (H, U, D)
+    for rows, cols, probs in trace.row_blocks(layer):  # probs (H, Tq, Sk)
+        if rows.start > positions[-1]:
+            break
+        keep = wanted[rows]  # (Tq,)
+        if keep.any():
+            out.append(probs[:, keep] @ v[:, cols])  # (H, kept, D)
+    return torch.cat(out, dim=1)
 
 
 def _residual_groups(model, trace, layer: int, positions: list[int]):
