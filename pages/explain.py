@@ -5,17 +5,15 @@ import streamlit as st
 
 from explorer.i18n import _
 from explorer.ui import common as ui
-from explorer.ui.explain import qk, tokens, weights
+from explorer.ui import explain as ue
 
 ui.require_entrypoint()
 
 st.title(_("Explain"))
 st.caption(_("Why does this head look there, and does the look move anything?"))
-weight_tab, qk_tab, token_tab = st.tabs([_("Weight vs contribution"), _("Why it looks there"),
-                                         _("Which tokens drove it")])
-with weight_tab, ui.guard():
-    weights.tab()
-with qk_tab, ui.guard():
-    qk.tab()
-with token_tab, ui.guard():
-    tokens.tab()
+# only the open tab runs: token attribution is costly
+tabs = st.tabs([_(name) for name in ue.TABS], key=ue.TAB_KEY, on_change="rerun")
+for tab, name in zip(tabs, ue.TABS):
+    if tab.open:
+        with tab, ui.guard():
+            ue.DRAW[name]()

@@ -126,7 +126,8 @@ def qk_attribution(trace, layer: int, head: int, query: int, key: int, baseline:
     qs, ks = torch.cat(q_parts), torch.cat(k_parts)  # (P, D) each
     pairs = (qs.double() @ ks.double().T * proj.scale).numpy()  # (P, P)
     frame = pd.DataFrame(pairs, index=pd.Index(names, name="query part"), columns=pd.Index(names, name="key part"))
-    frame = frame.loc[(frame != 0).any(axis=1), (frame != 0).any(axis=0)]  # a model without biases has no "bias"
+    if not pairs[names.index(BIAS)].any() and not pairs[:, names.index(BIAS)].any():
+        frame = frame.drop(index=BIAS, columns=BIAS)  # a model without biases has no "bias" part
 
     q_real, k_real = trace.q(layer, head)[query], trace.k(layer, head)  # (D,), (n, D)
     raw = float(q_real @ k_real[key]) * proj.scale

@@ -536,4 +536,5 @@ def open_explain(layer: int, head: int) -> None:
     st.session_state["_ae_layer"] = int(layer)
     st.session_state["_ae_head"] = int(head)
     st.session_state.pop("explain_qk_example", None)  # the sidebar's text, not the worked example's probe
+    st.session_state["explain_tab"] = _("Why it looks there")  # the tab that answers it (explorer.ui.explain)
     st.switch_page(EXPLAIN_PAGE)

@@ -12,6 +12,7 @@ import explorer
 
 pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
 PAGE = "pages/explain.py"
+QK_TAB = {"explain_tab": "Why it looks there"}  # only the open tab runs
 TEXT = "The cat sat on the mat. The cat sat on the"
 MAX_PAYLOAD = 1_500_000  # bytes of one chart's JSON (the app's limit for what a browser receives)
 
@@ -26,7 +27,7 @@ def assert_small_charts(at) -> None:
 
 
 def test_numbers_are_the_engines(smollm2):
-    at = open_page(PAGE, text=TEXT, _ae_layer=18, _ae_head=6)
+    at = open_page(PAGE, text=TEXT, _ae_layer=18, _ae_head=6, **QK_TAB)
     trace = smollm2.trace(TEXT)
     query = trace.n_tokens - 1
     key = int(trace.top_keys(18, 6, query, k=1)[0][0])  # the default key: the query's top key
@@ -51,7 +52,7 @@ def test_numbers_are_the_engines(smollm2):
 
 
 def test_a_key_the_mask_hides_gives_a_message_and_keeps_the_text(smollm2):
-    at = open_page(PAGE, text=TEXT)
+    at = open_page(PAGE, text=TEXT, **QK_TAB)
     at.number_input(key="explain_qk_query").set_value(2).run()
     at.number_input(key="explain_qk_key").set_value(5).run()
     assert any("hides key 5 from query 2" in e.value for e in at.error), [e.value for e in at.error]
@@ -60,7 +61,7 @@ def test_a_key_the_mask_hides_gives_a_message_and_keeps_the_text(smollm2):
 
 
 def test_worked_example_names_the_previous_token_head(smollm2):
-    at = open_page(PAGE, text=TEXT)
+    at = open_page(PAGE, text=TEXT, **QK_TAB)
     at.button(key="explain_qk_example_button").click().run()
     assert not at.exception and not at.error
     stats = explorer.head_stats(smollm2)
