@@ -12,6 +12,7 @@ geometry, mask effects, export) and ``decoding/`` (step-by-step generation, samp
 them: the app (``app.py``, ``pages/``, ``explorer/ui/``) is built on top.
 """
 
+from .analysis.qk_attribution import QKAttribution, qk_attribution
 from .analysis.stats import head_stats
 from .capture.devices import cuda_available, resolve_device
 from .capture.embedded import DEFAULT_MODEL, EMBEDDED
@@ -32,10 +33,12 @@ __all__ = [
     "LayerView",
     "Model",
     "PatchResult",
+    "QKAttribution",
     "Trace",
     "cuda_available",
     "generate",
     "head_stats",
     "load",
+    "qk_attribution",
     "resolve_device",
 ]

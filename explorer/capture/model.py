@@ -238,6 +238,7 @@ class Model:
             ablated=heads,
             ablation=ablation if heads else None,
             _x_rebuild=tuple(self.input_rebuilders) if keep_inputs else (),
+            _model=weakref.ref(self),
         )
 
     # ---- pieces of the model used by the pages -------------------------------------------------------------

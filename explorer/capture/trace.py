@@ -144,6 +144,8 @@ class Trace:
     # Per layer, the module (input norm, or Identity) that rebuilds x from hidden_states[layer] where the record
     # did not keep x (Model.input_rebuilders). Held strongly: a norm is d_model weights, not the model.
     _x_rebuild: tuple[torch.nn.Module | None, ...] = field(default=(), repr=False)
+    # The Model that made the trace, held weakly for the same reason as _unembed (analyses that need its weights).
+    _model: weakref.ref | None = field(default=None, repr=False)
 
     # ---- sizes -------------------------------------------------------------------------------------------
     @property
@@ -416,6 +418,14 @@ class Trace:
         if unembed is None:
             return 0  # logits_at raises the clear error
         return int(unembed.__self__.vocab_size)
+
+    def source_model(self):
+        """The Model that made this trace (its weights: QK attribution), or an ExplorerError once it is unloaded."""
+        model = self._model() if self._model is not None else None
+        if model is None:
+            raise ExplorerError(_("The model '{model}' that made this trace is no longer loaded. Trace the text "
+                                  "again.").format(model=self.model_name))
+        return model
 
     @property
     def model_alive(self) -> bool:

@@ -567,6 +567,7 @@ def leave_legacy_pages_mode() -> bool:
 # ---- going to another page with a selection (the heads, analysis and intervene pages link to each other) -----------
 HEADS_PAGE = "pages/heads.py"
 INTERVENE_PAGE = "pages/intervene.py"
+EXPLAIN_PAGE = "pages/explain.py"
 INTERVENE_HEADS_KEY = "intervene_heads"  # the Intervene page's chosen heads: a list of (layer, head), per session
 
 
@@ -581,3 +582,12 @@ def open_intervene(heads: list[tuple[int, int]]) -> None:
     """Choose ``heads`` on the Intervene page and go there."""
     st.session_state[INTERVENE_HEADS_KEY] = sorted({(int(layer), int(head)) for layer, head in heads})
     st.switch_page(INTERVENE_PAGE)
+
+
+def open_explain(layer: int, head: int) -> None:
+    """Make (layer, head) the shared selection and go to the Explain page (its tabs read the shared selection)."""
+    st.session_state["_ae_layer"] = int(layer)
+    st.session_state["_ae_head"] = int(head)
+    st.session_state.pop("explain_qk_example", None)  # the sidebar's text, not the worked example's probe
+    st.session_state["explain_tab"] = _("Why it looks there")  # the tab that answers it (explorer.ui.explain)
+    st.switch_page(EXPLAIN_PAGE)

@@ -182,8 +182,11 @@ def one_head(view: HeadsView) -> None:
     note = ui.kv_sharing_note(view.trace, view.head)
     if note:
         st.caption(note)
-    if st.button(_("Intervene on this head"), icon=":material/science:", key="heads_intervene"):
+    left, right = st.columns(2)
+    if left.button(_("Intervene on this head"), icon=":material/science:", key="heads_intervene"):
         ui.open_intervene([(view.layer, view.head)])
+    if right.button(_("Why does this head look there?"), icon=":material/psychology_alt:", key="heads_explain"):
+        ui.open_explain(view.layer, view.head)
     if view.trace.n_tokens > fh.MAX_CELLS:  # block means hide single cells: a window of exact ones, and one query's keys
         with st.expander(_("Exact cells of a window, and where one query looks"), expanded=True):
             draw_window(view.trace, view.layer, view.head, window_ui(view.trace.n_tokens))

@@ -295,6 +295,11 @@ def ablate_tab() -> None:
     if not request.heads:
         st.info(_("Choose heads to switch off: from the list, a preset, or the worked example."))
         return
+    first = request.heads[0]
+    if st.button(_("Why does head {head} look there?").format(head=head_label(first)), key="intervene_explain",
+                 icon=":material/psychology_alt:", help=_("Opens the Explain page with this head (the first one "
+                                                          "chosen), on the sidebar's text.")):
+        ui.open_explain(*first)
     ids = input_ids(model, request.source)
     before = plain_trace(model, request.source, ids)
     after = traced(model, ids, request.heads, request.ablation)
