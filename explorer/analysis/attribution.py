@@ -1,0 +1,230 @@
+"""Which input tokens drove this prediction? Token attributions for a causal LM's next-token logit, five ways.
+
+The target is ``F = logit(answer)`` at the last position, or ``logit(answer) − logit(wrong)`` (a logit difference:
+what separates two candidates, free of what raises every logit alike). Methods:
+
+- ``integrated_gradients`` (Sundararajan et al. 2017): ``(x − b) ⊙ ∫₀¹ ∂F/∂x(b + t(x − b)) dt`` on the input
+  embeddings, summed over each embedding; Captum does the integral. Completeness says the scores sum to
+  ``F(x) − F(b)``; the gap ``Σ scores − (F(x) − F(b))`` is the integration error, and is reported.
+- ``gradient_x_input``: ``x ⊙ ∂F/∂x`` at the input (Captum's InputXGradient): IG's first-order cousin, no path.
+- ``attention_rollout``: the last row of :mod:`explorer.analysis.rollout` (weights only, no gradients).
+- ``contribution_rollout``: the same rollout of the norm-based contributions ``α_ij ||f_j||``
+  (:mod:`explorer.capture.contributions`), each layer mixed with the residual as rollout does.
+- ``last_layer_attention``: the last layer's weights from the last position, averaged over heads.
+
+The zero baseline and RMSNorm: an RMSNorm model is scale invariant (``norm(s·e) = norm(e)`` for s > 0) while an
+all-zero input gives a zero normalised input. Along the path from 0 the first layer sees an unchanging input once
+``t·rms(e)`` passes √eps, so nearly all of ``F(x) − F(b)`` is gained in the first few thousandths of the path
+(SmolLM2: eps = 1e-5, rms(e) ≈ 0.05, so at t ≈ 0.06). A uniform rule spends its steps where nothing changes: a
+64-step right Riemann sum left a 45% gap. The path is therefore cut at t = ``SPLIT`` points spaced geometrically
+towards 0 and each piece integrated by Gauss–Legendre; IG is additive over pieces of one straight path, so the sum
+is IG of the whole path, with the steps where the integrand lives.
+
+Gradients are switched on only inside :func:`attribute` (``inference_mode(False)``, ``enable_grad``) and taken
+with respect to the input embeddings only: ``autograd.grad`` writes no ``.grad`` and no module state is changed,
+so sessions sharing one model are unaffected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..capture.model import Model
+from ..errors import ExplorerError
+from ..i18n import N_, _
+from .rollout import RESIDUAL_WEIGHT, rollout_rows
+
+METHODS = {
+    "integrated_gradients": N_("Integrated gradients"),
+    "gradient_x_input": N_("Gradient × input"),
+    "attention_rollout": N_("Attention rollout"),
+    "contribution_rollout": N_("Contribution rollout"),
+    "last_layer_attention": N_("Last-layer attention"),
+}
+PATH_METHODS = ("integrated_gradients",)
+DEFAULT_STEPS = 64  # Gauss–Legendre nodes shared out over the pieces of the path, by how much F changes on each
+GRID = 32  # pieces of the path, F evaluated at their ends first (forwards only)
+MIN_NODES = 2  # nodes of a piece where F hardly changes
+BASELINES = ("pad", "zero")
+DEFAULT_BASELINE = "pad"
+INTERNAL_BATCH = 16  # embeddings per forward in Captum's batches: bounds memory on long prompts
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """One method's scores for one prediction.
+
+    ``scores`` (n,) float64, one per input position; ``target`` F at the input; for path methods
+    ``baseline_target`` F at the baseline and ``gap`` = Σ scores − (target − baseline_target), else None.
+    ``passes``: forward+backward passes of the whole model the method used (IG's cost)."""
+
+    method: str
+    tokens: tuple[str, ...]
+    token_ids: tuple[int, ...]
+    scores: np.ndarray
+    target: float
+    answer: str
+    wrong: str | None
+    baseline_target: float | None = None
+    gap: float | None = None
+    passes: int = 0
+    forwards: int = 0
+    baseline: str | None = None
+
+    @property
+    def relative_gap(self) -> float | None:
+        """|gap| / |target − baseline_target|: the completeness error as a share of what is to be explained."""
+        if self.gap is None or self.baseline_target is None:
+            return None
+        change = self.target - self.baseline_target
+        return abs(self.gap) / abs(change) if change != 0 else float("inf") if self.gap else 0.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """The checked request: ids, the answer's (and wrong answer's) token id."""
+
+    ids: tuple[int, ...]
+    tokens: tuple[str, ...]
+    answer: int
+    wrong: int | None
+
+
+def check_target(model: Model, text: str | Sequence[int], answer: str, wrong: str | None = None,
+                 max_tokens: int | None = None) -> Target:
+    """Refuse what token attribution cannot do, with a clear message: encoders, empty text, multi-token answers."""
+    if not model.is_causal_lm:
+        raise ExplorerError(
+            _("Token attribution explains a next-token prediction, and '{model}' is not a causal language model "
+              "(it is an encoder). Choose SmolLM2 or Gemma 3.").format(model=model.name)
+        )
+    encoded = model.encode_input(text, max_tokens=max_tokens)
+    if len(encoded.token_ids) < 2:
+        raise ExplorerError(_("Token attribution needs a text of at least two tokens."))
+    answer_id = model.single_token_id(answer, _("The answer"))
+    wrong_id = None if wrong in (None, "") else model.single_token_id(wrong, _("The wrong answer"))
+    if wrong_id is not None and wrong_id == answer_id:
+        raise ExplorerError(_("The answer and the wrong answer are the same token."))
+    return Target(tuple(encoded.token_ids), tuple(encoded.tokens), answer_id, wrong_id)
+
+
+def target_of(model: Model, embeds: torch.Tensor, target: Target) -> torch.Tensor:
+    """(B,) F for a batch of input embeddings (B, n, d_model): only the last position is unembedded."""
+    hidden = model.base(inputs_embeds=embeds, use_cache=False).last_hidden_state[:, -1]  # (B, d_model)
+    logits = model.unembed(hidden, grad=torch.is_grad_enabled())  # (B, vocab)
+    value = logits[:, target.answer]
+    return value - logits[:, target.wrong] if target.wrong is not None else value
+
+
+def targets_of_ids(model: Model, ids: Sequence[Sequence[int]], target: Target) -> list[float]:
+    """F for each token-id sequence (of any lengths), one plain forward each, no gradients."""
+    out = []
+    embed = model.hf.get_input_embeddings()
+    with torch.inference_mode():
+        for row in ids:
+            x = embed(torch.tensor([list(row)], device=model.device))  # (1, m, d)
+            out.append(float(target_of(model, x, target)[0]))
+    return out
+
+
+def attribute(model: Model, text: str | Sequence[int], answer: str, wrong: str | None = None,
+              method: str = "integrated_gradients", steps: int = DEFAULT_STEPS, baseline: str = DEFAULT_BASELINE,
+              max_tokens: int | None = None) -> Attribution:
+    """Scores per input token for F = logit(answer) (− logit(wrong)) at the last position of ``text``.
+
+    ``steps``: Gauss–Legendre nodes of IG, shared out over the path's pieces; ``baseline``: ``"pad"`` (default) or
+    ``"zero"`` (see the module docstring). Raises ExplorerError for encoders,
+    an empty text, or an answer that is not one token."""
+    if method not in METHODS:
+        raise ExplorerError(_("Unknown attribution method {method!r}. Use one of: {methods}.").format(
+            method=method, methods=", ".join(METHODS)))
+    if baseline not in BASELINES:
+        raise ExplorerError(_("Unknown baseline {baseline!r}. Use 'pad' or 'zero'.").format(baseline=baseline))
+    target = check_target(model, text, answer, wrong, max_tokens)
+    common = dict(method=method, tokens=target.tokens, token_ids=target.ids, answer=answer, wrong=wrong or None)
+    if method in ("integrated_gradients", "gradient_x_input"):
+        extra = dict(baseline=baseline) if method in PATH_METHODS else {}
+        return Attribution(**common, **extra, **_gradient_method(model, target, method, steps, baseline))
+    scores = _attention_method(model, target, method)
+    return Attribution(**common, scores=scores, target=targets_of_ids(model, [target.ids], target)[0])
+
+
+def _gradient_method(model: Model, target: Target, method: str, steps: int, baseline: str) -> dict:
+    from captum.attr import InputXGradient, IntegratedGradients
+
+    if int(steps) < 2:
+        raise ExplorerError(_("Integrated gradients needs at least 2 steps."))
+    embed = model.hf.get_input_embeddings()
+
+    def forward(embeds: torch.Tensor) -> torch.Tensor:
+        return target_of(model, embeds, target)  # (B,)
+
+    # Gradients here only, with respect to the embeddings only (see the module docstring); the ids are made here,
+    # not under a caller's inference mode, so they can be saved for backward.
+    with torch.inference_mode(False), torch.enable_grad():
+        ids = torch.tensor([list(target.ids)], device=model.device)
+        x = embed(ids).detach()  # (1, n, d_model): Gemma's embedding scales by √d inside the module, as in a forward
+        if method == "gradient_x_input":
+            per_dim = InputXGradient(forward).attribute(x.clone().requires_grad_(True))  # (1, n, d)
+            with torch.no_grad():
+                value = float(forward(x)[0])
+            return dict(scores=per_dim[0].detach().sum(-1).double().cpu().numpy(), target=value, passes=1)
+        b = baseline_embeddings(model, target, x, baseline)  # (1, n, d)
+        with torch.no_grad():  # F on a grid of the path: where it changes, the nodes go (see the module docstring)
+            grid = torch.linspace(0, 1, GRID + 1).tolist()
+            path = [float(v) for t0 in range(0, GRID + 1, INTERNAL_BATCH)
+                    for v in forward(torch.cat([b + t * (x - b) for t in grid[t0 : t0 + INTERNAL_BATCH]]))]
+        change = [abs(hi - lo) for lo, hi in zip(path[:-1], path[1:])]
+        total_change = sum(change) or 1.0
+        total = torch.zeros_like(x, dtype=torch.float64)
+        ig, passes = IntegratedGradients(forward), 0
+        for k, moved in enumerate(change):  # IG of each piece of the one straight path b → x, summed
+            nodes = MIN_NODES + int(round(int(steps) * moved / total_change))
+            start, end = b + grid[k] * (x - b), b + grid[k + 1] * (x - b)
+            part = ig.attribute(end, baselines=start, n_steps=nodes, method="gausslegendre",
+                                internal_batch_size=INTERNAL_BATCH)  # (1, n, d)
+            total += part.detach().double()
+            passes += nodes
+    scores = total[0].sum(-1).cpu().numpy()  # (n,)
+    value, base = path[-1], path[0]
+    return dict(scores=scores, target=value, baseline_target=base, gap=float(scores.sum()) - (value - base),
+                passes=passes, forwards=GRID + 1)
+
+
+def baseline_embeddings(model: Model, target: Target, x: torch.Tensor, baseline: str) -> torch.Tensor:
+    """IG's baseline b (1, n, d_model): ``"zero"``, all-zero embeddings; ``"pad"``, the pad token's embedding (else
+    the end-of-text token's) at every position but the special tokens in front, which are kept."""
+    if baseline == "zero":
+        return torch.zeros_like(x)
+    config = model.config
+    ref = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
+    ref = ref[0] if isinstance(ref, (list, tuple)) else ref
+    if ref is None:
+        raise ExplorerError(_("The model '{model}' names no pad or end-of-text token for a baseline.").format(
+            model=model.name))
+    from .deletion import deletable
+
+    ids = torch.full((1, len(target.ids)), int(ref), device=x.device)
+    lead = deletable(model, target.ids)[0] if len(target.ids) > 1 else 0
+    ids[0, :lead] = torch.tensor(target.ids[:lead], device=x.device)
+    return model.hf.get_input_embeddings()(ids).detach()
+
+
+def _attention_method(model: Model, target: Target, method: str) -> np.ndarray:
+    trace = model.trace(list(target.ids))
+    last = torch.zeros(1, trace.n_tokens, dtype=torch.float64)
+    last[0, -1] = 1.0  # e_last: the rollout's last row
+    if method == "attention_rollout":
+        return rollout_rows(trace, last)[0].numpy()
+    if method == "contribution_rollout":
+        return rollout_rows(trace, last, blocks=trace.contribution_blocks)[0].numpy()
+    n, layer = trace.n_tokens, trace.n_layers - 1  # last_layer_attention
+    row = torch.stack([trace.attention_window(layer, h, queries=slice(n - 1, n))[0] for h in range(trace.n_heads)])
+    return row.mean(0, dtype=torch.float64).numpy()  # (n,)
+
+
+__all__ = ["Attribution", "METHODS", "PATH_METHODS", "RESIDUAL_WEIGHT", "attribute", "check_target"]
