@@ -1,20 +1,25 @@
 """Explain: does the look move anything? Weight vs contribution, why a head looks there, which tokens drove a
-prediction. Tab code: explorer/ui/explain/; figures: explorer/figures/attribution.py."""
+prediction. Tab code: explorer/ui/explain/; figures: explorer/figures/attribution.py. Only the open tab runs."""
 
 import streamlit as st
 
-from explorer.i18n import _
+from explorer.i18n import N_, _
 from explorer.ui import common as ui
 from explorer.ui.explain import tokens, weights
+
+
+def _qk_stub() -> None:
+    st.info(_("QK attribution is built on another branch."))
+
+
+SECTIONS = {N_("Weight vs contribution"): weights.tab, N_("Why it looks there"): _qk_stub,
+            N_("Which tokens drove it"): tokens.tab}
 
 ui.require_entrypoint()
 
 st.title(_("Explain"))
-weights_tab, qk_tab, tokens_tab = st.tabs([_("Weight vs contribution"), _("Why it looks there"),
-                                           _("Which tokens drove it")])
-with weights_tab, ui.guard():
-    weights.tab()
-with qk_tab:
-    st.info(_("QK attribution is built on another branch."))
-with tokens_tab, ui.guard():
-    tokens.tab()
+tabs = st.tabs([_(name) for name in SECTIONS], key="explain_section", on_change="rerun")
+for tab, draw in zip(tabs, SECTIONS.values()):
+    if tab.open:
+        with tab, ui.guard():
+            draw()
