@@ -46,9 +46,11 @@ METHODS = {
     "last_layer_attention": N_("Last-layer attention"),
 }
 PATH_METHODS = ("integrated_gradients",)
-DEFAULT_STEPS = 64  # Gauss–Legendre nodes shared out over the pieces of the path, by how much F changes on each
-GRID = 32  # pieces of the path, F evaluated at their ends first (forwards only)
-MIN_NODES = 2  # nodes of a piece where F hardly changes
+DEFAULT_STEPS = 4  # Gauss–Legendre nodes in each piece of the path
+GRID = 16  # the path's first, uniform pieces; F is evaluated at their ends (forwards only)
+PIECE_SHARE = 0.05  # a piece over which F changes by more than this share of F(x) − F(b) is halved
+MAX_PIECES = 48
+MIN_WIDTH = 2.0**-14  # pieces are not halved below this width
 BASELINES = ("pad", "zero")
 DEFAULT_BASELINE = "pad"
 INTERNAL_BATCH = 16  # embeddings per forward in Captum's batches: bounds memory on long prompts
@@ -110,6 +112,15 @@ def check_target(model: Model, text: str | Sequence[int], answer: str, wrong: st
     if wrong_id is not None and wrong_id == answer_id:
         raise ExplorerError(_("The answer and the wrong answer are the same token."))
     return Target(tuple(encoded.token_ids), tuple(encoded.tokens), answer_id, wrong_id)
+
+
+def special_prefix(model: Model, token_ids: Sequence[int]) -> int:
+    """How many special tokens the tokenizer put in front of ``token_ids`` (Gemma's ``<bos>``: 1; SmolLM2: 0)."""
+    lead = 0
+    bos = model.token_ids("a", special=True)[: -len(model.token_ids("a", special=False)) or None]
+    while lead < len(bos) and lead < len(token_ids) and token_ids[lead] == bos[lead]:
+        lead += 1
+    return lead
 
 
 def target_of(model: Model, embeds: torch.Tensor, target: Target) -> torch.Tensor:
@@ -174,25 +185,44 @@ def _gradient_method(model: Model, target: Target, method: str, steps: int, base
                 value = float(forward(x)[0])
             return dict(scores=per_dim[0].detach().sum(-1).double().cpu().numpy(), target=value, passes=1)
         b = baseline_embeddings(model, target, x, baseline)  # (1, n, d)
-        with torch.no_grad():  # F on a grid of the path: where it changes, the nodes go (see the module docstring)
-            grid = torch.linspace(0, 1, GRID + 1).tolist()
-            path = [float(v) for t0 in range(0, GRID + 1, INTERNAL_BATCH)
-                    for v in forward(torch.cat([b + t * (x - b) for t in grid[t0 : t0 + INTERNAL_BATCH]]))]
-        change = [abs(hi - lo) for lo, hi in zip(path[:-1], path[1:])]
-        total_change = sum(change) or 1.0
+        with torch.no_grad():  # where along the path F changes: that is where the nodes go
+            pieces, values = refine_path(lambda ts: [float(v) for v in forward(torch.cat([b + t * (x - b) for t in ts]))])
         total = torch.zeros_like(x, dtype=torch.float64)
-        ig, passes = IntegratedGradients(forward), 0
-        for k, moved in enumerate(change):  # IG of each piece of the one straight path b → x, summed
-            nodes = MIN_NODES + int(round(int(steps) * moved / total_change))
-            start, end = b + grid[k] * (x - b), b + grid[k + 1] * (x - b)
-            part = ig.attribute(end, baselines=start, n_steps=nodes, method="gausslegendre",
-                                internal_batch_size=INTERNAL_BATCH)  # (1, n, d)
+        ig = IntegratedGradients(forward)
+        for lo, hi in pieces:  # IG of each piece of the one straight path b → x, summed
+            part = ig.attribute(b + hi * (x - b), baselines=b + lo * (x - b), n_steps=int(steps),
+                                method="gausslegendre", internal_batch_size=INTERNAL_BATCH)  # (1, n, d)
             total += part.detach().double()
-            passes += nodes
     scores = total[0].sum(-1).cpu().numpy()  # (n,)
-    value, base = path[-1], path[0]
+    value, base = values[1.0], values[0.0]
     return dict(scores=scores, target=value, baseline_target=base, gap=float(scores.sum()) - (value - base),
-                passes=passes, forwards=GRID + 1)
+                passes=int(steps) * len(pieces), forwards=len(values))
+
+
+def refine_path(evaluate, grid: int = GRID, share: float = PIECE_SHARE, max_pieces: int = MAX_PIECES
+                ) -> tuple[list[tuple[float, float]], dict[float, float]]:
+    """Cut [0, 1] into pieces over which F changes by at most ``share`` of |F(1) − F(0)|: a uniform ``grid`` first,
+    then pieces still changing more are halved (F at the new ends from ``evaluate(ts)``, a batch of forwards) until
+    none is, or ``max_pieces`` are reached. Returns the pieces in order and F at every end evaluated."""
+    ts = [k / grid for k in range(grid + 1)]
+    values = dict(zip(ts, _batched(evaluate, ts)))
+    pieces = list(zip(ts[:-1], ts[1:]))
+    limit = share * abs(values[1.0] - values[0.0])
+    while len(pieces) < max_pieces:
+        wide = [p for p in pieces if abs(values[p[1]] - values[p[0]]) > limit and p[1] - p[0] > MIN_WIDTH]
+        wide = sorted(wide, key=lambda p: -abs(values[p[1]] - values[p[0]]))[: max_pieces - len(pieces)]
+        if not wide:
+            break
+        mids = [(lo + hi) / 2 for lo, hi in wide]
+        values.update(zip(mids, _batched(evaluate, mids)))
+        split = set(wide)
+        pieces = sorted([q for p in pieces for q in (((p[0], (p[0] + p[1]) / 2), ((p[0] + p[1]) / 2, p[1]))
+                                                     if p in split else (p,))])
+    return pieces, values
+
+
+def _batched(evaluate, ts: list[float]) -> list[float]:
+    return [v for start in range(0, len(ts), INTERNAL_BATCH) for v in evaluate(ts[start : start + INTERNAL_BATCH])]
 
 
 def baseline_embeddings(model: Model, target: Target, x: torch.Tensor, baseline: str) -> torch.Tensor:
@@ -206,10 +236,8 @@ def baseline_embeddings(model: Model, target: Target, x: torch.Tensor, baseline:
     if ref is None:
         raise ExplorerError(_("The model '{model}' names no pad or end-of-text token for a baseline.").format(
             model=model.name))
-    from .deletion import deletable
-
     ids = torch.full((1, len(target.ids)), int(ref), device=x.device)
-    lead = deletable(model, target.ids)[0] if len(target.ids) > 1 else 0
+    lead = special_prefix(model, target.ids)
     ids[0, :lead] = torch.tensor(target.ids[:lead], device=x.device)
     return model.hf.get_input_embeddings()(ids).detach()
 

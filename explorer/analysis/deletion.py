@@ -19,7 +19,7 @@ import torch
 from ..capture.model import Model
 from ..errors import ExplorerError
 from ..i18n import _
-from .attribution import Attribution, check_target, targets_of_ids
+from .attribution import Attribution, check_target, special_prefix, targets_of_ids
 
 DEFAULT_STEPS = 5
 RANDOM_ORDERS = 5  # random orders averaged for the baseline curve
@@ -41,11 +41,7 @@ class DeletionCurve:
 
 def deletable(model: Model, token_ids: Sequence[int]) -> list[int]:
     """Positions that may be deleted: not the last, not the special tokens the tokenizer adds in front."""
-    lead = 0
-    bos = model.token_ids("a", special=True)[: -len(model.token_ids("a", special=False)) or None]
-    while lead < len(bos) and lead < len(token_ids) and token_ids[lead] == bos[lead]:
-        lead += 1
-    return list(range(lead, len(token_ids) - 1))
+    return list(range(special_prefix(model, token_ids), len(token_ids) - 1))
 
 
 def deletion_curve(model: Model, text: str | Sequence[int], attribution: Attribution, answer: str,

@@ -9,17 +9,27 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from ...analysis.attribution import METHODS, Attribution, attribute
+from ...analysis.attribution import BASELINES, METHODS, Attribution, attribute
 from ...analysis.deletion import DEFAULT_STEPS, DeletionCurve, deletable, deletion_curve
 from ...capture.model import Model
 from ...escape import md_escape
-from ...i18n import _
+from ...i18n import N_, _
 from .. import common as ui
 
 IOI = dict(text="When Mary and John went to the store, John gave a drink to", answer=" Mary", wrong=" John")
+BASELINE_NAMES = {"pad": N_("pad token at every position"), "zero": N_("zero embeddings")}
 MAX_GAP = 0.05  # IG's completeness gap above which the page says why
 IG_FORMULA = r"\text{IG}_i = (x_i - b_i) \cdot \int_0^1 \frac{\partial F(b + t(x - b))}{\partial x_i}\,dt, \qquad " \
              r"\sum_i \text{IG}_i = F(x) - F(b)"
+ZERO_GAP = N_(
+    "The completeness gap is {pct} of F(x) − F(b): the scores do not add up to the change they explain. From zero "
+    "embeddings the path starts where every RMSNorm's input is below its eps: there each norm multiplies by "
+    "1/√eps instead of normalising, so the residual stream grows by orders of magnitude per layer and F swings "
+    "back and forth over dozens of decades of the path's first thousandth. No affordable number of steps resolves "
+    "that; choose the pad-token baseline, whose path stays at the scale of real embeddings.")
+PAD_GAP = N_(
+    "The completeness gap is {pct} of F(x) − F(b): F changes too abruptly somewhere along this path for the "
+    "steps taken (a head switching the key it attends to). Read the scores with care.")
 AOPC_FORMULA = r"\text{AOPC} = \frac{1}{K} \sum_{k=1}^{K} \big(F(x) - F(x \setminus \text{top}_k)\big)"
 
 
@@ -30,6 +40,7 @@ class TokensRequest:
     wrong: str
     methods: tuple[str, ...]
     steps: int
+    baseline: str
 
 
 def use_ioi_example() -> None:
@@ -47,14 +58,18 @@ def tokens_ui() -> TokensRequest:
     wrong = cols[1].text_input(_("Wrong token (optional: then the target is the logit difference)"),
                                key="explain_tokens_wrong")
     steps = cols[2].number_input(_("Tokens to delete"), 1, 10, DEFAULT_STEPS, key="explain_tokens_steps")
-    methods = st.multiselect(_("Methods"), list(METHODS), default=list(METHODS), key="explain_tokens_methods",
-                             format_func=lambda m: _(METHODS[m]))
-    return TokensRequest(text, answer, wrong, tuple(methods), int(steps))
+    cols = st.columns([3, 1])
+    methods = cols[0].multiselect(_("Methods"), list(METHODS), default=list(METHODS), key="explain_tokens_methods",
+                                  format_func=lambda m: _(METHODS[m]))
+    baseline = cols[1].radio(_("Baseline"), list(BASELINES), key="explain_tokens_baseline",
+                             format_func=lambda b: _(BASELINE_NAMES[b]))
+    return TokensRequest(text, answer, wrong, tuple(methods), int(steps), baseline)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _attribution(_model: Model, key: tuple, ids: tuple[int, ...], answer: str, wrong: str, method: str) -> Attribution:
-    return attribute(_model, list(ids), answer, wrong or None, method=method)
+def _attribution(_model: Model, key: tuple, ids: tuple[int, ...], answer: str, wrong: str, method: str,
+                 baseline: str) -> Attribution:
+    return attribute(_model, list(ids), answer, wrong or None, method=method, baseline=baseline)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -83,23 +98,22 @@ def tab() -> None:
     results: dict[str, Attribution] = {}
     for method in request.methods:
         with st.spinner(_("Attributing with {method}…").format(method=_(METHODS[method]))):
-            results[method] = _attribution(model, key, ids, request.answer, request.wrong, method)
+            results[method] = _attribution(model, key, ids, request.answer, request.wrong, method,
+                                           request.baseline if method == "integrated_gradients" else "pad")
     first = next(iter(results.values()))
     target_name = _("logit difference") if request.wrong else _("logit of the answer")
     cols = st.columns(3)
     cols[0].metric(_("Target F at the input ({name})").format(name=target_name), f"{first.target:.3f}")
     ig = results.get("integrated_gradients")
     if ig is not None:
-        cols[1].metric(_("F at the zero baseline"), f"{ig.baseline_target:.3f}")
+        cols[1].metric(_("F at the baseline"), f"{ig.baseline_target:.3f}")
         cols[2].metric(_("Completeness gap"), f"{ig.gap:+.3f}", help=_("Σ scores − (F(x) − F(b))"))
         st.latex(IG_FORMULA)
         st.caption(_("Integrated gradients: {passes} forward+backward passes; the gap is {pct} of F(x) − F(b).")
                    .format(passes=ig.passes, pct=f"{100 * ig.relative_gap:.1f}%"))
         if ig.relative_gap > MAX_GAP:
-            st.warning(_("The completeness gap is {pct} of F(x) − F(b): the integral along the path from the zero "
-                         "baseline is not resolved. RMSNorm makes the model scale invariant, so nearly all of the "
-                         "change happens in the first thousandths of the path, where the norms' eps still "
-                         "matters; read these scores with care.").format(pct=f"{100 * ig.relative_gap:.1f}%"))
+            st.warning((ZERO_GAP if request.baseline == "zero" else PAD_GAP).format(
+                pct=f"{100 * ig.relative_gap:.1f}%"))
     labels = {m: _(METHODS[m]) for m in results}
     st.plotly_chart(token_scores(list(first.tokens), {labels[m]: a.scores for m, a in results.items()},
                                  title=_("Each token's score, by method"), value_name=_("score")),
