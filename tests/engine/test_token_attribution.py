@@ -55,7 +55,7 @@ def test_gradient_x_input_equals_a_hand_written_gradient(smollm2, smollm2_eager,
     expected = (grad * x).detach()[0].sum(-1).double().numpy()  # (n,)
     # Two float32 runs of the whole model (forward and backward: twice model_bound) of gradients of size
     # max|grad|, times |x| and summed over d_model terms per token.
-    size = float((grad.abs() * x.abs()).max())
+    size = float((grad.abs() * x.abs()).max().detach())
     tol = 2 * model_bound(smollm2, size) * smollm2.config.hidden_size + f32_dot_bound(smollm2.config.hidden_size, size)
     assert np.abs(got.scores - expected).max() <= tol
     assert abs(got.target - float(value)) <= model_bound(smollm2, abs(float(value)))
@@ -84,7 +84,8 @@ def test_rollouts_and_last_layer_attention_equal_eager_rebuilt(smollm2, smollm2_
         contributions.append(c / c.sum(-1, keepdim=True))
     got = explorer.attribute(smollm2, IOI, " Mary", " John", method="contribution_rollout")
     assert np.abs(got.scores - hand_rollout(contributions)[-1].numpy()).max() <= len(attns) * per_map * 10 + tol_maps
-    assert np.abs(got.scores - expected).max() > 0.01  # the two rollouts differ: contributions are not weights
+    # Both end almost wholly on token 0 (README: > 99% of SmolLM2's rollout), but contributions discount the sink.
+    assert got.scores[0] < expected[0] and got.scores[1:].sum() > 2 * expected[1:].sum()
     last = explorer.attribute(smollm2, IOI, " Mary", " John", method="last_layer_attention")
     assert np.abs(last.scores - attns[-1][:, -1].double().mean(0).numpy()).max() <= per_map
     assert math.isclose(float(rollout.scores.sum()), 1.0, abs_tol=1e-9)
@@ -113,7 +114,7 @@ def test_gemma3_keeps_its_bos_and_attributes(gemma3, gemma3_eager):
     value = eager_target(gemma3_eager, x, target.answer, target.wrong)[0]
     grad, = torch.autograd.grad(value, x)
     expected = (grad * x).detach()[0].sum(-1).double().numpy()
-    size = float((grad.abs() * x.abs()).max())
+    size = float((grad.abs() * x.abs()).max().detach())
     d = gemma3.config.hidden_size
     assert np.abs(attr.scores - expected).max() <= 2 * model_bound(gemma3, size) * d + f32_dot_bound(d, size)
     curve = explorer.deletion_curve(gemma3, IOI, attr, " Mary", " John", steps=2)

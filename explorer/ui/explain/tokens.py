@@ -44,14 +44,15 @@ class TokensRequest:
 
 
 def use_ioi_example() -> None:
-    """Fill the tab's inputs (call before they are drawn) with the indirect-object prompt."""
+    """Fill the tab's inputs with the indirect-object prompt (the worked example button's callback)."""
     for name, value in IOI.items():
         st.session_state[f"explain_tokens_{name}"] = value
 
 
 def tokens_ui() -> TokensRequest:
-    if st.button(_("Worked example: who gets the drink?"), icon=":material/play_arrow:", key="explain_tokens_ioi"):
-        use_ioi_example()
+    # A callback, run before the script: it fills the inputs before they are drawn, on the same run.
+    st.button(_("Worked example: who gets the drink?"), icon=":material/play_arrow:", key="explain_tokens_ioi",
+              on_click=use_ioi_example)
     text = st.text_area(_("Prompt (the model predicts the token after it)"), key="explain_tokens_text", height=80)
     cols = st.columns([2, 2, 1])
     answer = cols[0].text_input(_("Answer token"), key="explain_tokens_answer")
