@@ -46,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=512)
+    parser.add_argument("--skip-ig", action="store_true", help="only the contributions part")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, SmolLM2-135M fp32 on CPU")
     model = explorer.load("smollm2", device="cpu")
@@ -59,6 +60,8 @@ def main() -> None:
         maps, contrib = t["maps"], t["contributions"]
         print(f"{layer} | {maps:.3f} | {contrib:.3f} | {contrib / maps:.2f}×")
 
+    if args.skip_ig:
+        return
     target = check_target(model, IOI, " Mary", " John")
     ids = torch.tensor([list(target.ids)])
     embed = model.hf.get_input_embeddings()

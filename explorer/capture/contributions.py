@@ -26,8 +26,8 @@ if TYPE_CHECKING:  # the trace imports this module; only annotations need the cl
     from .model import Model
     from .trace import Trace
 
-# Rows of f = W_o^h v computed at once (each (rows, d_model) float32): bounds the memory of a long text's norms.
-NORM_ROWS = 4096
+# Rows of f = W_o^h v computed at once ((heads, rows, d_model) float32): bounds the memory of a long text's norms.
+NORM_ROWS = 1024
 
 
 def output_weight(model: Model, layer: int) -> torch.Tensor:
@@ -39,15 +39,17 @@ def value_norms(v: torch.Tensor, w_o: torch.Tensor, heads: range, group_size: in
     """(len(heads), n) float32: ``||W_o^h v_j||`` for each query head h in ``heads`` and key j.
 
     v: (H_kv, n, D) the layer's recorded values; w_o: (d_model, H·D). Query head h reads value head h // group_size.
-    Computed directly (not through the Gram matrix W_oᵀW_o, which would cancel digits for small norms)."""
+    Computed directly (not through the Gram matrix W_oᵀW_o, which would cancel digits for small norms), all heads in
+    one batched product a block of rows at a time."""
     D = v.shape[-1]
+    heads = list(heads)
     out = torch.empty(len(heads), v.shape[1], dtype=torch.float32)
-    for row, h in enumerate(heads):
-        w = w_o[:, h * D : (h + 1) * D].float()  # (d_model, D)
-        vh = v[h // group_size]  # (n, D)
-        for start in range(0, vh.shape[0], NORM_ROWS):
-            f = vh[start : start + NORM_ROWS].to(w) @ w.T  # (rows, d_model): f_j = W_o^h v_j
-            out[row, start : start + NORM_ROWS] = torch.linalg.vector_norm(f, dim=-1).float().cpu()
+    with torch.inference_mode():
+        w = w_o.float().reshape(w_o.shape[0], -1, D)[:, heads].permute(1, 2, 0)  # (h, D, d_model): W_o^hᵀ
+        vh = v[[h // group_size for h in heads]]  # (h, n, D): each query head's value head
+        for start in range(0, vh.shape[1], NORM_ROWS):
+            f = torch.bmm(vh[:, start : start + NORM_ROWS].to(w), w)  # (h, rows, d_model): f_j = W_o^h v_j
+            out[:, start : start + NORM_ROWS] = torch.linalg.vector_norm(f, dim=-1).float().cpu()
     return out
 
 
@@ -60,10 +62,13 @@ def contribution_blocks(
     first, stop, _step = heads.indices(trace.n_heads)
     r = trace.record(layer)
     norms = value_norms(r.v, w_o, range(first, stop), r.group_size)  # (h, n)
+    tiny = torch.finfo(torch.float32).tiny
     for queries, keys, probs in trace.row_blocks(layer, heads=heads, max_bytes=max_bytes):  # probs (h, Tq, Sk)
-        weighted = probs * norms[:, None, keys]  # (h, Tq, Sk)
-        total = weighted.sum(-1, keepdim=True)  # (h, Tq, 1)
-        yield queries, keys, torch.where(total > 0, weighted / total.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
+        # In place: each block is a fresh tensor of row_blocks', and a whole layer's pass should cost about as much
+        # as the maps (benchmarks/bench_explain.py). A row of zeros stays 0 (0 / tiny), never 0/0.
+        weighted = probs.mul_(norms[:, None, keys])  # (h, Tq, Sk)
+        total = weighted.sum(-1, keepdim=True).clamp_min_(tiny)  # (h, Tq, 1)
+        yield queries, keys, weighted.div_(total)
 
 
 def contributions(trace: Trace, layer: int, head: int, w_o: torch.Tensor) -> torch.Tensor:
