@@ -66,3 +66,16 @@ def test_an_encoder_is_told_no_token_attribution():
     assert not at.exception
     assert any("encoder" in e.value for e in at.error), [e.value for e in at.error]
     assert at.text_area(key="explain_tokens_text").value == IOI
+
+
+@pytest.mark.numeric
+def test_weights_tab_on_an_encoder_measures_cls_and_sep(minilm):
+    at = open_page(PAGE, model_choice="minilm", text=SHORT)
+    trace = minilm.trace(SHORT)
+    sink = [0, trace.n_tokens - 1]  # [CLS] … [SEP]
+    assert (trace.tokens[0], trace.tokens[-1]) == ("[CLS]", "[SEP]")
+    shares = sink_shares(trace, sink)
+    lines = chart_data(at, "explain_weights_sink")
+    assert np.allclose(decode(lines[0]["y"]), shares["weight"], atol=1e-6)
+    assert np.allclose(decode(lines[1]["y"]), shares["contribution"], atol=1e-6)
+    assert any("CLS" in m.value and "SEP" in m.value for m in at.markdown)  # quoted, Markdown-escaped
