@@ -12,6 +12,8 @@ geometry, mask effects, export) and ``decoding/`` (step-by-step generation, samp
 them: the app (``app.py``, ``pages/``, ``explorer/ui/``) is built on top.
 """
 
+from .analysis.attribution import Attribution, attribute
+from .analysis.deletion import DeletionCurve, deletion_curve
 from .analysis.qk_attribution import QKAttribution, qk_attribution
 from .analysis.stats import head_stats
 from .capture.devices import cuda_available, resolve_device
@@ -25,6 +27,10 @@ from .decoding.generation import generate
 from .errors import ExplorerError, InstrumentationError
 
 __all__ = [
+    "Attribution",
+    "DeletionCurve",
+    "attribute",
+    "deletion_curve",
     "DEFAULT_MODEL",
     "EMBEDDED",
     "Encoded",

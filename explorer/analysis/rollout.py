@@ -70,10 +70,12 @@ def rollout_rows(
     last_layer: int | None = None,
     residual: float = RESIDUAL_WEIGHT,
     on_progress: Callable[[float], None] | None = None,
+    blocks: Callable[[int], Iterable[tuple[slice, slice, torch.Tensor]]] | None = None,
 ) -> torch.Tensor:
     """W·R, (m, n) float64, for weights W (m, n) and the rollout R of layers 0 … ``last_layer`` (default: the last):
     R's rows combined as W says (a row of W = e_i gives R's row i), never R itself. ``on_progress`` hears the
-    fraction of layers done."""
+    fraction of layers done. ``blocks(layer)`` gives the maps to roll out a block of queries at a time (default
+    ``trace.row_blocks``, the weights; ``trace.contribution_blocks`` rolls out norm-based contributions)."""
     last = trace.n_layers - 1 if last_layer is None else last_layer
     check_layer_head(last, trace.n_layers)
     rows = torch.as_tensor(weights, dtype=torch.float64).cpu()
@@ -81,17 +83,18 @@ def rollout_rows(
         raise ExplorerError(_("Expected weights of shape (m, {n}), got {shape}.").format(
             n=trace.n_tokens, shape=tuple(rows.shape)))
     for done, layer in enumerate(range(last, -1, -1)):  # R = Â_last ⋯ Â_0: W·Â_last first
-        rows = times_mixing(rows, trace, layer, residual)
+        rows = times_mixing(rows, trace, layer, residual, blocks)
         if on_progress is not None:
             on_progress((done + 1) / (last + 1))
     return rows
 
 
-def times_mixing(rows: torch.Tensor, trace, layer: int, residual: float = RESIDUAL_WEIGHT) -> torch.Tensor:
+def times_mixing(rows: torch.Tensor, trace, layer: int, residual: float = RESIDUAL_WEIGHT,
+                 blocks: Callable[[int], Iterable[tuple[slice, slice, torch.Tensor]]] | None = None) -> torch.Tensor:
     """rows (m, n) float64 → rows·Â of ``layer`` (Â as :func:`mixing_matrix` makes it), from the layer's maps a
     block of queries at a time: Â[queries, keys] is all a block adds to, since its weights elsewhere are 0."""
     out = torch.zeros_like(rows)
-    for queries, keys, probs in trace.row_blocks(layer):  # probs (H, Tq, Sk)
+    for queries, keys, probs in (blocks or trace.row_blocks)(layer):  # probs (H, Tq, Sk)
         mixed = (1 - residual) * probs.mean(0, dtype=torch.float64)  # (Tq, Sk)
         own = torch.arange(queries.start, queries.stop)
         mixed[own - queries.start, own - keys.start] += residual  # the identity: a trace's keys are its queries

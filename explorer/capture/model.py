@@ -235,10 +235,10 @@ class Model:
             hidden_states=tuple(h[0] for h in out.hidden_states),
             final_hidden=out.last_hidden_state[0],
             _unembed=weakref.WeakMethod(self.unembed) if self.is_causal_lm else None,
+            _model=weakref.ref(self),
             ablated=heads,
             ablation=ablation if heads else None,
             _x_rebuild=tuple(self.input_rebuilders) if keep_inputs else (),
-            _model=weakref.ref(self),
         )
 
     # ---- pieces of the model used by the pages -------------------------------------------------------------

@@ -15,6 +15,7 @@ import torch
 
 from ..i18n import _
 from ..errors import ExplorerError, check_layer_head
+from . import contributions
 from .masks import MaskKind, allowed_block, visible_keys
 from .recorder import AttentionRecord, attention_probs
 from .words import Word, by_word, segment, spans_from_labels
@@ -141,11 +142,11 @@ class Trace:
     # The model's unembedding, held weakly: a cached trace must not keep a GiB-sized model alive after it is unloaded.
     _unembed: weakref.WeakMethod | None = field(default=None, repr=False)
     _logits: torch.Tensor | None = field(default=None, repr=False)
+    # The model itself, weakly too: contributions and QK attribution read its weights (W_o, W_q, W_k, norms).
+    _model: weakref.ref | None = field(default=None, repr=False)
     # Per layer, the module (input norm, or Identity) that rebuilds x from hidden_states[layer] where the record
     # did not keep x (Model.input_rebuilders). Held strongly: a norm is d_model weights, not the model.
     _x_rebuild: tuple[torch.nn.Module | None, ...] = field(default=(), repr=False)
-    # The Model that made the trace, held weakly for the same reason as _unembed (analyses that need its weights).
-    _model: weakref.ref | None = field(default=None, repr=False)
 
     # ---- sizes -------------------------------------------------------------------------------------------
     @property
@@ -361,6 +362,28 @@ class Trace:
     def head_output(self, layer: int, head: int) -> torch.Tensor:
         """(n, head_dim): Σ_j p_ij v_j for one head, before the output projection."""
         return self.attention(layer, head) @ self.v(layer, head)
+
+    # ---- norm-based attention (explorer.capture.contributions) -------------------------------------------------
+    def value_norms(self, layer: int, head: int) -> torch.Tensor:
+        """(n,) float32: ``||f_j||``, each key's value through the head's slice of W_o (f_j = W_o^h v_j)."""
+        self._check(layer, head)
+        return contributions.value_norms(self.records[layer].v, self._output_weight(layer), range(head, head + 1),
+                                         self.records[layer].group_size)[0]
+
+    def contributions(self, layer: int, head: int) -> torch.Tensor:
+        """(n, n) float32: ``α_ij ||f_j||``, rows normalised to 1 over the allowed keys (reads like the weights)."""
+        self._check(layer, head)
+        return contributions.contributions(self, layer, head, self._output_weight(layer))
+
+    def contribution_blocks(self, layer: int, heads: slice = slice(None), max_bytes: int | None = None
+                            ) -> Iterator[tuple[slice, slice, torch.Tensor]]:
+        """:meth:`row_blocks` of :meth:`contributions`: (queries, keys, (h, Tq, Sk)), never the whole layer."""
+        return contributions.contribution_blocks(self, layer, self._output_weight(layer), heads, max_bytes)
+
+    def _output_weight(self, layer: int) -> torch.Tensor:
+        model = self._model() if self._model is not None else None
+        w_o = contributions.output_weight(model, layer) if model is not None else None
+        return contributions.require_weights(w_o, self.model_name)
 
     # ---- outputs -----------------------------------------------------------------------------------------
     @property
