@@ -1,0 +1,160 @@
+"""Numbers of a recorded layer from the recorder's own fused kernel and from O(n d) gathers, never from its maps.
+
+Two identities make most of a layer's overview cheap:
+
+- one cell of each row, ``p_ij = exp(q_i·k_j·scale − lse_i)`` where the mask allows (i, j), else 0, is a dot product
+  per query from the recorded q, k and log-sum-exp (:func:`cells`): previous-token, first-token and self shares and
+  the induction score name one key per query;
+- ``P @ V`` for any V with one row per key (:func:`attention_times`) is what the fused kernel that ran the forward
+  pass computes without building P: with V = K it gives the entropy's ``Σ_j p_ij k_j``, with V = the (S, c)
+  indicators of key blocks it gives each row's sums over those blocks.
+
+The kernel wants V as wide as q and k: a narrower V is zero-padded, and for a wider one q and k are (zeros add
+nothing to a score), so one call serves any V; its cost grows with that width (measured: linear in it on 2 CPU
+cores, from 64 to 512). Masks are the record's: a causal layer runs as the kernel's own causal mode (which skips the hidden
+half), a sliding-window layer a block of queries at a time over the keys its window reaches, anything else with the
+mask as an additive bias.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ExplorerError
+from ..i18n import _
+from .recorder import AttentionRecord, _kernel
+
+# Queries per kernel call on a sliding-window layer (times the window for the keys each call reaches): the bias of
+# one call stays ≤ 2·window² floats instead of the (T, S) matrix, and the kernel scores only the window.
+SLIDING_CHUNK = 512
+
+
+def allowed_pairs(r: AttentionRecord, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Bool (same shape): may query ``queries[i]`` see key ``keys[i]`` under the record's mask? Out-of-range keys
+    are not allowed. Index tensors of absolute positions (queries 0…T−1, keys 0…S−1)."""
+    T, S = r.q.shape[1], r.k.shape[1]
+    inside = (keys >= 0) & (keys < S)
+    if r.allowed is not None:
+        return inside & r.allowed[queries, keys.clamp(0, S - 1)]
+    if r.mask_kind == "bidirectional":
+        return inside
+    position = queries + (S - T)  # bottom-right aligned, like causal_allowed
+    allowed = inside & (keys <= position)
+    return allowed & (keys > position - r.window) if r.mask_kind == "sliding" else allowed
+
+
+def cells(trace, layer: int, queries: torch.Tensor, keys: torch.Tensor, heads: slice = slice(None)) -> torch.Tensor:
+    """(h, m) float32 CPU: the exact probabilities ``trace.attentions(layer)[heads, queries[i], keys[i]]``, one key
+    per query (index tensors of positions), 0 where the mask hides that key or it lies outside the text. O(m·d)
+    from the recorded q, k and log-sum-exp; no map."""
+    r = trace.record(layer)
+    heads = _heads(r, heads)
+    kv = torch.arange(heads.start, heads.stop, device=r.q.device) // r.group_size  # (h,)
+    queries, keys = queries.to(r.q.device), keys.to(r.q.device)
+    allowed = allowed_pairs(r, queries, keys)
+    q = r.q[heads].index_select(1, queries).float()  # (h, m, D)
+    k = r.k.index_select(1, keys.clamp(0, r.k.shape[1] - 1))[kv].float()  # (h, m, D): gathered, then per head
+    lse = r.lse[heads].index_select(1, queries).float()  # (h, m)
+    scores = (q * k).sum(-1) * r.scale  # (h, m)
+    # a query that may see no key has lse −inf; it has no weight anywhere (allowed is False for it too)
+    p = torch.exp(scores - lse.masked_fill(torch.isneginf(lse), 0.0))
+    return torch.where(allowed[None], p, torch.zeros((), dtype=p.dtype, device=p.device)).cpu()
+
+
+def attention_times(trace, layer: int, values: torch.Tensor, heads: slice = slice(None)) -> torch.Tensor:
+    """``trace.attentions(layer)[heads] @ values``: (h, T, c) float32 CPU through the fused kernel, P never built.
+
+    ``values`` is (S, c), shared by every head (e.g. key-block indicators), or (h, S, c), one per query head. Rows are
+    each query's softmax over the keys its mask allows, as in the forward pass (a query that may see no key gets 0).
+    """
+    r = trace.record(layer)
+    heads = _heads(r, heads)
+    return _attention_times(r, values, heads).cpu()
+
+
+def mean_keys(trace, layer: int, heads: slice = slice(None)) -> torch.Tensor:
+    """(h, T, D) float32 CPU: ``Σ_j p_ij k_j``, each query's attention-weighted mean of the keys its head scores
+    (the attention output with V = K; under GQA the shared key head). q_i · that, times the scale, is the mean
+    score ``Σ_j p_ij s_ij`` that the entropy ``lse_i − Σ_j p_ij s_ij`` needs."""
+    r = trace.record(layer)
+    heads = _heads(r, heads)
+    kv = torch.arange(heads.start, heads.stop, device=r.k.device) // r.group_size
+    return _attention_times(r, r.k[kv], heads).cpu()  # (h, S, D) keys as values
+
+
+def mean_keys_and(trace, layer: int, values: torch.Tensor, heads: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`mean_keys` and :func:`attention_times` of ``values`` (S, c) from one kernel call with V = [K | values]
+    (one softmax for both: cheaper than two calls when c is small next to the head dimension)."""
+    r = trace.record(layer)
+    heads = _heads(r, heads)
+    kv = torch.arange(heads.start, heads.stop, device=r.k.device) // r.group_size
+    keys = r.k[kv].float()  # (h, S, D)
+    both = torch.cat([keys, values.float().to(keys.device).expand(keys.shape[0], *values.shape)], dim=-1)
+    out = _attention_times(r, both, heads).cpu()  # (h, T, D + c)
+    return out[..., : keys.shape[-1]], out[..., keys.shape[-1] :]
+
+
+def _heads(r: AttentionRecord, heads: slice) -> slice:
+    start, stop, step = heads.indices(r.n_heads)
+    if step != 1 or stop <= start:
+        raise ExplorerError(_("Choose a non-empty range of heads within 0–{last}.").format(last=r.n_heads - 1))
+    return slice(start, stop)
+
+
+def _attention_times(r: AttentionRecord, values: torch.Tensor, heads: slice) -> torch.Tensor:
+    n_heads = heads.stop - heads.start
+    T, S, D = r.q.shape[1], r.k.shape[1], r.q.shape[2]
+    kv = torch.arange(heads.start, heads.stop, device=r.q.device) // r.group_size
+    q = r.q[heads].float()  # (h, T, D)
+    k = r.k[kv].float()  # (h, S, D): one key head per query head
+    values = values.float().to(r.q.device)
+    if values.dim() == 2:
+        values = values.expand(n_heads, S, values.shape[-1])  # (h, S, c)
+    c = values.shape[-1]
+    if c > D:  # zero-padded q and k score the same (exact zeros add nothing): one call as wide as V
+        width = -(-c // 16) * 16
+        q = torch.nn.functional.pad(q, (0, width - D))  # (h, T, width)
+        k = torch.nn.functional.pad(k, (0, width - D))
+    else:
+        width = D
+    if c < width:  # the kernel wants v as wide as q
+        values = torch.nn.functional.pad(values, (0, width - c))
+    return _times(r, q, k, values.contiguous())[..., :c]
+
+
+def _times(r: AttentionRecord, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(h, T, D) P @ v under the record's mask, v (h, S, D)."""
+    T, S = q.shape[1], k.shape[1]
+    if r.allowed is None and r.mask_kind == "causal" and T == S:
+        return _call(q, k, v, r.scale, is_causal=True, allowed=None)
+    if r.allowed is None and r.mask_kind == "bidirectional":
+        return _call(q, k, v, r.scale, is_causal=False, allowed=None)
+    if r.allowed is None and r.mask_kind == "sliding":
+        out = q.new_empty(q.shape[0], T, v.shape[-1])
+        for start in range(0, T, SLIDING_CHUNK):
+            rows = slice(start, min(T, start + SLIDING_CHUNK))
+            first = max(0, rows.start + (S - T) - r.window + 1)  # the first key any of these queries sees
+            cols = slice(first, rows.stop + (S - T))
+            position = torch.arange(rows.start, rows.stop, device=q.device)[:, None] + (S - T)
+            key = torch.arange(cols.start, cols.stop, device=q.device)[None, :]
+            allowed = (key <= position) & (key > position - r.window)  # (Tq, Sk)
+            out[:, rows] = _call(q[:, rows], k[:, cols], v[:, cols], r.scale, is_causal=False, allowed=allowed)
+        return out
+    allowed = r.allowed_matrix()  # custom (or causal over a cache): the record's own (T, S) matrix
+    return _call(q, k, v, r.scale, is_causal=False, allowed=allowed)
+
+
+def _call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, *, is_causal: bool,
+          allowed: torch.Tensor | None) -> torch.Tensor:
+    """The recorder's kernel on one text: q (h, Tq, D), k and v (h, Sk, D), ``allowed`` (Tq, Sk) or None."""
+    bias = None
+    if allowed is not None:
+        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+        bias = bias[None, None]  # (1, 1, Tq, Sk): broadcast over heads
+    out, _lse = _kernel(q[None], k[None], v[None], scale, is_causal, bias)  # (1, h, Tq, D)
+    out = out[0]
+    if allowed is not None:
+        empty = ~allowed.any(-1)  # (Tq,): queries with no key to see get 0 (kernels differ there)
+        if bool(empty.any()):
+            out = out.masked_fill(empty[None, :, None], 0.0)
+    return out
