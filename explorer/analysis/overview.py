@@ -11,8 +11,10 @@ Two ways to the same numbers:
   exact maps of short texts, wide block grids, other view transforms, other row statistics): each layer's exact
   maps a block of queries at a time (Trace.row_blocks ≤ 64 MiB: SmolLM2's layer at 8,192 tokens is 2.4 GiB).
 
-The kernel's cost grows with V's width (q and k are zero-padded to it): past :data:`FUSED_MAX_COLUMNS` block
-columns the one streamed pass (one score matmul and one exp, then column sums) is cheaper.
+The kernel's cost grows with V's width (q and k are zero-padded to it). On causal and bidirectional layers a wide
+grid is taken a span of keys at a time, each call as narrow as the head; under other masks (sliding windows, custom
+masks) past :data:`FUSED_MAX_COLUMNS` block columns the one streamed pass (one score matmul and one exp, then
+column sums) is cheaper.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from .views import hide_sink
 RowTransform = Callable[[np.ndarray, int], np.ndarray]
 Method = Literal["auto", "fused", "streamed"]
 
-# Block columns (all of a layer's grids together) the fused path takes. Measured on SmolLM2 (head_dim 64) at 1,024
-# tokens, 1 thread: a call with V 64 wide 24 ms, 496 wide 273 ms, the streamed pass's maps alone 185 ms (before
-# their column sums); the kernel's time grows linearly with the width.
+# Block columns (all of a layer's grids together) the fused path takes under masks other than causal and
+# bidirectional. Measured on SmolLM2 (head_dim 64) at 1,024 tokens, 1 thread: a call with V 64 wide 24 ms, 496 wide
+# 273 ms, the streamed pass's maps alone 185 ms (before their column sums); the kernel's time grows linearly with
+# the width.
 FUSED_MAX_COLUMNS = 256
 
 
@@ -102,47 +105,55 @@ def layer_overview(
 
 def _blocks_fuse(trace, cells: Sequence[int], transform: RowTransform | None, method: Method) -> bool:
     """Does the fused path cover these block grids: downsampled (exact maps are the streamed path's), a view it
-    knows, and (``"auto"``) narrow enough to be the faster way?"""
+    knows, and (``"auto"``) the faster way? It always is on causal and bidirectional traces, whose key spans keep
+    every call as narrow as the head (:func:`explorer.capture.fused.key_block_sums`); under other masks a grid is
+    one call as wide as its columns, faster up to :data:`FUSED_MAX_COLUMNS`."""
     if not cells or transform not in (None, hide_sink):
         return False
     n = trace.n_tokens
     if any(block_step(n, c) == 1 for c in cells):
         return False
     columns = sum(-(-n // block_step(n, c)) for c in cells)
-    return method == "fused" or columns <= FUSED_MAX_COLUMNS
+    return method == "fused" or trace.mask in ("causal", "bidirectional") or columns <= FUSED_MAX_COLUMNS
 
 
 def _fused_block_means(trace, layer: int, cells: Sequence[int], heads: slice, hide: bool, with_keys: bool = False
                        ) -> tuple[torch.Tensor | None, dict[int, BlockMeans]]:
-    """Block means at every grid of ``cells`` from one ``P @ B`` (B every grid's column indicators side by side),
-    and with ``with_keys`` Σ_j p_ij k_j from the same call (else None). ``hide``: the hide-sink view (key 0 blank,
-    each row renormalised over the others), as :func:`views.hide_sink` gives it cell by cell."""
+    """Block means at every grid of ``cells``, and with ``with_keys`` Σ_j p_ij k_j (else None). Grids narrower than
+    the head together come from one call with V = [K | every grid's column indicators]; wider ones a grid at a time
+    through :func:`explorer.capture.fused.key_block_sums`. ``hide``: the hide-sink view (key 0 blank, each row
+    renormalised over the others), as :func:`views.hide_sink` gives it cell by cell: key 0 in no block, each row's
+    block sums divided by their total."""
     n, n_heads = trace.n_tokens, heads.stop - heads.start
     totals = {c: BlockMeanSum((n_heads,), n, n, c) for c in cells}
-    indicators = torch.cat([total.column_blocks() for total in totals.values()], dim=-1)  # (n, Σ blocks)
-    if hide:
-        indicators[0] = 0.0  # key 0 in no block: each row's sums are over keys 1…n−1
-    if with_keys:
-        mean_keys, sums = fused.mean_keys_and(trace, layer, indicators, heads)
+    widths = {c: -(-n // total.col_step) for c, total in totals.items()}
+    if sum(widths.values()) <= trace.head_dim:
+        indicators = torch.cat([total.column_blocks() for total in totals.values()], dim=-1)  # (n, Σ blocks)
+        if hide:
+            indicators[0] = 0.0  # key 0 in no block: each row's sums are over keys 1…n−1
+        if with_keys:
+            mean_keys, sums = fused.mean_keys_and(trace, layer, indicators, heads)
+        else:
+            mean_keys, sums = None, fused.attention_times(trace, layer, indicators, heads)
+        parts = dict(zip(totals, sums.split(list(widths.values()), dim=-1)))
     else:
-        mean_keys, sums = None, fused.attention_times(trace, layer, indicators, heads)
-    sums = sums.double()  # (h, n, Σ blocks)
+        mean_keys = fused.mean_keys(trace, layer, heads) if with_keys else None
+        parts = {c: fused.key_block_sums(trace, layer, total.col_step, heads, skip_first_key=hide)
+                 for c, total in totals.items()}
     rows = slice(0, n)
-    out, first = {}, 0
+    out = {}
     for c, total in totals.items():
-        width = -(-n // total.col_step)
-        part = sums[..., first : first + width]  # (h, n, blocks of this grid)
-        first += width
+        part = parts[c].double()  # (h, n, blocks of this grid)
         missing = None
         if hide:
             rest = part.sum(-1, keepdim=True)  # (h, n, 1): each row's weight off key 0
             blank = ~(rest > 0)  # nothing left to renormalise (query 0 under a causal mask): the whole row is NaN
             part = torch.where(blank, 0.0, part / rest.clamp(min=torch.finfo(torch.float64).tiny))
-            widths = torch.tensor([min(total.col_step, n - j) for j in range(0, n, total.col_step)],
-                                  dtype=torch.float64)  # (blocks,) columns per block
-            key0 = torch.zeros_like(widths)
+            columns = torch.tensor([min(total.col_step, n - j) for j in range(0, n, total.col_step)],
+                                   dtype=torch.float64)  # (blocks,) columns per block
+            key0 = torch.zeros_like(columns)
             key0[0] = 1.0  # key 0's blank cell in the first block of every other row
-            missing = torch.where(blank, widths, key0)  # (h, n, blocks)
+            missing = torch.where(blank, columns, key0)  # (h, n, blocks)
         total.add_column_block_sums(rows, part, missing)
         out[c] = total.result()
     return mean_keys, out

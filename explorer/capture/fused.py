@@ -94,6 +94,54 @@ def mean_keys_and(trace, layer: int, values: torch.Tensor, heads: slice = slice(
     return out[..., : keys.shape[-1]], out[..., keys.shape[-1] :]
 
 
+def key_block_sums(trace, layer: int, step: int, heads: slice = slice(None), skip_first_key: bool = False
+                   ) -> torch.Tensor:
+    """(h, T, ⌈S / step⌉) float32 CPU: each row's attention summed over blocks of ``step`` keys (P @ B, B the
+    indicators of the blocks), as wide a grid as asked for the cost of about one kernel call of the head's width.
+
+    On a causal or bidirectional layer the keys are taken a span of ``head_dim`` blocks at a time: the kernel
+    softmaxes each query over that span only (its own log-sum-exp ℓ'), so its sums are rescaled by exp(ℓ' − lse),
+    the share of the query's whole attention that the span holds. Causal spans start at the span's first key, where
+    the kernel's top-left causal mask is the record's. Other masks take one call with V = B. ``skip_first_key``
+    leaves key 0 out of every block (the sums are then over keys 1…S−1)."""
+    r = trace.record(layer)
+    heads = _heads(r, heads)
+    T, S, D = r.q.shape[1], r.k.shape[1], r.q.shape[2]
+    n_blocks = -(-S // step)
+    if r.allowed is not None or r.mask_kind not in ("causal", "bidirectional") or T != S:
+        indicators = _indicators(S, step, 0, n_blocks)
+        if skip_first_key:
+            indicators[0] = 0.0
+        return _attention_times(r, indicators, heads).cpu()
+    causal = r.mask_kind == "causal"
+    kv = torch.arange(heads.start, heads.stop, device=r.q.device) // r.group_size
+    q, k, lse = r.q[heads].float(), r.k[kv].float(), r.lse[heads].float()  # (h, T, D), (h, S, D), (h, T)
+    out = torch.zeros(heads.stop - heads.start, T, n_blocks, dtype=torch.float32, device=r.q.device)
+    for first_block in range(0, n_blocks, D):
+        blocks = slice(first_block, min(n_blocks, first_block + D))
+        keys = slice(max(blocks.start * step, int(skip_first_key)), min(S, blocks.stop * step))
+        if keys.stop <= keys.start:  # a first block of key 0 alone, left out
+            continue
+        queries = slice(keys.start if causal else 0, T)  # causal: earlier queries see none of these keys
+        values = _indicators(S, step, blocks.start, blocks.stop)[keys]  # (Sk, blocks)
+        values = torch.nn.functional.pad(values, (0, D - values.shape[-1])).to(q.device)
+        part, span_lse = _kernel(q[None, :, queries], k[None, :, keys], values.expand(1, q.shape[0], *values.shape),
+                                 r.scale, causal, None)  # (1, h, Tq, D), (1, h, Tq)
+        share = torch.exp(span_lse[0] - lse[:, queries])  # (h, Tq): the span's part of each query's attention
+        out[:, queries, blocks] = part[0, ..., : blocks.stop - blocks.start] * share[..., None]
+    return out.cpu()
+
+
+def _indicators(S: int, step: int, first: int, stop: int) -> torch.Tensor:
+    """(S, stop − first) float32: key j lies in block j // step (blocks first…stop−1)."""
+    keys = torch.arange(S)
+    block = keys // step - first
+    inside = (block >= 0) & (block < stop - first)
+    out = torch.zeros(S, stop - first)
+    out[keys[inside], block[inside]] = 1.0
+    return out
+
+
 def _heads(r: AttentionRecord, heads: slice) -> slice:
     start, stop, step = heads.indices(r.n_heads)
     if step != 1 or stop <= start:

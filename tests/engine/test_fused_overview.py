@@ -150,11 +150,13 @@ def test_fused_statistics_equal_the_whole_maps_and_the_streamed_path(traces, nam
         np.testing.assert_allclose(fused_values[stat], streamed[stat], rtol=0, atol=atol, err_msg=stat)
 
 
+# (96, 32, 7): wider together than any head here but Gemma's, a grid at a time over spans of keys (key_block_sums);
+# (16,): narrower than every head, one call with V = [K | the blocks' indicators]
+@pytest.mark.parametrize("cells", [(96, 32, 7), (16,)])
 @pytest.mark.parametrize("hide", [False, True])
 @pytest.mark.parametrize("name, layer", CASES)
-def test_fused_block_means_equal_the_whole_maps_block_means(traces, name, layer, hide):
+def test_fused_block_means_equal_the_whole_maps_block_means(traces, name, layer, hide, cells):
     trace = traces[name]
-    cells = (96, 32, 7)
     transform = hide_sink if hide else None
     got = layer_overview(trace, layer, cells=cells, transform=transform, method="fused").blocks
     streamed = layer_overview(trace, layer, cells=cells, transform=transform, method="streamed").blocks
@@ -171,18 +173,40 @@ def test_fused_block_means_equal_the_whole_maps_block_means(traces, name, layer,
         assert np.array_equal(np.isnan(got[c].values), np.isnan(streamed[c].values))
 
 
-def test_auto_takes_the_fused_path_for_thumbnails_and_streams_wide_grids(traces, monkeypatch):
-    trace = traces["smollm2"]
+@pytest.mark.parametrize("step", [3, 40])
+@pytest.mark.parametrize("name, layer", CASES)
+def test_key_block_sums_over_spans_of_keys_are_the_maps_block_sums(traces, name, layer, step):
+    trace = traces[name]
+    n = trace.n_tokens
+    whole = trace.attentions(layer).double()
+    indicators = torch.zeros(n, -(-n // step), dtype=torch.float64)
+    indicators[torch.arange(n), torch.arange(n) // step] = 1.0
+    bound = attention_bound(trace, layer) + f32_dot_bound(n, 1.0)
+    got = fused.key_block_sums(trace, layer, step)
+    torch.testing.assert_close(got, (whole @ indicators).float(), rtol=0, atol=bound)
+    indicators[0] = 0.0
+    skipped = fused.key_block_sums(trace, layer, step, heads=slice(2, 4), skip_first_key=True)
+    torch.testing.assert_close(skipped, (whole[2:4] @ indicators).float(), rtol=0, atol=bound)
+
+
+def test_auto_takes_the_fused_path_where_it_is_the_faster_way(traces, monkeypatch):
     calls = []
-    real = fused_module._times
-    monkeypatch.setattr(fused_module, "_times", lambda *a: calls.append(a[3].shape[-1]) or real(*a))
-    layer_overview(trace, 3, cells=(32,), statistics=tuple(TEXT_STATISTICS))
-    assert calls == [trace.head_dim + 32]  # one kernel call: V = [K | the 32 blocks' indicators], no map
+    real = fused_module._kernel
+    monkeypatch.setattr(fused_module, "_kernel", lambda *a: calls.append(a[2].shape[-1]) or real(*a))
+    streamed = []
+    real_blocks = type(traces["smollm2"]).row_blocks
+    monkeypatch.setattr(type(traces["smollm2"]), "row_blocks",
+                        lambda self, *a, **k: streamed.append(a) or real_blocks(self, *a, **k))
+    smollm2 = traces["smollm2"]
+    layer_overview(smollm2, 3, cells=(32,), statistics=tuple(TEXT_STATISTICS))
+    assert calls == [smollm2.head_dim + 32] and not streamed  # V = [K | the 32 blocks' indicators], no map
     calls.clear()
-    blocks = []
-    monkeypatch.setattr(type(trace), "row_blocks", lambda self, *a, **k: blocks.append(a) or iter(()))
-    layer_overview(trace, 3, cells=(400,), statistics=("self",))  # 300 block columns: the streamed pass
-    assert len(blocks) == 1 and calls == []
+    layer_overview(smollm2, 3, cells=(400, 96), statistics=("self",))  # 300 + 86 block columns, causal
+    assert calls and max(calls) == smollm2.head_dim and not streamed  # spans of keys, each call one head wide
+    calls.clear()
+    gemma = traces["gemma3"]  # a sliding layer: one call as wide as the grid, wider than 256 columns is streamed
+    layer_overview(gemma, 0, cells=(400,))
+    assert not calls and len(streamed) == 1
 
 
 def test_induction_scores_gathered_equal_the_whole_maps(smollm2):
