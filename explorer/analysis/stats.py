@@ -263,33 +263,23 @@ def fused_statistics(trace, layer: int, names: Sequence[str], heads: slice = sli
     key have entropy 0, as −Σ 0 ln 0 gives. ``mean_keys``: that sum when the caller already has it
     (:func:`explorer.capture.fused.mean_keys_and`)."""
     n = trace.n_tokens
+    n_heads = len(range(*heads.indices(trace.n_heads)))
     out = {}
-    for name in names:
-        stat = REGISTRY[name]
-        if name == "entropy":
-            out[name] = _entropy_rows_fused(trace, layer, heads, mean_keys).mean(-1).numpy()
-            continue
-        if stat.key is None:
+    if "entropy" in names:
+        out["entropy"] = fused.entropy_rows(trace, layer, heads, mean_keys).mean(-1).numpy()
+    gathered = [name for name in names if name != "entropy"]
+    for name in gathered:
+        if REGISTRY[name].key is None:
             raise ValueError(f"{name} has no fused form")
-        queries = torch.arange(stat.first_query, n)
-        if len(queries) == 0:  # a one-token text has no previous token: NaN, as the streamed mean over no query
-            count = len(range(*heads.indices(trace.n_heads)))
-            out[name] = np.full(count, math.nan)
-            continue
-        out[name] = fused.cells(trace, layer, queries, stat.key(queries), heads).double().mean(-1).numpy()
-    return out
-
-
-def _entropy_rows_fused(trace, layer: int, heads: slice, mean_keys: torch.Tensor | None = None) -> torch.Tensor:
-    """(h, n) float64: each query's entropy from the fused kernel with V = K (see :func:`fused_statistics`)."""
-    if mean_keys is None:
-        mean_keys = fused.mean_keys(trace, layer, heads)
-    mean_key = mean_keys.double()  # (h, n, D): Σ_j p_ij k_j
-    chosen = range(*heads.indices(trace.n_heads))
-    q = torch.stack([trace.q(layer, h) for h in chosen]).double()  # (h, n, D)
-    lse = torch.stack([trace.lse(layer, h) for h in chosen]).double()  # (h, n)
-    mean_score = (q * mean_key).sum(-1) * trace.scale(layer)  # (h, n): Σ_j p_ij s_ij
-    return torch.where(torch.isneginf(lse), 0.0, lse - mean_score)
+    # every statistic's cells in one gather: a few tensor operations a layer, whatever the count
+    queries = [torch.arange(REGISTRY[name].first_query, n) for name in gathered]
+    if gathered:
+        everything = fused.cells(trace, layer, torch.cat(queries),
+                                 torch.cat([REGISTRY[name].key(q) for name, q in zip(gathered, queries)]), heads)
+        for name, part in zip(gathered, everything.split([len(q) for q in queries], dim=-1)):
+            # a one-token text has no previous token: NaN, as the streamed mean over no query
+            out[name] = part.double().mean(-1).numpy() if part.shape[-1] else np.full(n_heads, math.nan)
+    return {name: out[name] for name in names}
 
 
 def text_statistics(trace) -> dict[str, np.ndarray]:

@@ -53,9 +53,13 @@ def cells(trace, layer: int, queries: torch.Tensor, keys: torch.Tensor, heads: s
     queries, keys = queries.to(r.q.device), keys.to(r.q.device)
     allowed = allowed_pairs(r, queries, keys)
     q = r.q[heads].index_select(1, queries).float()  # (h, m, D)
-    k = r.k.index_select(1, keys.clamp(0, r.k.shape[1] - 1))[kv].float()  # (h, m, D): gathered, then per head
+    k = r.k.index_select(1, keys.clamp(0, r.k.shape[1] - 1)).float()  # (H_kv, m, D)
     lse = r.lse[heads].index_select(1, queries).float()  # (h, m)
-    scores = (q * k).sum(-1) * r.scale  # (h, m)
+    if (heads.start, heads.stop) == (0, r.n_heads):  # every group whole: its query heads against its one key head
+        scores = (q.unflatten(0, (r.n_kv_heads, r.group_size)) * k[:, None]).sum(-1).flatten(0, 1)  # (h, m)
+    else:
+        scores = (q * k[kv]).sum(-1)  # (h, m): each query head's key head
+    scores = scores * r.scale
     # a query that may see no key has lse −inf; it has no weight anywhere (allowed is False for it too)
     p = torch.exp(scores - lse.masked_fill(torch.isneginf(lse), 0.0))
     return torch.where(allowed[None], p, torch.zeros((), dtype=p.dtype, device=p.device)).cpu()
@@ -77,9 +81,7 @@ def mean_keys(trace, layer: int, heads: slice = slice(None)) -> torch.Tensor:
     (the attention output with V = K; under GQA the shared key head). q_i · that, times the scale, is the mean
     score ``Σ_j p_ij s_ij`` that the entropy ``lse_i − Σ_j p_ij s_ij`` needs."""
     r = trace.record(layer)
-    heads = _heads(r, heads)
-    kv = torch.arange(heads.start, heads.stop, device=r.k.device) // r.group_size
-    return _attention_times(r, r.k[kv], heads).cpu()  # (h, S, D) keys as values
+    return _mean_keys_of(r, _heads(r, heads))
 
 
 def mean_keys_and(trace, layer: int, values: torch.Tensor, heads: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,6 +142,26 @@ def _indicators(S: int, step: int, first: int, stop: int) -> torch.Tensor:
     out = torch.zeros(S, stop - first)
     out[keys[inside], block[inside]] = 1.0
     return out
+
+
+def entropy_rows(trace, layer: int, heads: slice = slice(None), mean_keys: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """(h, T) float64: each query's entropy −Σ_j p_ij ln p_ij, in nats, as ``lse_i − scale·q_i·Σ_j p_ij k_j``
+    (ln p_ij = s_ij − lse_i on the allowed keys, Σ_j p_ij = 1), the inner sum :func:`mean_keys` (pass it as
+    ``mean_keys`` when already computed). A query that may see no key has entropy 0, as −Σ 0 ln 0 gives."""
+    r = trace.record(layer)
+    heads = _heads(r, heads)
+    if mean_keys is None:
+        mean_keys = _mean_keys_of(r, heads)
+    q = r.q[heads].double().cpu()  # (h, T, D)
+    lse = r.lse[heads].double().cpu()  # (h, T)
+    mean_score = (q * mean_keys.double()).sum(-1) * r.scale  # (h, T): Σ_j p_ij s_ij
+    return torch.where(torch.isneginf(lse), 0.0, lse - mean_score)
+
+
+def _mean_keys_of(r: AttentionRecord, heads: slice) -> torch.Tensor:
+    kv = torch.arange(heads.start, heads.stop, device=r.k.device) // r.group_size
+    return _attention_times(r, r.k[kv], heads).cpu()  # (h, S, D) keys as values
 
 
 def _heads(r: AttentionRecord, heads: slice) -> slice:
