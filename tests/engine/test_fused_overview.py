@@ -56,6 +56,28 @@ def traces(smollm2, minilm, gemma3):
     }
 
 
+class Layers:
+    """Each case's whole maps and float32 bound, computed once for every test of the module."""
+
+    def __init__(self, traces):
+        self.traces, self._whole, self._bound = traces, {}, {}
+
+    def whole(self, name: str, layer: int) -> torch.Tensor:
+        if (name, layer) not in self._whole:
+            self._whole[name, layer] = self.traces[name].attentions(layer)
+        return self._whole[name, layer]
+
+    def bound(self, name: str, layer: int) -> float:
+        if (name, layer) not in self._bound:
+            self._bound[name, layer] = attention_bound(self.traces[name], layer)
+        return self._bound[name, layer]
+
+
+@pytest.fixture(scope="module")
+def layers(traces):
+    return Layers(traces)
+
+
 CASES = [("smollm2", 3), ("smollm2", 29), ("smollm2 bidirectional", 11), ("minilm", 2), ("minilm causal", 4),
          ("gemma3", 0), ("gemma3", 5)]  # gemma 0 slides, 5 is global
 
@@ -78,10 +100,10 @@ def plain_block_means(matrix: np.ndarray, max_cells: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name, layer", CASES)
-def test_gathered_cells_are_the_maps_cells(traces, name, layer):
+def test_gathered_cells_are_the_maps_cells(traces, layers, name, layer):
     trace = traces[name]
     n = trace.n_tokens
-    whole = trace.attentions(layer)  # (H, n, n)
+    whole = layers.whole(name, layer)  # (H, n, n)
     generator = torch.Generator().manual_seed(layer)
     queries = torch.randint(0, n, (500,), generator=generator)
     keys = torch.randint(-2, n + 2, (500,), generator=generator)  # masked and out-of-range keys too
@@ -89,7 +111,7 @@ def test_gathered_cells_are_the_maps_cells(traces, name, layer):
     inside = (keys >= 0) & (keys < n)
     expected = torch.zeros(trace.n_heads, 500)
     expected[:, inside] = whole[:, queries[inside], keys[inside]]
-    torch.testing.assert_close(got, expected, rtol=0, atol=attention_bound(trace, layer))
+    torch.testing.assert_close(got, expected, rtol=0, atol=layers.bound(name, layer))
     assert bool((got[:, ~inside] == 0).all())
     masked = inside & ~trace.allowed(layer)[queries, keys.clamp(0, n - 1)]
     assert bool((got[:, masked] == 0).all())  # hidden cells are exactly 0, not merely small
@@ -99,41 +121,41 @@ def test_gathered_cells_are_the_maps_cells(traces, name, layer):
 
 @pytest.mark.parametrize("width", [5, 64, 300])
 @pytest.mark.parametrize("name, layer", CASES)
-def test_attention_times_any_v_is_the_maps_product(traces, name, layer, width):
+def test_attention_times_any_v_is_the_maps_product(traces, layers, name, layer, width):
     trace = traces[name]
     n = trace.n_tokens
     values = torch.rand(n, width, generator=torch.Generator().manual_seed(width))  # ≥ 0, ≤ 1
     got = fused.attention_times(trace, layer, values)
-    whole = trace.attentions(layer).double()
+    whole = layers.whole(name, layer).double()
     expected = (whole @ values.double()).float()
     # Σ_j p_ij v_j with v ∈ [0, 1]: p's relative error and the float32 sum of n terms ≤ 1
-    bound = attention_bound(trace, layer) + f32_dot_bound(n, 1.0)
+    bound = layers.bound(name, layer) + f32_dot_bound(n, 1.0)
     torch.testing.assert_close(got, expected, rtol=0, atol=bound)
 
 
 @pytest.mark.parametrize("name, layer", CASES)
-def test_mean_keys_is_the_attention_output_with_v_k(traces, name, layer):
+def test_mean_keys_is_the_attention_output_with_v_k(traces, layers, name, layer):
     trace = traces[name]
     heads = slice(1, trace.n_heads)
     keys = torch.stack([trace.k(layer, h) for h in range(heads.start, trace.n_heads)])  # (h, n, D)
-    expected = trace.attentions(layer)[heads].double() @ keys.double()
+    expected = layers.whole(name, layer)[heads].double() @ keys.double()
     got = fused.mean_keys(trace, layer, heads)
     size = float(keys.abs().max())
-    bound = (attention_bound(trace, layer) + f32_dot_bound(trace.n_tokens, 1.0)) * size
+    bound = (layers.bound(name, layer) + f32_dot_bound(trace.n_tokens, 1.0)) * size
     torch.testing.assert_close(got, expected.float(), rtol=0, atol=bound)
     together, blocks = fused.mean_keys_and(trace, layer, torch.eye(trace.n_tokens)[:, :7], heads)
     torch.testing.assert_close(together, expected.float(), rtol=0, atol=bound)
-    torch.testing.assert_close(blocks, trace.attentions(layer)[heads, :, :7], rtol=0,
-                               atol=attention_bound(trace, layer) + f32_dot_bound(trace.n_tokens, 1.0))
+    torch.testing.assert_close(blocks, layers.whole(name, layer)[heads, :, :7], rtol=0,
+                               atol=layers.bound(name, layer) + f32_dot_bound(trace.n_tokens, 1.0))
 
 
 @pytest.mark.parametrize("name, layer", CASES)
-def test_fused_statistics_equal_the_whole_maps_and_the_streamed_path(traces, name, layer):
+def test_fused_statistics_equal_the_whole_maps_and_the_streamed_path(traces, layers, name, layer):
     trace = traces[name]
-    whole = trace.attentions(layer)
+    whole = layers.whole(name, layer)
     fused_values = layer_overview(trace, layer, statistics=tuple(FUSED_STATISTICS), method="fused").statistics
     streamed = layer_overview(trace, layer, statistics=tuple(FUSED_STATISTICS), method="streamed").statistics
-    p_bound = attention_bound(trace, layer)
+    p_bound = layers.bound(name, layer)
     n = trace.n_tokens
     for stat in FUSED_STATISTICS:
         expected = TEXT_STATISTICS[stat](whole).double().numpy()
@@ -155,16 +177,16 @@ def test_fused_statistics_equal_the_whole_maps_and_the_streamed_path(traces, nam
 @pytest.mark.parametrize("cells", [(96, 32, 7), (16,)])
 @pytest.mark.parametrize("hide", [False, True])
 @pytest.mark.parametrize("name, layer", CASES)
-def test_fused_block_means_equal_the_whole_maps_block_means(traces, name, layer, hide, cells):
+def test_fused_block_means_equal_the_whole_maps_block_means(traces, layers, name, layer, hide, cells):
     trace = traces[name]
     transform = hide_sink if hide else None
     got = layer_overview(trace, layer, cells=cells, transform=transform, method="fused").blocks
     streamed = layer_overview(trace, layer, cells=cells, transform=transform, method="streamed").blocks
-    whole = trace.attentions(layer).numpy()
+    whole = layers.whole(name, layer).numpy()
     shown = hide_sink(whole) if hide else whole
     # p's rounding (relative; after renormalising over the row's weight off key 0, relative to that weight, which
     # the reference rounds twice), and the kernel's float32 sum of each row's block, n terms ≤ 1
-    tol = attention_bound(trace, layer) * (3 if hide else 1) + f32_dot_bound(trace.n_tokens, 1.0)
+    tol = layers.bound(name, layer) * (3 if hide else 1) + f32_dot_bound(trace.n_tokens, 1.0)
     for c in cells:
         assert (got[c].row_step, got[c].col_step) == (streamed[c].row_step, streamed[c].col_step)
         for head in range(trace.n_heads):
@@ -175,13 +197,13 @@ def test_fused_block_means_equal_the_whole_maps_block_means(traces, name, layer,
 
 @pytest.mark.parametrize("step", [3, 40])
 @pytest.mark.parametrize("name, layer", CASES)
-def test_key_block_sums_over_spans_of_keys_are_the_maps_block_sums(traces, name, layer, step):
+def test_key_block_sums_over_spans_of_keys_are_the_maps_block_sums(traces, layers, name, layer, step):
     trace = traces[name]
     n = trace.n_tokens
-    whole = trace.attentions(layer).double()
+    whole = layers.whole(name, layer).double()
     indicators = torch.zeros(n, -(-n // step), dtype=torch.float64)
     indicators[torch.arange(n), torch.arange(n) // step] = 1.0
-    bound = attention_bound(trace, layer) + f32_dot_bound(n, 1.0)
+    bound = layers.bound(name, layer) + f32_dot_bound(n, 1.0)
     got = fused.key_block_sums(trace, layer, step)
     torch.testing.assert_close(got, (whole @ indicators).float(), rtol=0, atol=bound)
     indicators[0] = 0.0
