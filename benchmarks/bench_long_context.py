@@ -51,6 +51,7 @@ def child(model_name: str, n: int, streamed: bool) -> dict:
     before = proc.memory_info().rss
     t0 = time.perf_counter()
     peak, trace = peak_rss_during(lambda: model.trace_ids(enc))
+    traced = time.perf_counter() - t0
     maps = layer_overview(trace, 0, cells=(fh.MAX_CELLS, fh.SMALL_CELLS))  # the heads page's first tab
     fh.layer_small_multiples(maps.blocks[fh.SMALL_CELLS], trace.tokens, layer=0)
     first_heatmap = time.perf_counter() - t0
@@ -85,7 +86,7 @@ def child(model_name: str, n: int, streamed: bool) -> dict:
 
     forward = median_time(plain, repeats=3)
     return {"peak": peak - before, "held": held, "parts": parts, "first_heatmap": first_heatmap, "forward": forward,
-            "overview": overview, "overview_peak": overview_peak - before, "statistics": statistics,
+            "overview": overview, "overview_peak": overview_peak - before, "statistics": statistics, "trace": traced,
             "overview_streamed": overview_streamed, "threads": torch.get_num_threads()}
 
 
@@ -101,7 +102,7 @@ def main() -> None:
         return
     print(f"load average before: {os.getloadavg()}")
     print(f"{'model':>8} {'n':>6} {'peak growth':>12} {'held':>8} {'GiB/1k tok':>11} "
-          f"{'first heatmap / forward':>24} {'overview / forward':>19} {'streamed':>9} {'statistics':>11} "
+          f"{'first heatmap / forward':>24} {'of it trace':>12} {'overview / forward':>19} {'streamed':>9} {'statistics':>11} "
           f"{'overview peak':>14} {'forward':>8}   trace tensors (GiB)")
     for name in args.models:
         for n in args.lengths:
@@ -115,6 +116,7 @@ def main() -> None:
             streamed = "—" if r["overview_streamed"] is None else f"{r['overview_streamed'] / r['forward']:.2f}×"
             print(f"{name:>8} {n:>6} {r['peak'] / GIB:>10.2f} G {r['held'] / GIB:>6.2f} G "
                   f"{r['peak'] / GIB / (n / 1024):>11.3f} {r['first_heatmap'] / r['forward']:>23.2f}× "
+                  f"{r['trace'] / r['forward']:>11.2f}× "
                   f"{r['overview'] / r['forward']:>18.2f}× {streamed:>9} {r['statistics'] / r['forward']:>10.2f}× "
                   f"{r['overview_peak'] / GIB:>12.2f} G {r['forward']:>7.2f}s   {parts}", flush=True)
 
