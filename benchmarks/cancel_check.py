@@ -45,7 +45,8 @@ def cpu_sampler(pid: int, samples: list, stop: threading.Event, t0: float) -> No
         samples.append((time.monotonic() - t0, total))
 
 
-async def drive(url: str, tokens: int, switch_after: float, tail: float, marks: dict, t0: float) -> None:
+async def drive(url: str, tokens: int, switch_after: float, tail: float, marks: dict, t0: float,
+                shot: str | None = None) -> None:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -55,7 +56,8 @@ async def drive(url: str, tokens: int, switch_after: float, tail: float, marks: 
             page.set_default_timeout(300_000)
             await page.goto(url)
             await page.wait_for_selector(IDLE)
-            await page.wait_for_selector("[data-testid='stDataFrame']")
+            await page.wait_for_selector("[data-testid='stSidebar'] textarea")
+            marks["first page idle"] = time.monotonic() - t0
             box = page.locator("[data-testid='stSidebar'] textarea").first
             await box.fill(long_text(0, 0, tokens))
             marks["long text applied"] = time.monotonic() - t0
@@ -74,6 +76,8 @@ async def drive(url: str, tokens: int, switch_after: float, tail: float, marks: 
             marks["page idle"] = time.monotonic() - t0
             await asyncio.sleep(tail)
             marks["end"] = time.monotonic() - t0
+            if shot:
+                await page.screenshot(path=shot)
         finally:
             await browser.close()
 
@@ -84,6 +88,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=6000)
     parser.add_argument("--switch-after", type=float, default=6.0)
     parser.add_argument("--tail", type=float, default=15.0)
+    parser.add_argument("--screenshot", default=None, help="save the last view here (PNG)")
     args = parser.parse_args()
     env = dict(os.environ, PYTHONPATH=str(ROOT), AE_MAX_TOKENS=str(max(1024, args.tokens + 200)))
     samples: list = []
@@ -93,7 +98,7 @@ def main() -> None:
         t0 = time.monotonic()
         threading.Thread(target=cpu_sampler, args=(server.proc.pid, samples, stop, t0), daemon=True).start()
         try:
-            asyncio.run(drive(server.url, args.tokens, args.switch_after, args.tail, marks, t0))
+            asyncio.run(drive(server.url, args.tokens, args.switch_after, args.tail, marks, t0, args.screenshot))
         finally:
             stop.set()
     print(f"load average: {os.getloadavg()}")

@@ -255,7 +255,8 @@ class Visitor:
         t0 = time.perf_counter()
         await pg.goto(url)
         await self.settle(0, None)
-        await pg.wait_for_selector("[data-testid='stDataFrame']", timeout=self.timeout_ms)
+        first = "[data-testid='stSidebar'] textarea" if self.home_tokens else "[data-testid='stDataFrame']"
+        await pg.wait_for_selector(first, timeout=self.timeout_ms)
         self.stats.add("first load", time.perf_counter() - t0)
 
     async def run(self, deadline: float) -> None:
