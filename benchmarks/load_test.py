@@ -62,8 +62,9 @@ OBJECTS = ["the bright red kite", "a letter from Paris", "the broken clock", "se
 
 
 def long_text(session: int, round_: int, tokens: int) -> str:
-    """A different text of about ``tokens`` SmolLM2 tokens (≈ 22 a sentence) for every (session, round)."""
-    return " ".join(sentence(session * 1000 + round_, i) for i in range(max(1, tokens // 22)))
+    """A different text of about ``tokens`` SmolLM2 tokens (≈ 25 a sentence: 40 sentences made 1,014) for every
+    (session, round)."""
+    return " ".join(sentence(session * 1000 + round_, i) for i in range(max(1, tokens // 25)))
 
 
 def sentence(session: int, round_: int) -> str:
@@ -77,6 +78,7 @@ def sentence(session: int, round_: int) -> str:
 def free_port(preferred: int | None) -> int:
     for port in ([preferred] if preferred else PORTS):
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: a run's TIME_WAIT is free
             try:
                 s.bind(("127.0.0.1", port))
                 return port
