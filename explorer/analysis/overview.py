@@ -70,6 +70,8 @@ def layer_overview(
     heads = slice(*heads.indices(trace.n_heads))
     n_heads = len(range(heads.start, heads.stop))
     n = trace.n_tokens
+    if method != "streamed" and not fused.supports(trace):  # e.g. a word-level view: only its maps exist
+        method = "streamed"
     fused_stats = [s for s in statistics if s in FUSED_STATISTICS] if method != "streamed" else []
     streamed_stats = [s for s in statistics if s not in fused_stats]
     fused_cells = list(cells) if method != "streamed" and _blocks_fuse(trace, cells, transform, method) else []

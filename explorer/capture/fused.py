@@ -29,6 +29,13 @@ from .recorder import AttentionRecord, _kernel
 SLIDING_CHUNK = 512
 
 
+def supports(trace) -> bool:
+    """Can this module compute on ``trace``: a token trace whose records hold one query per token (a word-level
+    view of a trace, or anything without records of its own, goes the streamed way)?"""
+    record = getattr(trace, "record", None)
+    return callable(record) and trace.n_layers > 0 and record(0).q.shape[1] == trace.n_tokens
+
+
 def allowed_pairs(r: AttentionRecord, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """Bool (same shape): may query ``queries[i]`` see key ``keys[i]`` under the record's mask? Out-of-range keys
     are not allowed. Index tensors of absolute positions (queries 0…T−1, keys 0…S−1)."""
