@@ -12,13 +12,15 @@ geometry, mask effects, export) and ``decoding/`` (step-by-step generation, samp
 them: the app (``app.py``, ``pages/``, ``explorer/ui/``) is built on top.
 """
 
+from .analysis.qk_attribution import QKAttribution, qk_attribution
 from .analysis.stats import head_stats
 from .capture.devices import cuda_available, resolve_device
 from .capture.embedded import DEFAULT_MODEL, EMBEDDED
+from .capture.intervention import PatchResult
 from .capture.loading import load
 from .capture.model import Model
 from .capture.tokens import Encoded
-from .capture.trace import Trace
+from .capture.trace import LayerView, Trace
 from .decoding.generation import generate
 from .errors import ExplorerError, InstrumentationError
 
@@ -28,11 +30,15 @@ __all__ = [
     "Encoded",
     "ExplorerError",
     "InstrumentationError",
+    "LayerView",
     "Model",
+    "PatchResult",
+    "QKAttribution",
     "Trace",
     "cuda_available",
     "generate",
     "head_stats",
     "load",
+    "qk_attribution",
     "resolve_device",
 ]

@@ -12,7 +12,7 @@ ui.require_entrypoint()
 
 st.title(_("Attention heads"))
 with ui.guard():
-    view = uh.heads_ui(ui.current_trace())
+    view = uh.heads_ui(ui.shown(ui.current_trace()))  # by token or by word, as the sidebar says
     uh.notes(view)
     # only the open tab runs: the model view is costly
     tabs = st.tabs([_(name) for name in uh.TABS], key=uh.TAB_KEY, on_change="rerun")

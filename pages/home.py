@@ -12,7 +12,7 @@ home.follow_pick()
 st.title("Attention Explorer")
 home.intro()
 with ui.guard():
-    trace = ui.current_trace()
+    trace = ui.shown(ui.current_trace())  # by token or by word, as the sidebar says
     home.first_look(trace)
     home.token_strip(trace, str(ui.current_model().device))
 home.tour()

@@ -21,7 +21,10 @@ st.caption(_(
 with ui.guard():
     model = ui.current_model()
     trace = ui.current_trace()
-    view = uq.view_ui(trace)
+    words = ui.shown(trace) if ui.current_selection().unit == "words" else None  # pick a word, then its piece
+    view = uq.view_ui(trace, words)
+    if words is not None:
+        uq.word_row(words, view)
     walk = uq.walk(model, trace, view)
     uq.window_caption(walk)
     for number, draw in enumerate(uq.steps_for(walk.steps), start=1):

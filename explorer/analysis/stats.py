@@ -236,7 +236,7 @@ def induction_probe(model, period: int = 50, seed: int = 0, low: int = 1000, hig
     vocab = model.vocab_size
     high = min(high, vocab)
     low = min(low, max(0, high - 2 * period))
-    special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
+    special = model.special_ids
     candidates = torch.tensor([i for i in range(low, high) if i not in special])
     if len(candidates) < period:
         raise ExplorerError(

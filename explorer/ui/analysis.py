@@ -29,7 +29,7 @@ from ..capture.trace import Trace
 from ..escape import md_escape
 from ..figures.analysis import layer_head_heatmap, lens_figure, qk_plane_figure
 from ..figures.heatmap import MAX_CELLS, token_heatmap
-from ..i18n import N_, _, number, percent
+from ..i18n import N_, _, join, number, percent
 
 _VIEWED = "_ae_viewed_maps"
 
@@ -58,7 +58,7 @@ def _rollout(_trace: Trace, key: tuple, last_layer: int) -> RolloutBlocks:
 
 
 def cached_head_stats(model: Model, trace: Trace) -> pd.DataFrame:
-    """What :func:`explorer.stats.head_stats` computes, for the sidebar's trace: the text statistics cached per
+    """What :func:`explorer.analysis.stats.head_stats` computes, for the sidebar's trace: the text statistics cached per
     model, text and mask, the induction probe once per model and mask."""
     with st.spinner(_("Measuring every head (and running the induction probe once per model)…")):
         return _head_stats(model, trace, ui.trace_key(trace))
@@ -76,7 +76,7 @@ def map_key(trace: Trace) -> tuple:
     model's, another mask's, an ablated run's): the model, device, dtype, text and its token ids, the mask it ran
     with and the heads it switched off."""
     return (ui.make_trace_key(trace.model_name, trace.device, trace.dtype, trace.text, trace.mask),
-            trace.n_tokens, hash(tuple(trace.token_ids)), trace.ablated, trace.ablation)
+            trace.n_tokens, hash(tuple(trace.token_ids)), trace.ablated, trace.ablation, trace.unit)
 
 
 def head_blocks(trace: Trace, layer: int, head: int) -> BlockMeans:
@@ -320,7 +320,8 @@ def lens(model: Model, trace: Trace) -> None:
     start, end = lens_ui(trace.n_tokens)
     positions = list(range(start, end + 1))
     result = logit_lens(model, trace, positions, top_k=3)
-    st.latex(r"\text{lens}_\ell(i) = \mathrm{softmax}\big(W_U\,\mathrm{norm}_{\text{final}}(h_\ell(i))\big)")
+    st.latex(r"\text{%s}_\ell(i) = \mathrm{softmax}\big(W_U\,\mathrm{norm}_{\text{%s}}(h_\ell(i))\big)"
+             % (_("lens"), _("final")))
     st.caption(_("Each row reads one layer's residual stream as if it were the last: the model's final norm, then "
                  "its unembedding. The top row is the model's own output. Hover a cell for the top 3."))
     fig = lens_figure(result, trace.tokens,
@@ -413,7 +414,8 @@ def export_section(model: Model, trace: Trace) -> None:
             most=number(CSV_MAX_TOKENS)))
     specs = viewed_specs(trace)
     maps = sum(n * n for spec in specs.values() if spec[0] == "attention")  # rollouts are at most MAX_CELLS²
-    size_mb = (sum(r.q.numel() + r.k.numel() + r.v.numel() for r in trace.records) + maps) * 4 / 2**20
+    qkv = sum((v.n_heads * v.n_queries + 2 * v.n_kv_heads * v.n_keys) * v.head_dim for v in trace.layers)
+    size_mb = (qkv + maps) * 4 / 2**20
     st.download_button(
         _("The whole trace as .npz"), data=lambda: export.trace_npz(trace, build_maps(trace, specs)),
         file_name=export.file_name(model.name, f"{trace.n_tokens}tok", "trace", ext="npz"),
@@ -424,7 +426,7 @@ def export_section(model: Model, trace: Trace) -> None:
     st.caption(_("The .npz holds `tokens`, `token_ids`, `text`, `model`, `mask`, `scale` (per layer), `q` (layers × "
                  "heads × tokens × head_dim, after RoPE), `k`, `v`, `lse`, and one `map__<name>` per map you viewed "
                  "here: {maps}. Read it with `numpy.load(path)`.").format(
-        maps=", ".join(f"`{name}`" for name in specs)))
+        maps=join(f"`{name}`" for name in specs)))
     png_ok, why = export.png_export_status()
     if not png_ok:
         st.warning(_("Figures download as HTML only on this server. {why}").format(why=why))

@@ -7,6 +7,7 @@ Only ``explorer/ui*`` modules import Streamlit. Pages stay thin: they call :func
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,12 +20,13 @@ from ..capture.devices import cuda_available, tf32_enabled
 from ..capture.embedded import DEFAULT_MODEL, EMBEDDED
 from ..errors import ExplorerError
 from ..escape import md_escape
-from ..i18n import LANGUAGES, N_, _, browser_language, number, set_language
+from ..i18n import LANGUAGES, N_, _, browser_language, join, ngettext, number, set_language
 from ..capture.loading import is_explicit_path, load
 from ..capture.model import Model
 from .settings import Settings, is_loopback
 from ..capture.tokens import display_label
 from ..capture.trace import Trace
+from ..capture.word_trace import WordTrace, by_unit
 from .trace_cache import TraceCache, TraceKey
 
 log = logging.getLogger("attention_explorer")
@@ -41,6 +43,9 @@ PATH_HIDDEN = N_(
     "since it would tell whether the path exists."
 )
 LANGUAGE_KEY = "lang"  # session state and URL parameter
+# Attention between tokens or between words (explorer.capture.word_trace): session state "unit", URL parameter "by".
+UNIT_LABELS = {"tokens": N_("tokens"), "words": N_("words")}
+UNIT_KEY = "unit"
 
 
 @st.cache_resource(show_spinner=False)
@@ -63,6 +68,7 @@ class Selection:
     device: str
     text: str
     mask: str | None
+    unit: str = "tokens"  # a key of UNIT_LABELS
 
 
 # ---- cached resources (shared by all sessions) ---------------------------------------------------------------
@@ -94,7 +100,7 @@ def model_for(name: str, device: str) -> Model:
     s = settings()
     if not s.model_allowed(name):
         raise ExplorerError(_("This server only allows the embedded models: {models}.").format(
-            models=", ".join(EMBEDDED)))
+            models=join(EMBEDDED)))
     local, explicit = visitor_is_local(), is_explicit_path(name)
     local_paths = s.allow_local_paths and (local or explicit)
     try:
@@ -139,7 +145,7 @@ def trace_for(model: Model, text: str, mask: str | None, max_tokens: int | None 
         # The model's own mask asked for by name (Masking, Compare): the trace under mask=None (the sidebar's) is
         # the same computation unless the model's own mask is something else (sliding windows), so reuse it.
         own = cache.get(make_trace_key(model.name, model.device, model.dtype, text, None, max_tokens))
-        if own is not None and all(r.mask_kind == mask for r in own.records):
+        if own is not None and all(layer.mask_kind == mask for layer in own.layers):
             return own
     key = make_trace_key(model.name, model.device, model.dtype, text, mask, max_tokens)
 
@@ -191,6 +197,7 @@ class UrlView:
     lang: str | None = None  # a key of explorer.i18n.LANGUAGES
     layer: int | None = None
     head: int | None = None
+    by: str | None = None  # a key of UNIT_LABELS
     notices: tuple[str, ...] = field(default=())
 
 
@@ -212,13 +219,14 @@ def parse_url(params: Mapping[str, str], allow_any_model: bool) -> UrlView:
         else:
             why = (_("this server opens {models} or a Hugging Face id or folder of at most {n} characters")
                    if allow_any_model else _("this server opens {models} only"))
-            ignored("model", why.format(models=", ".join(EMBEDDED), n=MAX_MODEL_CHARS))
-    for key, known in (("device", DEVICES), ("mask", tuple(MASK_LABELS)), ("lang", tuple(LANGUAGES))):
+            ignored("model", why.format(models=join(EMBEDDED), n=MAX_MODEL_CHARS))
+    for key, known in (("device", DEVICES), ("mask", tuple(MASK_LABELS)), ("lang", tuple(LANGUAGES)),
+                       ("by", tuple(UNIT_LABELS))):
         if key in params:
             if params[key] in known:
                 found[key] = params[key]
             else:
-                ignored(key, _("it is none of {values}").format(values=", ".join(known)))
+                ignored(key, _("it is none of {values}").format(values=join(known)))
     if "text" in params:
         found["text"] = params["text"][:MAX_TEXT_CHARS]
         if len(params["text"]) > MAX_TEXT_CHARS:
@@ -256,6 +264,17 @@ def init_language() -> str:
     return set_language(st.session_state[LANGUAGE_KEY])
 
 
+#: The embedded model that reads Chinese best: Gemma 3's tokenizer keeps most Chinese words whole (SmolLM2 splits them
+#: into byte pieces), so a Chinese reader who names no model starts with it. A link's or the sidebar's choice rules.
+CHINESE_MODEL = "gemma3"
+
+
+def suggested_model(language: str | None) -> str:
+    """The model a session starts with when its link names none: Gemma 3 for a Chinese reader, else the default."""
+    installed = CHINESE_MODEL in EMBEDDED and importlib.util.find_spec(EMBEDDED[CHINESE_MODEL].package) is not None
+    return CHINESE_MODEL if language == "zh" and installed else DEFAULT_MODEL
+
+
 def _init_from_query_params() -> None:
     """On a session's first run, seed the widgets from the URL (through :func:`parse_url`)."""
     if st.session_state.get("_ae_init"):
@@ -264,7 +283,7 @@ def _init_from_query_params() -> None:
     s = settings()
     view = _url_view()
     notices = list(view.notices)
-    model = view.model or DEFAULT_MODEL
+    model = view.model or suggested_model(st.session_state.get(LANGUAGE_KEY))
     if model in EMBEDDED:
         st.session_state["model_choice"] = model
     else:
@@ -280,6 +299,7 @@ def _init_from_query_params() -> None:
     st.session_state["device"] = device if device in device_options() else device_options()[0]
     st.session_state["text"] = DEFAULT_TEXT if view.text is None else view.text
     st.session_state["mask"] = view.mask or "model"
+    st.session_state[UNIT_KEY] = view.by or "tokens"
     for key in ("layer", "head"):
         if getattr(view, key) is not None:
             st.session_state[f"_ae_{key}"] = getattr(view, key)
@@ -331,6 +351,12 @@ def sidebar() -> None:
         st.radio(_("Mask"), list(MASK_LABELS), persist_state="session", key="mask",
                  format_func=mask_labels.__getitem__, horizontal=True,
                  help=_("Overriding the model's own mask is a what-if: it changes the computation."))
+        unit_labels = {u: _(label) for u, label in UNIT_LABELS.items()}
+        st.radio(_("Attention between"), list(UNIT_LABELS), persist_state="session", key=UNIT_KEY,
+                 format_func=unit_labels.__getitem__, horizontal=True,
+                 help=_("Words: a word's pieces (sub-words, the byte pieces of a Chinese character) taken together, "
+                        "by the usual rule: attention to a word is the sum over its pieces, attention from a word "
+                        "the mean over them, so rows still sum to 1. Chinese is cut into words by jieba."))
     notice = st.session_state.pop("_ae_notice", None)
     if notice:
         st.warning(notice)
@@ -343,6 +369,7 @@ def sync_query_params() -> None:
         "device": st.session_state.get("device"),
         "mask": st.session_state.get("mask"),
         "lang": st.session_state.get(LANGUAGE_KEY),
+        "by": "words" if st.session_state.get(UNIT_KEY) == "words" else None,  # tokens, the default, is left out
     }
     text = st.session_state.get("text", "")
     if len(text) <= 1500:  # long texts would make unusable links; they are simply left out
@@ -370,7 +397,7 @@ def kv_sharing_note(trace: Trace, head: int) -> str | None:
         return _("All {n} query heads read the same single key/value head (multi-query attention, MQA).").format(
             n=trace.n_heads)
     kv = trace.kv_head(head)
-    mates = ", ".join(str(h) for h in trace.heads_sharing_kv(kv) if h != head)
+    mates = join(str(h) for h in trace.heads_sharing_kv(kv) if h != head)
     return _("Head {head} reads key/value head {kv}, shared with heads {mates} (grouped-query attention, GQA).").format(
         head=head, kv=kv, mates=mates)
 
@@ -414,8 +441,9 @@ def current_selection() -> Selection:
     model = st.session_state.get("model_choice", DEFAULT_MODEL)
     if model == OTHER_MODEL:
         model = st.session_state.get("model_custom", "").strip()
+    unit = st.session_state.get(UNIT_KEY, "tokens")
     return Selection(model, st.session_state.get("device", "cpu"), st.session_state.get("text", ""),
-                     None if mask == "model" else mask)
+                     None if mask == "model" else mask, unit if unit in UNIT_LABELS else "tokens")
 
 
 def current_model() -> Model:
@@ -459,6 +487,31 @@ def current_trace(mask: str | None | type(...) = ..., max_tokens: int | None = N
             icon=":material/science:",
         )
     return trace
+
+
+def shown(trace: Trace) -> Trace | WordTrace:
+    """``trace`` in the sidebar's unit: itself for tokens, its :class:`WordTrace` (maps by word) for words."""
+    return by_unit(trace, current_selection().unit)
+
+
+def unit_key(trace: Trace | WordTrace) -> tuple:
+    """:func:`trace_key` and the unit of the maps: st.cache_data keys for a trace seen by token or by word."""
+    return (trace_key(trace), trace.unit)
+
+
+def unit_count(n: int, unit: str) -> str:
+    """"12 tokens" or "9 words", translated: the size of a map in its unit (a Trace's or WordTrace's ``unit``)."""
+    if unit == "word":
+        return ngettext("{n} word", "{n} words", n).format(n=n)
+    return ngettext("{n} token", "{n} tokens", n).format(n=n)
+
+
+def word_view_note(trace: Trace | WordTrace) -> None:
+    """In word view, say what a cell is and how many tokens the words gather."""
+    if trace.unit == "word":
+        st.caption(_("Word view: {words} from {tokens}. Attention to a word is the sum over its pieces, attention "
+                     "from a word the mean over them (Clark et al. 2019), so each row still sums to 1.").format(
+            words=unit_count(trace.n_tokens, "word"), tokens=unit_count(trace.tokens_trace.n_tokens, "token")))
 
 
 def layer_head_selectors(trace: Trace, key: str, head: bool = True, container=None) -> tuple[int, int]:
@@ -521,6 +574,7 @@ def leave_legacy_pages_mode() -> bool:
 # ---- going to another page with a selection (the heads, analysis and intervene pages link to each other) -----------
 HEADS_PAGE = "pages/heads.py"
 INTERVENE_PAGE = "pages/intervene.py"
+EXPLAIN_PAGE = "pages/explain.py"
 INTERVENE_HEADS_KEY = "intervene_heads"  # the Intervene page's chosen heads: a list of (layer, head), per session
 
 
@@ -535,3 +589,12 @@ def open_intervene(heads: list[tuple[int, int]]) -> None:
     """Choose ``heads`` on the Intervene page and go there."""
     st.session_state[INTERVENE_HEADS_KEY] = sorted({(int(layer), int(head)) for layer, head in heads})
     st.switch_page(INTERVENE_PAGE)
+
+
+def open_explain(layer: int, head: int) -> None:
+    """Make (layer, head) the shared selection and go to the Explain page (its tabs read the shared selection)."""
+    st.session_state["_ae_layer"] = int(layer)
+    st.session_state["_ae_head"] = int(head)
+    st.session_state.pop("explain_qk_example", None)  # the sidebar's text, not the worked example's probe
+    st.session_state["explain_tab"] = _("Why it looks there")  # the tab that answers it (explorer.ui.explain)
+    st.switch_page(EXPLAIN_PAGE)

@@ -28,14 +28,14 @@ from ..escape import md_escape
 from ..figures import masking as fm
 from ..figures.heatmap import MAX_CELLS, token_heatmap
 from ..figures.palette import DIVERGING
-from ..i18n import N_, _, number, percent
+from ..i18n import N_, _, join, number, percent
 
 MASK_FORMULAS = {
     "causal": CAUSAL_MASK_LATEX,
-    "bidirectional": r"M_{ij} = 0 \quad \text{for all } i, j",
+    "bidirectional": r"M_{ij} = 0 \quad \text{%s } i, j",  # \text{}: _("for all"), filled in where shown
 }
 PANEL_WIDTH = 460  # px: two panels side by side on a wide screen, one under the other on a narrow one
-MASK_NAMES = {"causal": N_("Causal"), "bidirectional": N_("Bidirectional")}
+MASK_NAMES = {"causal": N_("Causal"), "bidirectional": N_("Bidirectional"), "sliding": N_("Sliding window")}
 MASK_ROLES = {
     "causal": N_("Each token sees itself and the tokens before it (GPT-style language models)."),
     "bidirectional": N_("Every token sees every token (BERT-style encoders)."),
@@ -44,12 +44,13 @@ MASK_ROLES = {
 
 def sliding_latex(window: int) -> str:
     """The sliding-window mask with its size written in."""
-    return r"M_{ij} = \begin{cases} 0 & i - %d < j \le i \\ -\infty & \text{otherwise} \end{cases}" % window
+    return r"M_{ij} = \begin{cases} 0 & i - %d < j \le i \\ -\infty & \text{%s} \end{cases}" % (window, _("otherwise"))
 
 
 def mask_name(kind: str) -> str:
-    """"causal" / "bidirectional" in the reader's language, for use inside a sentence."""
-    return _(MASK_NAMES[kind]).lower()
+    """"causal" / "bidirectional" / "sliding window" in the reader's language, for use inside a sentence (a raw mask
+    value never reaches a page; an unknown one is shown as it is)."""
+    return _(MASK_NAMES[kind]).lower() if kind in MASK_NAMES else kind
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,10 @@ def _head_under_both(_causal: Trace, _bidirectional: Trace, key: tuple, layer: i
 
 
 def head_maps(f: Flip, layer: int, head: int) -> HeadUnderBoth:
-    """One head under both masks as the page draws it, cached per model, text and head: a block of queries at a
-    time, so a long text's (n, n) maps are never held."""
-    return _head_under_both(f.causal, f.bidirectional, _key(f.causal) + (str(f.causal.dtype),), layer, head)
+    """One head under both masks as the page draws it, by token or by word as the sidebar says, cached per model,
+    text, unit and head: a block of queries at a time, so a long text's (n, n) maps are never held."""
+    causal, bidirectional = ui.shown(f.causal), ui.shown(f.bidirectional)
+    return _head_under_both(causal, bidirectional, _key(f.causal) + (str(f.causal.dtype), causal.unit), layer, head)
 
 
 def output_changes(model: Model, causal: Trace, bidirectional: Trace) -> pd.DataFrame:
@@ -165,7 +167,7 @@ def masks(f: Flip) -> None:
             name = _(MASK_NAMES[kind])
             st.markdown(_("**{mask}** (what this model was trained with)").format(mask=name) if kind == f.trained
                         else "**{mask}**".format(mask=name))
-            st.latex(MASK_FORMULAS[kind])
+            st.latex(MASK_FORMULAS[kind].replace("%s", _("for all")))
             st.caption(_(MASK_ROLES[kind]))
             st.plotly_chart(fm.mask_figure(mask_matrix(kind, m), f.causal.tokens[:m],
                                            title=_("{mask} mask M").format(mask=name)),
@@ -182,16 +184,16 @@ def sliding_window(f: Flip) -> None:
     # The model's own run of the first tokens says which layers ran with a window, and their masks' corner (the
     # panels show MASK_TOKENS tokens): a whole third trace of a long text would take seconds and GiBs for that.
     own = ui.trace_for(f.model, ui.current_selection().text, None, max_tokens=fm.MASK_TOKENS)
-    local = [r.layer for r in own.records if r.mask_kind == "sliding"]
+    local = [layer.index for layer in own.layers if layer.mask_kind == "sliding"]
     if not local:
         return
-    window = own.records[local[0]].window
-    full = [r.layer for r in own.records if r.mask_kind != "sliding"]
+    window = own.layer(local[0]).window
+    full = [layer.index for layer in own.layers if layer.mask_kind != "sliding"]
     n = f.causal.n_tokens
     st.subheader(_("Sliding window (local layers)"))
     st.markdown(_("**{model}** has two kinds of layers. Layers {local} are *local*: a query sees only the last {w} "
                   "keys up to itself, a sliding window. Layers {full} are *global*: the plain causal mask.").format(
-        model=md_escape(f.model.name), local=", ".join(map(str, local)), full=", ".join(map(str, full)) or "–",
+        model=md_escape(f.model.name), local=join(local), full=join(full) or "–",
         w=window))
     st.latex(sliding_latex(window))
     m = min(n, fm.MASK_TOKENS)
@@ -234,16 +236,18 @@ def one_head(f: Flip) -> None:
     choice = one_head_ui(f.causal)
     layer, head = choice.layer, choice.head
     pair = head_maps(f, layer, head)
+    labels = ui.shown(f.causal).tokens  # the words' texts in word view
+    ui.word_view_note(ui.shown(f.causal))
     maps = {"causal": pair.causal, "bidirectional": pair.bidirectional}
     zmax = max(float(np.nanmax(a.values)) for a in maps.values())  # the cells drawn: exact, or block means
     row = st.container(horizontal=True, gap="medium")
     for kind, attention in maps.items():
         title = (_("{mask} (trained)") if kind == f.trained else _("{mask} (what-if)")).format(mask=mask_name(kind))
-        figure = token_heatmap(attention, f.causal.tokens, f.causal.tokens, title=title, zmax=zmax,
+        figure = token_heatmap(attention, labels, labels, title=title, zmax=zmax,
                                showscale=kind == "bidirectional")  # one colour bar: both share the scale
         row.container(width=PANEL_WIDTH).plotly_chart(fm.fit_panel(figure, max_ticks=10, max_height=PANEL_WIDTH),
                                                       key=f"masking_attention_{kind}")
-    figure = token_heatmap(pair.difference, f.causal.tokens, f.causal.tokens, zmin=None, zmax=None,
+    figure = token_heatmap(pair.difference, labels, labels, zmin=None, zmax=None,
                            colorscale=DIVERGING, value_name=_("bidirectional − causal"),
                            title=_("Difference, layer {layer} head {head}: bidirectional − causal").format(
                                layer=layer, head=head))
