@@ -285,8 +285,9 @@ def fused_statistics(trace, layer: int, names: Sequence[str], heads: slice = sli
 def text_statistics(trace) -> dict[str, np.ndarray]:
     """entropy / previous_token / first_token / self of every head of a trace: name → (n_layers, n_heads).
     From O(n·d) gathers and one fused-kernel call per layer (:func:`fused_statistics`), never the maps; a trace
-    the fused module cannot read (a word-level view) from its streamed maps."""
-    if not fused.supports(trace):
+    the fused module cannot read (a word-level view) or gains nothing on (heads wider than
+    :data:`explorer.capture.fused.FASTER_UP_TO_HEAD_DIM`, as Gemma 3's) from its streamed maps."""
+    if not fused.faster(trace):  # a word-level view, or heads so wide that the streamed pass is faster
         return streamed_text_statistics(trace)
     out = {name: np.zeros((trace.n_layers, trace.n_heads)) for name in TEXT_STATISTICS}
     for layer in range(trace.n_layers):
