@@ -15,6 +15,11 @@ element present). Errors are exception boxes (stException), st.error alerts, and
 Server memory is the peak RSS of the server process and its children, sampled every 0.25 s.
 
     .venv/bin/python benchmarks/load_test.py --sessions 1 5 10 --seconds 60
+    .venv/bin/python benchmarks/load_test.py --sessions 1 5 --seconds 90 --home-tokens 900
+
+``--home-tokens N``: each visitor only types new N-token texts and waits for Home's first look (its figures drawn):
+"home"; one plain forward of SmolLM2 over N tokens is timed in a separate process just before and just after each
+run, so the latencies can be read as multiples of a forward measured the same minute.
     .venv/bin/python benchmarks/load_test.py --sessions 5 --seconds 30 --markdown load_test_run.md
 
 The server is always stopped at the end (also on Ctrl+C or a crash).
@@ -56,6 +61,12 @@ OBJECTS = ["the bright red kite", "a letter from Paris", "the broken clock", "se
 
 
 
+def long_text(session: int, round_: int, tokens: int) -> str:
+    """A different text of about ``tokens`` SmolLM2 tokens (≈ 25 a sentence: 40 sentences made 1,014) for every
+    (session, round)."""
+    return " ".join(sentence(session * 1000 + round_, i) for i in range(max(1, tokens // 25)))
+
+
 def sentence(session: int, round_: int) -> str:
     """A different, ordinary sentence for every (session, round)."""
     k = session * 7919 + round_ * 104729
@@ -67,6 +78,7 @@ def sentence(session: int, round_: int) -> str:
 def free_port(preferred: int | None) -> int:
     for port in ([preferred] if preferred else PORTS):
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: a run's TIME_WAIT is free
             try:
                 s.bind(("127.0.0.1", port))
                 return port
@@ -159,8 +171,9 @@ class Stats:
 class Visitor:
     """One browser context = one Streamlit session, looping through the actions above."""
 
-    def __init__(self, index: int, page, stats: Stats, timeout_s: float):
+    def __init__(self, index: int, page, stats: Stats, timeout_s: float, home_tokens: int | None = None):
         self.index, self.page, self.stats, self.timeout_s = index, page, stats, timeout_s
+        self.home_tokens = home_tokens
         self.timeout_ms = timeout_s * 1000
         self.round = 0
         self.runs_finished = 0  # completed script runs, counted from the server's messages on the websocket
@@ -214,12 +227,15 @@ class Visitor:
     async def type_text(self, expect: str | None) -> None:
         box = self.page.locator("[data-testid='stSidebar'] textarea").first
 
+        text = (long_text(self.index, self.round, self.home_tokens) if self.home_tokens
+                else sentence(self.index, self.round))
+
         async def type_and_apply():
-            await box.fill(sentence(self.index, self.round))
+            await box.fill(text)
             await box.press("Control+Enter")
 
         self.round += 1
-        await self.act("text", type_and_apply, expect)
+        await self.act("home" if self.home_tokens else "text", type_and_apply, expect)
 
     async def step_head(self) -> None:
         main = self.page.locator("[data-testid='stMain']")
@@ -241,10 +257,15 @@ class Visitor:
         t0 = time.perf_counter()
         await pg.goto(url)
         await self.settle(0, None)
-        await pg.wait_for_selector("[data-testid='stDataFrame']", timeout=self.timeout_ms)
+        first = "[data-testid='stSidebar'] textarea" if self.home_tokens else "[data-testid='stDataFrame']"
+        await pg.wait_for_selector(first, timeout=self.timeout_ms)
         self.stats.add("first load", time.perf_counter() - t0)
 
     async def run(self, deadline: float) -> None:
+        if self.home_tokens:  # Home's first look only: the token table and the telling head's figures drawn
+            while time.monotonic() < deadline:
+                await self.type_text("[data-testid='stMain'] .js-plotly-plot")
+            return
         while time.monotonic() < deadline:
             await self.type_text("[data-testid='stDataFrame']")  # Home: the token table
             if time.monotonic() >= deadline:
@@ -258,7 +279,8 @@ class Visitor:
             await self.goto("Home", "[data-testid='stDataFrame']")
 
 
-async def drive(url: str, sessions: int, seconds: float, timeout_s: float, shots: Path | None) -> list[Stats]:
+async def drive(url: str, sessions: int, seconds: float, timeout_s: float, shots: Path | None,
+                home_tokens: int | None = None) -> list[Stats]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -266,7 +288,8 @@ async def drive(url: str, sessions: int, seconds: float, timeout_s: float, shots
         try:
             contexts = [await browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(sessions)]
             stats = [Stats() for _ in range(sessions)]
-            visitors = [Visitor(i, await ctx.new_page(), stats[i], timeout_s) for i, ctx in enumerate(contexts)]
+            visitors = [Visitor(i, await ctx.new_page(), stats[i], timeout_s, home_tokens)
+                        for i, ctx in enumerate(contexts)]
             opened = await asyncio.gather(*(v.open(url) for v in visitors), return_exceptions=True)
             deadline = time.monotonic() + seconds  # the timed window starts once every visitor is in
             looping = [v.run(deadline) for v, o in zip(visitors, opened) if not isinstance(o, BaseException)]
@@ -302,6 +325,7 @@ class RunResult:
     peak_rss: int
     idle_rss: int
     load_avg: float
+    forward_s: tuple[float, float] | None = None  # one plain forward over --home-tokens, just before and after
 
     def merged(self, kind: str | None = None) -> list[float]:
         out = []
@@ -312,7 +336,20 @@ class RunResult:
         return out
 
 
+def forward_seconds(tokens: int, env: dict[str, str]) -> float:
+    """The median of three plain SmolLM2 forwards over ``tokens`` tokens, in a fresh process (the server's env)."""
+    code = ("import sys, torch; sys.path.insert(0, 'benchmarks'); import explorer; "
+            "from _common import median_time, text_of_tokens; m = explorer.load('smollm2', device='cpu'); "
+            f"ids = torch.tensor([text_of_tokens(m, {tokens}).token_ids]); "
+            "f = lambda: m.base(input_ids=ids, use_cache=False); "
+            "torch.inference_mode().__enter__(); print(median_time(f, repeats=3))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def table(results: list[RunResult]) -> str:
+    if any(r.forward_s for r in results):
+        return home_table(results)
     kinds = ["text", "page", "head", "generate"]
     head = ("| sessions | actions | errors (exc / st.error / timeout / other) | p50 all | p95 all | "
             + " | ".join(f"p50 / p95 {k}" for k in kinds)
@@ -338,6 +375,22 @@ def table(results: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def home_table(results: list[RunResult]) -> str:
+    """--home-tokens runs: Home's first look after typing a new long text, in seconds and in forwards."""
+    lines = ["| sessions | texts | errors (exc / st.error / timeout / other) | p50 home | p95 home | forward (before, "
+             "after) | p50 / p95 in forwards | server RSS idle → peak | load avg |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        v = r.merged("home")
+        fwd = statistics.mean(r.forward_s)
+        errors = (f"{sum(s.exceptions for s in r.stats)} / {sum(s.error_alerts for s in r.stats)} / "
+                  f"{sum(s.timeouts for s in r.stats)} / {sum(len(s.other_failures) for s in r.stats)}")
+        lines.append(f"| {r.sessions} | {len(v)} | {errors} | {percentile(v, 50):.2f} s | {percentile(v, 95):.2f} s | "
+                     f"{r.forward_s[0]:.2f}, {r.forward_s[1]:.2f} s | {percentile(v, 50) / fwd:.1f}× / "
+                     f"{percentile(v, 95) / fwd:.1f}× | {r.idle_rss / 2**20:.0f} → {r.peak_rss / 2**20:.0f} MiB "
+                     f"| {r.load_avg:.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 5, 10], help="concurrent visitors, per run")
@@ -346,6 +399,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=None, help="default: a free port in 8620-8630")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table to this file")
     parser.add_argument("--screenshots", type=Path, default=None, help="save each visitor's last view here")
+    parser.add_argument("--home-tokens", type=int, default=None, metavar="N",
+                        help="only type new N-token texts and time Home's first look (with a forward's time)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the server (e.g. AE_MAX_TOKENS=256)")
     args = parser.parse_args()
@@ -361,8 +416,12 @@ def main() -> None:
             idle = server.rss()
             print(f"N={n}: server on {server.url} (idle RSS {idle / 2**20:.0f} MiB, log {server.log_path}), "
                   f"driving for {args.seconds:.0f} s…", flush=True)
-            stats = asyncio.run(drive(server.url, n, args.seconds, args.timeout, args.screenshots))
-            results.append(RunResult(n, stats, server.peak_rss, idle, os.getloadavg()[0]))
+            before = forward_seconds(args.home_tokens, env) if args.home_tokens else None
+            stats = asyncio.run(drive(server.url, n, args.seconds, args.timeout, args.screenshots, args.home_tokens))
+            load = os.getloadavg()[0]
+            after = forward_seconds(args.home_tokens, env) if args.home_tokens else None
+            results.append(RunResult(n, stats, server.peak_rss, idle, load,
+                                     (before, after) if args.home_tokens else None))
         for s in stats:
             for failure in s.other_failures[:3]:
                 print("  !", failure)

@@ -1,5 +1,5 @@
-"""Long texts' overviews, streamed a block of queries at a time (Trace.row_blocks, explorer.analysis.overview): the
-same numbers as the whole maps give, on a causal GQA model (SmolLM2), a bidirectional one (MiniLM) and Gemma 3's
+"""Long texts' overviews, streamed a block of queries at a time (Trace.row_blocks, explorer.analysis.overview with
+``method="streamed"``, the exact path tests/engine/test_fused_overview.py compares the fused path against): the same numbers as the whole maps give, on a causal GQA model (SmolLM2), a bidirectional one (MiniLM) and Gemma 3's
 sliding-window layers, where each block scores only the keys its window reaches.
 
 References: ``trace.attentions(layer)`` (the whole (H, n, n) maps, whose parity with transformers' eager attention
@@ -76,7 +76,7 @@ def test_streamed_block_means_equal_the_whole_maps_block_means(traces, name, lay
     trace = traces[name]
     cells = (400, 96, 32, 7)
     transform = fh.hide_sink if hide_sink else None
-    got = layer_overview(trace, layer, cells=cells, transform=transform).blocks
+    got = layer_overview(trace, layer, cells=cells, transform=transform, method="streamed").blocks
     whole = trace.attentions(layer).numpy()
     shown = fh.hide_sink(whole) if hide_sink else whole
     for c in cells:
@@ -91,7 +91,7 @@ def test_streamed_block_means_equal_the_whole_maps_block_means(traces, name, lay
 @pytest.mark.parametrize("name, layer", CASES)
 def test_streamed_statistics_equal_the_whole_maps_statistics(traces, name, layer):
     trace = traces[name]
-    got = layer_overview(trace, layer, statistics=tuple(TEXT_STATISTICS)).statistics
+    got = layer_overview(trace, layer, statistics=tuple(TEXT_STATISTICS), method="streamed").statistics
     whole = trace.attentions(layer)
     p_bound = attention_bound(trace, layer)
     for stat, fn in TEXT_STATISTICS.items():
@@ -103,9 +103,12 @@ def test_streamed_statistics_equal_the_whole_maps_statistics(traces, name, layer
         np.testing.assert_allclose(got[stat], expected, rtol=0, atol=bound + f32_dot_bound(trace.n_tokens, size))
 
 
-def test_model_overview_reports_progress_to_the_end(traces):
+@pytest.mark.parametrize("method", ["streamed", "auto"])
+def test_model_overview_reports_progress_to_the_end(traces, method):
     trace = traces["minilm"]
     heard: list[float] = []
-    layers = model_overview(trace, cells=(32,), on_progress=heard.append)
+    layers = model_overview(trace, cells=(32,), on_progress=heard.append, method=method)
     assert len(layers) == trace.n_layers
-    assert heard == sorted(heard) and heard[-1] == pytest.approx(1.0) and len(heard) > trace.n_layers
+    assert heard == sorted(heard) and heard[-1] == pytest.approx(1.0)
+    # streamed: after every block of queries; fused (thumbnails of a 500-token text): after each layer's kernel call
+    assert len(heard) > trace.n_layers if method == "streamed" else len(heard) == trace.n_layers

@@ -59,6 +59,21 @@ class BlockMeanSum:
             by_col = _column_block_sums(block.masked_fill(nan, 0.0), cols.start, self.col_step)
         self._add(self._sum, rows, cols, by_col)
 
+    def add_column_block_sums(self, rows: slice, sums: torch.Tensor, missing: torch.Tensor | None = None) -> None:
+        """Rows already summed within each column block: ``sums`` (..., Tq, column blocks) are Σ over each block of
+        every row ``rows`` (e.g. ``P @ B``, B the indicators of the column blocks, from the fused kernel);
+        ``missing`` the same shape, how many of those cells are NaN (left out of the means)."""
+        self._add(self._sum, rows, slice(0, self.n_cols), sums.double())
+        if missing is not None:
+            self._add(self._missing, rows, slice(0, self.n_cols), missing.double())
+
+    def column_blocks(self) -> torch.Tensor:
+        """(n_cols, column blocks) float32: 1 where a column lies in a block (the B of :meth:`add_column_block_sums`)."""
+        cols = torch.arange(self.n_cols)
+        indicators = torch.zeros(self.n_cols, self._sum.shape[-1])
+        indicators[cols, cols // self.col_step] = 1.0
+        return indicators
+
     def _add(self, into: torch.Tensor, rows: slice, cols: slice, by_col: torch.Tensor) -> None:
         # Columns are summed within the block first (by_col), then rows into the totals by each row's block index.
         first = cols.start // self.col_step

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,29 +28,8 @@ import torch
 
 from ..i18n import N_, _
 from ..errors import ExplorerError
+from ..capture import fused
 from ..capture.tokens import Encoded
-
-STATISTICS = ("entropy", "previous_token", "first_token", "self", "induction")
-
-#: One-line LaTeX formula per statistic (A is the head's attention map, rows = queries).
-FORMULAS = {
-    "entropy": r"H = -\frac{1}{n}\sum_{i}\sum_{j} A_{ij}\ln A_{ij}",
-    "previous_token": r"\mathrm{prev} = \frac{1}{n-1}\sum_{i=1}^{n-1} A_{i,\,i-1}",
-    "first_token": r"\mathrm{first} = \frac{1}{n-1}\sum_{i=1}^{n-1} A_{i,\,0}",
-    "self": r"\mathrm{self} = \frac{1}{n}\sum_{i} A_{ii}",
-    "induction": r"\mathrm{ind} = \frac{1}{P}\sum_{i=s+P}^{s+2P-1} A_{i,\,i-P+1}",
-}
-
-#: What a high value means, in one sentence each (marked for translation; shown with ``_(MEANINGS[name])``).
-MEANINGS = {
-    "entropy": N_("How spread out each query's attention is, in nats: 0 = all on one key; ln n = evenly over n keys."),
-    "previous_token": N_("How much each token attends to the token just before it."),
-    "first_token": N_("How much each token attends to position 0 (an 'attention sink' when large)."),
-    "self": N_("How much each token attends to itself (the diagonal)."),
-    "induction": N_("On P random tokens repeated twice (after s special tokens), how much a token in the repeat attends "
-    "to the token that followed its earlier occurrence: the 'copy what came next last time' pattern of induction heads."),
-}
-
 
 # ---- pure statistics over attention maps (..., n, n) ------------------------------------------------------------
 def _check_square(attn: torch.Tensor) -> torch.Tensor:
@@ -147,20 +126,66 @@ def induction(attn: torch.Tensor, period: int, start: int = 0) -> torch.Tensor:
     return a[..., queries, queries - period + 1].mean(-1)
 
 
-TEXT_STATISTICS = {
-    "entropy": entropy,
-    "previous_token": previous_token,
-    "first_token": first_token,
-    "self": self_attention,
-}
+@dataclass(frozen=True)
+class Statistic:
+    """One head statistic, as the engine computes it and the pages show it: the one list of them (issue #20).
+
+    ``label`` and ``meaning`` are marked for translation (show them with ``_()``). ``measured_on`` is ``"text"``
+    (the user's text) or ``"probe"`` (the induction probe). For a text statistic, ``whole`` reduces whole maps
+    (..., n, n) → (...) and ``rows`` gives one value per query of a streamed block (NaN for queries left out);
+    ``first_query`` and ``key`` name its one cell per query (key(i) for queries i ≥ first_query), when it is one,
+    which the fused overview gathers without a map; entropy has none (it comes from the kernel with V = K).
+    """
+
+    name: str
+    label: str
+    formula: str  # one-line LaTeX (A is the head's map, rows = queries)
+    meaning: str  # what a high value means, in one sentence
+    measured_on: str
+    whole: Callable[[torch.Tensor], torch.Tensor] | None = None
+    rows: Callable[..., torch.Tensor] | None = None
+    first_query: int = 0
+    key: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+REGISTRY: dict[str, Statistic] = {stat.name: stat for stat in (
+    Statistic(
+        "entropy", N_("Entropy"), r"H = -\frac{1}{n}\sum_{i}\sum_{j} A_{ij}\ln A_{ij}",
+        N_("How spread out each query's attention is, in nats: 0 = all on one key; ln n = evenly over n keys."),
+        "text", entropy, entropy_rows),
+    Statistic(
+        "previous_token", N_("Previous token"), r"\mathrm{prev} = \frac{1}{n-1}\sum_{i=1}^{n-1} A_{i,\,i-1}",
+        N_("How much each token attends to the token just before it."),
+        "text", previous_token, previous_token_rows, first_query=1, key=lambda i: i - 1),
+    Statistic(
+        "first_token", N_("First token"), r"\mathrm{first} = \frac{1}{n-1}\sum_{i=1}^{n-1} A_{i,\,0}",
+        N_("How much each token attends to position 0 (an 'attention sink' when large)."),
+        "text", first_token, first_token_rows, first_query=1, key=torch.zeros_like),
+    Statistic(
+        "self", N_("Self"), r"\mathrm{self} = \frac{1}{n}\sum_{i} A_{ii}",
+        N_("How much each token attends to itself (the diagonal)."),
+        "text", self_attention, self_rows, key=lambda i: i),
+    Statistic(
+        "induction", N_("Induction"), r"\mathrm{ind} = \frac{1}{P}\sum_{i=s+P}^{s+2P-1} A_{i,\,i-P+1}",
+        N_("On P random tokens repeated twice (after s special tokens), how much a token in the repeat attends "
+           "to the token that followed its earlier occurrence: the 'copy what came next last time' pattern of "
+           "induction heads."),
+        "probe"),
+)}
+
+#: Every statistic's name, in the table's order; and the views of the registry the pages and tests read.
+STATISTICS = tuple(REGISTRY)
+LABELS = {name: stat.label for name, stat in REGISTRY.items()}
+FORMULAS = {name: stat.formula for name, stat in REGISTRY.items()}
+MEANINGS = {name: stat.meaning for name, stat in REGISTRY.items()}
+#: The statistics of the user's text, name → the function on whole maps.
+TEXT_STATISTICS = {name: stat.whole for name, stat in REGISTRY.items() if stat.measured_on == "text"}
 #: The text statistics one query at a time, on a block of a map (see :class:`StatisticSums`).
-ROW_STATISTICS = {
-    "entropy": entropy_rows,
-    "previous_token": previous_token_rows,
-    "first_token": first_token_rows,
-    "self": self_rows,
-    "later_tokens": later_rows,  # not a head statistic: what the masking page says a bidirectional map adds
-}
+ROW_STATISTICS = {name: stat.rows for name, stat in REGISTRY.items() if stat.rows is not None}
+ROW_STATISTICS["later_tokens"] = later_rows  # not a head statistic: what the masking page says a bidirectional map adds
+#: Statistics the fused overview computes without a map (:func:`fused_statistics`); others are streamed.
+FUSED_STATISTICS = tuple(name for name, stat in REGISTRY.items()
+                         if stat.measured_on == "text" and (stat.key is not None or name == "entropy"))
 
 
 class StatisticSums:
@@ -226,9 +251,54 @@ def induction_probe(model, period: int = 50, seed: int = 0, low: int = 1000, hig
 
 
 # ---- composing: one table per model and text ---------------------------------------------------------------------
+def fused_statistics(trace, layer: int, names: Sequence[str], heads: slice = slice(None),
+                     mean_keys: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """Text statistics of one layer's ``heads`` without its maps: name → (h,) float64, for names in
+    :data:`FUSED_STATISTICS`.
+
+    A statistic that names one key per query (previous token, first token, self) gathers that cell of each row,
+    ``exp(q_i·k_j·scale − lse_i)``: O(n·d) (:func:`explorer.capture.fused.cells`). Entropy is
+    ``H_i = lse_i − scale·q_i·Σ_j p_ij k_j`` (−Σ p ln p with ln p_ij = s_ij − lse_i over the allowed keys), the inner
+    sum one call of the fused kernel with V = K (:func:`explorer.capture.fused.mean_keys`). Queries that may see no
+    key have entropy 0, as −Σ 0 ln 0 gives. ``mean_keys``: that sum when the caller already has it
+    (:func:`explorer.capture.fused.mean_keys_and`)."""
+    n = trace.n_tokens
+    n_heads = len(range(*heads.indices(trace.n_heads)))
+    out = {}
+    if "entropy" in names:
+        out["entropy"] = fused.entropy_rows(trace, layer, heads, mean_keys).mean(-1).numpy()
+    gathered = [name for name in names if name != "entropy"]
+    for name in gathered:
+        if REGISTRY[name].key is None:
+            raise ValueError(f"{name} has no fused form")
+    # every statistic's cells in one gather: a few tensor operations a layer, whatever the count
+    queries = [torch.arange(REGISTRY[name].first_query, n) for name in gathered]
+    if gathered:
+        everything = fused.cells(trace, layer, torch.cat(queries),
+                                 torch.cat([REGISTRY[name].key(q) for name, q in zip(gathered, queries)]), heads)
+        for name, part in zip(gathered, everything.split([len(q) for q in queries], dim=-1)):
+            # a one-token text has no previous token: NaN, as the streamed mean over no query
+            out[name] = part.double().mean(-1).numpy() if part.shape[-1] else np.full(n_heads, math.nan)
+    return {name: out[name] for name in names}
+
+
 def text_statistics(trace) -> dict[str, np.ndarray]:
     """entropy / previous_token / first_token / self of every head of a trace: name → (n_layers, n_heads).
-    Each layer's maps are read a block of queries at a time (Trace.row_blocks), never whole."""
+    From O(n·d) gathers and one fused-kernel call per layer (:func:`fused_statistics`), never the maps; a trace
+    the fused module cannot read (a word-level view) or gains nothing on (heads wider than
+    :data:`explorer.capture.fused.FASTER_UP_TO_HEAD_DIM`, as Gemma 3's) from its streamed maps."""
+    if not fused.faster(trace):  # a word-level view, or heads so wide that the streamed pass is faster
+        return streamed_text_statistics(trace)
+    out = {name: np.zeros((trace.n_layers, trace.n_heads)) for name in TEXT_STATISTICS}
+    for layer in range(trace.n_layers):
+        for name, values in fused_statistics(trace, layer, tuple(TEXT_STATISTICS)).items():
+            out[name][layer] = values
+    return out
+
+
+def streamed_text_statistics(trace) -> dict[str, np.ndarray]:
+    """:func:`text_statistics` from every layer's exact maps read a block of queries at a time (Trace.row_blocks):
+    the reference the fused statistics are tested against."""
     out = {name: np.zeros((trace.n_layers, trace.n_heads)) for name in TEXT_STATISTICS}
     for layer in range(trace.n_layers):
         sums = StatisticSums(TEXT_STATISTICS, (trace.n_heads,))
@@ -250,11 +320,12 @@ def sink_share(trace, layer: int) -> float:
 
 
 def induction_scores(probe_trace, probe: InductionProbe) -> np.ndarray:
-    """(n_layers, n_heads) induction scores from a trace of ``probe``."""
-    return np.stack(
-        [induction(probe_trace.attention(layer), probe.period, probe.start).numpy()
-         for layer in range(probe_trace.n_layers)]
-    )
+    """(n_layers, n_heads) induction scores from a trace of ``probe``: the one cell A[i, i−P+1] of each query in
+    the repeat, gathered from q, k and the log-sum-exp (:func:`explorer.capture.fused.cells`), not the maps."""
+    queries = torch.arange(probe.start + probe.period, probe.start + 2 * probe.period)
+    keys = queries - probe.period + 1
+    return np.stack([fused.cells(probe_trace, layer, queries, keys).double().mean(-1).numpy()
+                     for layer in range(probe_trace.n_layers)])
 
 
 def stats_frame(values: dict[str, np.ndarray]) -> pd.DataFrame:

@@ -26,6 +26,7 @@ from plotly.subplots import make_subplots
 from ..escape import plotly_escape
 from ..capture.tokens import plotly_labels, unique_labels
 from ..analysis.downsample import BlockMeans, block_means
+from ..analysis.views import hide_sink  # noqa: F401  (the heads page's view transform, re-exported)
 from .heatmap import DOWNSAMPLED_NOTE, MAX_CELLS, _short, token_heatmap
 from . import palette
 from .palette import SEQUENTIAL
@@ -42,23 +43,6 @@ WIDTH_AWARE_TICKS = dict(type="category", tickmode="auto", nticks=0, tickvals=No
 
 
 # ---- numbers -------------------------------------------------------------------------------------------------
-def hide_sink(attention: np.ndarray, first_key: int = 0) -> np.ndarray:
-    """View transform: blank key 0 (NaN) and renormalise each row over keys 1…n−1.
-
-    Works on (..., rows, keys): whole rows, or a block of keys ``first_key``… outside which every weight is 0 (the
-    mask's span, Trace.row_blocks), so that a long text's rows need not be widened first. A row with no attention
-    left (under a causal mask, query 0 sees only key 0) is NaN.
-    """
-    out = np.array(attention, dtype=np.float32, copy=True)  # float32 in place: this runs on 30 × (H, n, n) maps
-    others = out[..., 1:] if first_key == 0 else out  # the keys other than key 0 in this block
-    rest = others.sum(axis=-1, keepdims=True, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        others /= np.where(rest > 0, rest, np.nan).astype(np.float32)
-    if first_key == 0:
-        out[..., 0] = np.nan
-    return out
-
-
 def quantise(values: np.ndarray) -> np.ndarray:
     """Values in [0, 1] as uint8 0…255 (NaN, i.e. nothing left to show, becomes 0). Error ≤ 1/510."""
     v = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)

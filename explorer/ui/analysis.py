@@ -21,7 +21,7 @@ from ..analysis.downsample import BlockMeans
 from ..analysis.overview import layer_overview
 from ..analysis.rollout import ASSUMPTIONS, RolloutBlocks, rollout_blocks
 from ..analysis.stats import (
-    FORMULAS, MEANINGS, STATISTICS, induction_probe, induction_scores, stats_frame,
+    FORMULAS, LABELS, MEANINGS, STATISTICS, induction_probe, induction_scores, stats_frame,
 )
 from ..capture.model import Model
 from ..capture.tokens import display_label, unique_labels
@@ -157,8 +157,6 @@ def show_figure(fig: go.Figure, stem: tuple, key: str, **kwargs):
 
 # ---- the Head analysis page's sections ------------------------------------------------------------------------------
 SECTIONS = [N_("Statistics"), N_("Q/K geometry"), N_("Logit lens"), N_("Rollout"), N_("Export")]
-STAT_LABELS = {"entropy": N_("Entropy"), "previous_token": N_("Previous token"), "first_token": N_("First token"),
-               "self": N_("Self"), "induction": N_("Induction")}
 PROJECTIONS = {"pca": N_("PCA (shared axes)"), "query": N_("Along this query")}
 LENS_WINDOW = 24  # positions shown at once: a readable table
 CSV_MAX_TOKENS = 2048  # a map's CSV: 2,048² cells ≈ 50 MB of text; beyond, the .npz holds it exactly
@@ -166,7 +164,7 @@ CSV_BYTES_PER_CELL = 12  # "%.9g" and a comma
 
 
 def stat_label(name: str) -> str:
-    return _(STAT_LABELS[name])
+    return _(LABELS[name])
 
 
 @dataclass(frozen=True)

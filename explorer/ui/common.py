@@ -149,11 +149,18 @@ def trace_for(model: Model, text: str, mask: str | None, max_tokens: int | None 
             return own
     key = make_trace_key(model.name, model.device, model.dtype, text, mask, max_tokens)
 
-    def build() -> Trace:
-        with progress(_("Running {model} over the text, layer by layer…").format(model=md_escape(model.name))) as update:
-            return model.trace(text, mask=mask, max_tokens=key.max_tokens, on_progress=update)
+    label = _("Running {model} over the text, layer by layer…").format(model=md_escape(model.name))
 
-    return cache.get_or_build(key, build)
+    def build() -> Trace:
+        with progress(label) as update:
+            def heard(done: float) -> None:
+                cache.report(key, done)  # for sessions waiting on this build
+                update(done)  # a Streamlit call: where a rerun of this session stops the stale forward pass
+            return model.trace(text, mask=mask, max_tokens=key.max_tokens, on_progress=heard)
+
+    # Another session tracing the same text and model: wait for its trace, showing its progress (single flight)
+    with progress(label) as waiting:
+        return cache.get_or_build(key, build, on_wait=waiting)
 
 
 def make_trace_key(model: str, device, dtype: torch.dtype | str, text: str, mask: str | None,

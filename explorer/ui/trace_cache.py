@@ -12,6 +12,8 @@ from typing import Callable, Hashable, NamedTuple
 
 from ..capture.trace import Trace
 
+WAIT_POLL_S = 0.25  # how often a session waiting for another's build hears its progress
+
 
 class TraceKey(NamedTuple):
     """What a trace of the app depends on; the one key of the trace cache and of analyses' ``st.cache_data``.
@@ -29,18 +31,28 @@ class TraceKey(NamedTuple):
 
 
 class TraceCache:
-    """LRU of traces. ``get_or_build`` builds each key once even when several sessions ask at the same moment."""
+    """LRU of traces. ``get_or_build`` builds each key once even when several sessions ask at the same moment: the
+    first builds, the others wait for that trace (single flight)."""
 
     def __init__(self, max_entries: int = 32, max_bytes: int = 2 << 30):
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._items: OrderedDict[Hashable, Trace] = OrderedDict()
         self._building: dict[Hashable, threading.Event] = {}
+        self._progress: dict[Hashable, float] = {}  # how far each build in flight is (single writer: its builder)
         self._nbytes = 0
         self._lock = threading.Lock()
 
-    def get_or_build(self, key: Hashable, build: Callable[[], Trace]) -> Trace:
-        """The cached trace for ``key``, or ``build()``'s, cached. Exceptions from ``build`` pass through."""
+    def get_or_build(self, key: Hashable, build: Callable[[], Trace],
+                     on_wait: Callable[[float], None] | None = None) -> Trace:
+        """The cached trace for ``key``, or ``build()``'s, cached. Exceptions from ``build`` pass through.
+
+        Single flight: while one session builds a key, the others asking for it wait for that one trace instead of
+        tracing the same text again. A waiter hears ``on_wait(fraction)`` about every :data:`WAIT_POLL_S` with the
+        builder's progress (what it gave :meth:`report`): a page shows the same bar, and, since Streamlit stops a
+        stale run only inside its own calls, a waiter whose user moved on leaves from there (whatever ``on_wait``
+        raises passes through) without stopping the build the others wait for. If the build fails or is stopped,
+        the next waiter builds it."""
         while True:
             with self._lock:
                 trace = self._live(key)
@@ -50,10 +62,12 @@ class TraceCache:
                 pending = self._building.get(key)
                 if pending is None:
                     pending = self._building[key] = threading.Event()
+                    self._progress[key] = 0.0
                     break  # this thread builds it
             # Another session is tracing the same key: wait for it rather than trace it twice. If its build failed
             # (or the trace was evicted at once) the loop builds here.
-            pending.wait()
+            while not pending.wait(WAIT_POLL_S if on_wait is not None else None):
+                on_wait(self._progress.get(key, 0.0))
         try:
             trace = build()  # outside the lock: two sessions may trace different texts at once
             with self._lock:
@@ -61,8 +75,18 @@ class TraceCache:
                 self._evict()
         finally:
             with self._lock:
+                self._progress.pop(key, None)
                 self._building.pop(key).set()
         return trace
+
+    def report(self, key: Hashable, fraction: float) -> None:
+        """The build of ``key`` is ``fraction`` done (what waiting sessions hear)."""
+        self._progress[key] = float(fraction)
+
+    def building(self, key: Hashable) -> bool:
+        """Is some session building ``key`` now?"""
+        with self._lock:
+            return key in self._building
 
     def get(self, key: Hashable) -> Trace | None:
         """The cached trace for ``key`` (counted as a use), or None; never builds."""
