@@ -21,7 +21,7 @@ from explorer.errors import ExplorerError
 from explorer.figures import notebook as nb
 from explorer.from_scratch.walkthrough import formula_steps
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 TEXT = "The cat sat on the mat because it was tired."
 PLOTLY = "application/vnd.plotly.v1+json"

@@ -39,7 +39,7 @@ from explorer.ui.settings import Settings, is_loopback
 from apptest_helpers import APP
 from crafted import BAD_INDICES, EVIL, MODEL_LINKS, TAG_TEXT, TAG_TOKENS, TEXT_PAYLOAD, tag_model as build_tag_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MD = MarkdownIt("commonmark").enable(["table", "strikethrough"])
 MARKUP_TOKENS = {"link_open", "image", "html_inline", "html_block"}
 # The regular expressions Streamlit's Markdown runs over the parsed text, where escapes are already resolved, as in

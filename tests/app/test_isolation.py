@@ -24,7 +24,7 @@ from explorer.ui.trace_cache import TraceCache
 
 from apptest_helpers import APP
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 TEXTS = [
     "The cat sat on the mat because it was tired.",

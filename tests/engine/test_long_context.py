@@ -158,7 +158,7 @@ def test_gpu_check_without_cuda_and_its_table(monkeypatch, capsys):
     import importlib.util
     import os
 
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_check.py")
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "gpu_check.py")
     spec = importlib.util.spec_from_file_location("gpu_check", path)
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
