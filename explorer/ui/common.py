@@ -501,7 +501,7 @@ def leave_legacy_pages_mode() -> bool:
     """Switch this process out of Streamlit's legacy ``pages/`` mode; True when it was in it.
 
     The one use of a private Streamlit API (``PagesManager.uses_pages_directory``, a class attribute: None until
-    the first run decides, True in legacy mode); tests/test_isolation.py checks that it still behaves so, and the
+    the first run decides, True in legacy mode); tests/app/test_isolation.py checks that it still behaves so, and the
     tests' ``navigation_like_a_server`` fixture calls this too.
     """
     from streamlit.runtime.pages_manager import PagesManager

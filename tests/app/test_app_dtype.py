@@ -149,7 +149,7 @@ def test_ae_dtype_bfloat16_loads_traces_and_shows_bf16(server_env, app_loads, sm
     # The page draws this bf16 trace's maps (float32 softmax of its q, k): the same numbers, up to float32 rounding.
     assert (shown - bf16.attentions(0)).abs().max().item() <= attention_bound(bf16, 0)
     # ... which are not the float32 run's: they differ by more than float32 rounding could explain, and by no more
-    # than the scores' bf16 rounding allows, |Δp| ≤ p·(exp(2·max_j|Δs_ij|) − 1) (tests/test_dtype.py), plus
+    # than the scores' bf16 rounding allows, |Δp| ≤ p·(exp(2·max_j|Δs_ij|) − 1) (tests/engine/test_dtype.py), plus
     # float32 slack.
     assert (shown - fp32.attentions(0)).abs().max().item() > attention_bound(fp32, 0)
     for head in range(fp32.n_heads):
@@ -175,6 +175,6 @@ def test_ae_device_map_reaches_transformers_and_the_page_works(server_env, app_l
     at, _ = open_home_then_heads(TEXT)
     assert [k["device_map"] for k, _ in app_loads] == ["cpu"]
     assert [k.get("device_map") for k in seen] == ["cpu"]  # explorer.load handed it to transformers/accelerate
-    # A single-device map is a plain load (tests/test_device_map.py): the page shows the float32 maps.
+    # A single-device map is a plain load (tests/engine/test_device_map.py): the page shows the float32 maps.
     fp32 = smollm2.trace(TEXT)
     np.testing.assert_allclose(layer0_maps(at), fp32.attentions(0).numpy(), atol=attention_bound(fp32, 0), rtol=0)

@@ -11,7 +11,7 @@ such a link does (AppTest, one run on the linked page) and check what would reac
   writes itself.
 
 The references are independent of the app's escape functions: markdown-it-py (a port of the CommonMark reference
-parser) and ``html.unescape`` for Plotly's entities. ``tests/test_browser.py`` visits the same kinds of links in
+parser) and ``html.unescape`` for Plotly's entities. ``tests/e2e/test_browser.py`` visits the same kinds of links in
 Chromium, where Streamlit's real renderer runs, and checks every link and image on the page.
 """
 

@@ -23,6 +23,7 @@ from explorer import ExplorerError
 from explorer.ui.trace_cache import TraceCache
 
 from apptest_helpers import APP
+from references import assert_same_trace
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,18 +35,6 @@ TEXTS = [
     "Short.",
     "A longer sentence that goes on for a while, with commas, clauses, and a few numbers: 3.14, 2718, 42.",
 ]
-
-
-def assert_same_trace(a: explorer.Trace, b: explorer.Trace) -> None:
-    """Bit-for-bit equality of everything a trace recorded."""
-    assert a.tokens == b.tokens and a.token_ids == b.token_ids and a.mask == b.mask
-    for ra, rb in zip(a.records, b.records, strict=True):
-        for name in ("q", "k", "v", "lse"):
-            assert torch.equal(getattr(ra, name), getattr(rb, name)), (ra.layer, name)
-        assert torch.equal(a.x(ra.layer), b.x(rb.layer)), (ra.layer, "x")  # kept, or rebuilt from the hidden state
-    for ha, hb in zip(a.hidden_states, b.hidden_states, strict=True):
-        assert torch.equal(ha, hb)
-    assert torch.equal(a.final_hidden, b.final_hidden)
 
 
 # ---- parallel = sequential ---------------------------------------------------------------------------------------

@@ -1,14 +1,14 @@
 """The pages other than Home and the heads page on a text as long as the app's cap (1,024 tokens by default): no
 error, nothing sent over 1.5 MB, block means said to be block means, and each refusal at long lengths a clear message
 that keeps the page working. A page's numbers are checked by its own tests and the streamed computations by
-tests/test_long_pages.py; the 8,192-token survey is benchmarks/long_pages_survey.py (minutes a page on two cores).
+tests/engine/test_long_pages.py; the 8,192-token survey is benchmarks/long_pages_survey.py (minutes a page on two cores).
 """
 
 from __future__ import annotations
 
 import pytest
 from apptest_helpers import assert_clean, open_page
-from test_figures_heads import LONG_TEXT
+from texts import LONG_TEXT
 
 from explorer.ui import analysis as ua, common as ui, scratch as us
 import explorer.decoding.generation as engine_generation

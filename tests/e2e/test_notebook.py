@@ -26,7 +26,7 @@ NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 TEXT = "The cat sat on the mat because it was tired."
 PLOTLY = "application/vnd.plotly.v1+json"
 # Attention maps: the recorder rebuilds exp(q·k·scale − lse), eager computes softmax; both are float32 on values ≤ 1
-# over ≤ 64-term dot products, and the parity suite bounds their difference by 1e-5 (tests/test_parity.py).
+# over ≤ 64-term dot products, and the parity suite bounds their difference by 1e-5 (tests/engine/test_parity.py).
 MAP_TOL = 1e-5
 # Logits: the parity suite bounds trace.logits − SDPA logits by 1e-4 (float32 over 30 layers, logits up to ~30).
 # Cross-entropy −z_t + logsumexp(z) moves by at most 2 × max|Δz|.
