@@ -3,16 +3,16 @@ tour of the pages. The sections live in explorer/ui/home.py."""
 
 import streamlit as st
 
-from explorer.ui import common as ui
-from explorer.ui import home
+from explorer.ui import home, resources, state
+from explorer.ui.widgets import guard
 
-ui.require_entrypoint()
+state.require_entrypoint()
 home.follow_pick()
 
 st.title("Attention Explorer")
 home.intro()
-with ui.guard():
-    trace = ui.current_trace()
+with guard():
+    trace = resources.current_trace()
     home.first_look(trace)
-    home.token_strip(trace, str(ui.current_model().device))
+    home.token_strip(trace, str(resources.current_model().device))
 home.tour()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from streamlit.runtime.pages_manager import PagesManager
 
-from explorer.ui.common import leave_legacy_pages_mode
+from explorer.ui.state import leave_legacy_pages_mode
 
 import explorer
 from explorer.capture.embedded import resolve_embedded
@@ -112,7 +112,7 @@ def navigation_like_a_server(monkeypatch):
     """AppTest builds a fresh PagesManager per run and, seeing a pages/ folder, falls back to legacy multipage mode,
     which runs a page file without app.py (the sidebar and its state vanish after switch_page). A real server
     leaves that mode for good once st.navigation has run; do the same here, with the app's own switch
-    (:func:`explorer.ui.common.leave_legacy_pages_mode`). Use with ``pytest.mark.usefixtures``."""
+    (:func:`explorer.ui.state.leave_legacy_pages_mode`). Use with ``pytest.mark.usefixtures``."""
     original = PagesManager.__init__
 
     def init(self, *args, **kwargs):

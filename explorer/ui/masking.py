@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from . import common as ui
+from . import resources, state, widgets
+from .caching import cached
 from ..analysis.mask_effects import (
     CAUSAL_MASK_LATEX,
     HeadUnderBoth,
@@ -71,9 +72,9 @@ class HeadChoice:
 # ---- traces and cached effects ---------------------------------------------------------------------------------------
 def both_traces(model: Model) -> tuple[Trace, Trace]:
     """The sidebar's text traced under the causal and the bidirectional mask (shared trace cache)."""
-    causal = ui.current_trace(mask="causal")  # shows the truncation notice once
-    text = ui.current_selection().text
-    return causal, ui.trace_for(model, text, "bidirectional")
+    causal = resources.current_trace(mask="causal")  # shows the truncation notice once
+    text = state.current_selection().text
+    return causal, resources.trace_for(model, text, "bidirectional")
 
 
 def flip(model: Model) -> Flip:
@@ -81,39 +82,35 @@ def flip(model: Model) -> Flip:
     return Flip(model, causal, bidirectional, model.default_mask)
 
 
-def _key(trace: Trace) -> tuple:
-    return (trace.model_name, str(trace.device), trace.text, trace.n_tokens)
+@cached(max_entries=16)
+def _next_token_changes(model: Model, causal: Trace, bidirectional: Trace) -> pd.DataFrame:
+    with widgets.progress(_("Comparing next-token predictions under both masks…")) as update:
+        return next_token_changes(model, causal, bidirectional, on_progress=update)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _next_token_changes(_model: Model, _causal: Trace, _bidirectional: Trace, key: tuple) -> pd.DataFrame:
-    with ui.progress(_("Comparing next-token predictions under both masks…")) as update:
-        return next_token_changes(_model, _causal, _bidirectional, on_progress=update)
+@cached(max_entries=16)
+def _final_state_changes(causal: Trace, bidirectional: Trace) -> pd.DataFrame:
+    return final_state_changes(causal, bidirectional)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _final_state_changes(_causal: Trace, _bidirectional: Trace, key: tuple) -> pd.DataFrame:
-    return final_state_changes(_causal, _bidirectional)
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _head_under_both(_causal: Trace, _bidirectional: Trace, key: tuple, layer: int, head: int) -> HeadUnderBoth:
+@cached(max_entries=16)
+def _head_under_both(causal: Trace, bidirectional: Trace, layer: int, head: int) -> HeadUnderBoth:
     reading = _("Reading layer {layer}, head {head} under both masks…").format(layer=layer, head=head)
-    with ui.progress(reading) as update:
-        return head_under_both(_causal, _bidirectional, layer, head, MAX_CELLS, on_progress=update)
+    with widgets.progress(reading) as update:
+        return head_under_both(causal, bidirectional, layer, head, MAX_CELLS, on_progress=update)
 
 
 def head_maps(f: Flip, layer: int, head: int) -> HeadUnderBoth:
     """One head under both masks as the page draws it, cached per model, text and head: a block of queries at a
     time, so a long text's (n, n) maps are never held."""
-    return _head_under_both(f.causal, f.bidirectional, _key(f.causal) + (str(f.causal.dtype),), layer, head)
+    return _head_under_both(f.causal, f.bidirectional, layer, head)
 
 
 def output_changes(model: Model, causal: Trace, bidirectional: Trace) -> pd.DataFrame:
     """Next-token changes for a causal LM, final-state cosine changes otherwise (cached per model and text)."""
     if model.is_causal_lm:
-        return _next_token_changes(model, causal, bidirectional, _key(causal))
-    return _final_state_changes(causal, bidirectional, _key(causal))
+        return _next_token_changes(model, causal, bidirectional)
+    return _final_state_changes(causal, bidirectional)
 
 
 TOKEN_COLUMNS = ("token", "actual_next", "top_causal", "top_bidirectional")
@@ -181,7 +178,7 @@ def sliding_window(f: Flip) -> None:
         return  # no second trace for models without windows
     # The model's own run of the first tokens says which layers ran with a window, and their masks' corner (the
     # panels show MASK_TOKENS tokens): a whole third trace of a long text would take seconds and GiBs for that.
-    own = ui.trace_for(f.model, ui.current_selection().text, None, max_tokens=fm.MASK_TOKENS)
+    own = resources.trace_for(f.model, state.current_selection().text, None, max_tokens=fm.MASK_TOKENS)
     local = [r.layer for r in own.records if r.mask_kind == "sliding"]
     if not local:
         return
@@ -224,7 +221,7 @@ def sliding_window(f: Flip) -> None:
 
 def one_head_ui(trace: Trace) -> HeadChoice:
     controls = st.container(horizontal=True, vertical_alignment="bottom")
-    layer, head = ui.layer_head_selectors(trace, key="masking", container=controls)
+    layer, head = widgets.layer_head_selectors(trace, key="masking", container=controls)
     return HeadChoice(layer, head)
 
 

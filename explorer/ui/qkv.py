@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import streamlit as st
 
-from . import common as ui
+from . import widgets
 from ..analysis.mask_effects import CAUSAL_MASK_LATEX
 from ..capture.model import Model
 from ..capture.tokens import display_label, unique_labels
@@ -66,7 +66,7 @@ def view_ui(trace: Trace) -> View:
     """The controls row: layer, head, query token, window size and the key taken apart in the neuron view."""
     n = trace.n_tokens
     controls = st.container(horizontal=True, vertical_alignment="bottom")
-    layer, head = ui.layer_head_selectors(trace, key="qkv", container=controls)
+    layer, head = widgets.layer_head_selectors(trace, key="qkv", container=controls)
     query = token_picker(trace, _("Query token"), "qkv_query", default=(2 * n) // 3, container=controls,
                          help=_("The token whose attention row is computed (row i of the map)."))
     window = WINDOW_DEFAULT
@@ -126,7 +126,7 @@ def window_caption(w: Walk) -> None:
     v, n = w.view, w.trace.n_tokens
     if v.stop - v.start < n:
         st.caption(_("Charts show tokens {start}–{last} of {n}. Query: {query} (token {index}).").format(
-            start=v.start, last=v.stop - 1, n=n, query=ui.quoted(w.trace.tokens[v.query]), index=v.query))
+            start=v.start, last=v.stop - 1, n=n, query=widgets.quoted(w.trace.tokens[v.query]), index=v.query))
 
 
 def step(number: int, title: str, formulas: Sequence[str], note: str | None = None):
@@ -163,7 +163,7 @@ def projection_step(number: int, w: Walk) -> None:
         rf"W \in \mathbb{{R}}^{{{s.d_model} \times {s.head_dim}}}",
         rf"Q, K, V \in \mathbb{{R}}^{{{s.n_tokens} \times {s.head_dim}}}",
     ]
-    notes = [ui.kv_sharing_note(w.trace, head)]
+    notes = [widgets.kv_sharing_note(w.trace, head)]
     if s.uses_qk_norm:
         notes.append(_("Q and K here are before the QK-norm (the next step normalises them)."))
     elif s.uses_rope:
@@ -259,10 +259,10 @@ def score_step(number: int, w: Walk) -> None:
     with step(number, _("Score the query against every key"),
               [rf"s_j = q_i \cdot k_j = \sum_{{m=1}}^{{{s.head_dim}}} q_{{i,m}}\, k_{{j,m}}"],
               _("One dot product per key, for query {query} (token {i}). The amber bar is the key chosen above.")
-              .format(query=ui.quoted(tokens[v.query]), i=v.query)):
+              .format(query=widgets.quoted(tokens[v.query]), i=v.query)):
         w.bars(s.scores, "q·k", _("score"), "qkv_scores")
     st.markdown(_("**Behind one score: q ⊙ k** (BertViz's neuron view) for key {key} (token {j}): the score is the sum "
-                  "of {D} products, one per dimension.").format(key=ui.quoted(tokens[v.key]), j=v.key, D=s.head_dim))
+                  "of {D} products, one per dimension.").format(key=widgets.quoted(tokens[v.key]), j=v.key, D=s.head_dim))
     products = s.products(v.key)
     row = st.container(horizontal=True, gap="medium")
     with row.container(width=FORMULA_WIDTH):

@@ -31,7 +31,7 @@ from streamlit.testing.v1 import AppTest
 
 import explorer
 from explorer import ExplorerError
-from explorer.ui import common as ui
+from explorer.ui import resources, state
 from explorer.capture.devices import cuda_available
 from explorer.escape import WORD_JOINER, md_escape, plotly_escape
 from explorer.ui.settings import Settings, is_loopback
@@ -267,13 +267,13 @@ def test_crafted_text_in_link(page):
 
 def test_url_parser_is_strict():
     """The parser itself: ASCII digits in range only, known enums only, bounded strings."""
-    view = ui.parse_url({"layer": "²", "head": "0012", "mask": "bidirectional", "device": "tpu", "embed": "true",
+    view = state.parse_url({"layer": "²", "head": "0012", "mask": "bidirectional", "device": "tpu", "embed": "true",
                          "model": "x" * 201}, allow_any_model=True)
     assert (view.layer, view.head, view.mask, view.device, view.model) == (None, 12, "bidirectional", None, None)
     assert len(view.notices) == 3  # layer, device, model; "embed" is Streamlit's own and left alone
-    assert ui.parse_url({"model": "gpt2"}, allow_any_model=False).model is None
-    assert ui.parse_url({"model": "minilm", "layer": "9999"}, allow_any_model=False) == ui.UrlView("minilm", layer=9999)
-    assert ui.parse_url({"layer": "10000"}, allow_any_model=False).layer is None
+    assert state.parse_url({"model": "gpt2"}, allow_any_model=False).model is None
+    assert state.parse_url({"model": "minilm", "layer": "9999"}, allow_any_model=False) == state.UrlView("minilm", layer=9999)
+    assert state.parse_url({"layer": "10000"}, allow_any_model=False).layer is None
 
 
 # ---- tokens that are whole tags, on every page --------------------------------------------------------------------
@@ -364,17 +364,17 @@ def _path_cases(tmp_path: Path) -> dict[str, str]:
 
 
 def test_path_errors_are_one_message_for_other_machines(tmp_path, monkeypatch):
-    monkeypatch.setattr(ui, "visitor_is_local", lambda: False)
+    monkeypatch.setattr(resources, "visitor_is_local", lambda: False)
     errors = {}
     for case, path in _path_cases(tmp_path).items():
         at = open_link("pages/home.py", {"model": path})
         assert_data_not_markup(at)
         errors[case] = [e.value for e in at.error]
-    assert all(found == [md_escape(ui.PATH_HIDDEN)] for found in errors.values()), errors
+    assert all(found == [md_escape(resources.PATH_HIDDEN)] for found in errors.values()), errors
 
 
 def test_path_errors_say_why_on_this_machine(tmp_path, monkeypatch):
-    monkeypatch.setattr(ui, "visitor_is_local", lambda: True)  # AppTest's mock runtime has no real peer address
+    monkeypatch.setattr(resources, "visitor_is_local", lambda: True)  # AppTest's mock runtime has no real peer address
     errors = {}
     for case, path in _path_cases(tmp_path).items():
         at = open_link("pages/home.py", {"model": path})

@@ -88,7 +88,7 @@ def test_switching_the_language_keeps_text_model_and_view(navigation_titles):
 
 
 def test_the_url_parser_takes_known_languages_only():
-    from explorer.ui.common import parse_url
+    from explorer.ui.state import parse_url
 
     assert parse_url({"lang": "zh"}, allow_any_model=False).lang == "zh"
     assert parse_url({"lang": "en"}, allow_any_model=False).lang == "en"

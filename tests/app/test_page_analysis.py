@@ -11,13 +11,13 @@ from bounds import EPS32, attention_bound, entropy_bound, f32_dot_bound, model_b
 from streamlit.testing.v1 import AppTest
 
 import explorer
-from explorer.ui import common as ui
+from explorer.ui import state
 from explorer.analysis.lens import logit_lens
 from explorer.analysis.rollout import trace_rollout
 from explorer.analysis.stats import FORMULAS, STATISTICS, induction_probe
 from explorer.capture.tokens import unique_labels
 
-TEXT = ui.DEFAULT_TEXT
+TEXT = state.DEFAULT_TEXT
 pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
 
 

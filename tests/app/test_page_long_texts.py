@@ -10,7 +10,7 @@ import pytest
 from apptest_helpers import assert_clean, open_page
 from texts import LONG_TEXT
 
-from explorer.ui import analysis as ua, common as ui, scratch as us
+from explorer.ui import analysis as ua, scratch as us, state
 import explorer.decoding.generation as engine_generation
 import explorer.ui.generation as ui_generation
 
@@ -32,7 +32,7 @@ def assert_within_budget(at) -> None:
 
 @pytest.fixture(scope="module")
 def long_state():
-    assert ui.settings().max_tokens == 1024  # the default cap: these tests run at it
+    assert state.settings().max_tokens == 1024  # the default cap: these tests run at it
     return dict(model_choice="smollm2", text=LONG_TEXT)
 
 
@@ -87,7 +87,7 @@ def test_generation_leaves_room_for_new_tokens_in_the_context(long_state, monkey
         monkeypatch.setattr(module, "max_context", lambda model: context)
     at = open_page("pages/generation.py", model_choice="smollm2", gen_prompt=LONG_TEXT)
     assert_within_budget(at)
-    steps = ui.settings().max_generation_steps
+    steps = state.settings().max_generation_steps
     assert any(f"generation continues from the first {context - steps:,}" in i.value for i in at.info)
     at.button(key="gen_sample").click().run()
     assert_within_budget(at)

@@ -1,0 +1,26 @@
+"""The one way the app caches what it computes from a trace or a model: ``st.cache_data`` keyed by fingerprints.
+
+A cached function takes the :class:`~explorer.Trace` and :class:`~explorer.Model` it reads as ordinary arguments;
+Streamlit hashes each by its ``fingerprint`` (model, device, dtype, token ids, the mask each layer ran with, the
+ablated heads) instead of pickling GiBs of tensors. So a trace that is not the sidebar's (another text, another mask,
+another model, an ablated run) can never be handed another trace's result.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+import streamlit as st
+
+from ..capture.model import Model
+from ..capture.trace import Trace
+
+F = TypeVar("F", bound=Callable)
+
+HASH_FUNCS = {Trace: lambda trace: trace.fingerprint, Model: lambda model: model.fingerprint}
+
+
+def cached(max_entries: int) -> Callable[[F], F]:
+    """``st.cache_data`` for analyses: no spinner (pages show their own progress), at most ``max_entries`` results,
+    traces and models keyed by their fingerprints. Every other argument must be small and hashable by Streamlit."""
+    return st.cache_data(show_spinner=False, max_entries=max_entries, hash_funcs=HASH_FUNCS)
