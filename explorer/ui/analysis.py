@@ -1,5 +1,5 @@
-"""The Head analysis page's sections (statistics, Q/K geometry, logit lens, rollout, export), one tab each (:func:`tabs`).
-Widgets are read by ``*_ui`` functions that return small frozen dataclasses; figures come from
+"""The Head analysis page's sections (statistics, Q/K geometry, logit lens, rollout, export), one tab each
+(:func:`tabs`). Widgets are read by ``*_ui`` functions that return small frozen dataclasses; figures come from
 :mod:`explorer.figures.analysis`; what other pages share (cached maps and statistics, figures with downloads) is in
 :mod:`explorer.ui.maps`.
 """

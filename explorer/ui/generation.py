@@ -100,6 +100,7 @@ def _inputs_from_state() -> Inputs:
 
 # ---- the per-user stepper --------------------------------------------------------------------------------------
 def _stepper_key(model: Model, inputs: Inputs) -> tuple:
+    """What this user's stepper was made for: (model, prompt, chat, caps); :func:`_act` reads prompt and chat at [1:3]."""
     s = state.settings()
     return (model.fingerprint, inputs.prompt, inputs.chat, s.max_tokens, s.max_generation_steps)
 
@@ -134,7 +135,7 @@ def _act(action: str, choice_key: str | None = None) -> None:
     if stepper is None:
         return
     inputs = _inputs_from_state()
-    if (inputs.prompt, inputs.chat) != st.session_state.get(STEPPER_KEY, (None,) * 4)[2:4]:
+    if (inputs.prompt, inputs.chat) != st.session_state.get(STEPPER_KEY, (None,) * 3)[1:3]:  # see _stepper_key
         return  # the prompt changed in the same interaction: the page restarts generation instead
     try:
         _apply_knobs(stepper, inputs)

@@ -263,8 +263,7 @@ def ablate_ui(model: Model) -> AblateRequest:
 
 def ablate_tab() -> None:
     from ..figures.heatmap import token_heatmap
-    from ..figures.intervene import next_token_bars
-    from ..figures.notebook import loss_chart
+    from ..figures.intervene import loss_chart, next_token_bars
 
     model = resources.current_model()
     request = ablate_ui(model)
