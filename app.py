@@ -19,6 +19,7 @@ PAGES = [
     st.Page(page="pages/scratch.py", title=_("From scratch"), icon=":material/build:", url_path="scratch"),
     st.Page(page="pages/analysis.py", title=_("Head analysis"), icon=":material/query_stats:", url_path="analysis"),
     st.Page(page="pages/intervene.py", title=_("Intervene"), icon=":material/science:", url_path="intervene"),
+    st.Page(page="pages/explain.py", title=_("Explain"), icon=":material/psychology_alt:", url_path="explain"),
     st.Page(page="pages/compare.py", title=_("Compare"), icon=":material/compare:", url_path="compare"),
 ]
 

@@ -69,11 +69,12 @@ def main() -> None:
         note = f" (→ {seconds * scale[name] / base:.0f}× for all 270)" if scale[name] != 1 else ""
         print(f"{name:<40} {seconds:>8.3f}s {seconds / base:>15.1f}×{note}")
 
-    exact = model.patch_heads(CLEAN, CORRUPT, " Mary", " John")
-    attribution = model.patch_heads(CLEAN, CORRUPT, " Mary", " John", method="attribution")
+    result = model.patch_heads(CLEAN, CORRUPT, " Mary", " John")
+    exact = result.to_frame()
+    attribution = model.patch_heads(CLEAN, CORRUPT, " Mary", " John", method="attribution").to_frame()
     r = np.corrcoef(exact.effect, attribution.effect)[0, 1]
     top = exact.loc[exact.effect.idxmax()]
-    print(f"\nLD clean {exact.attrs['ld_clean']:.2f}, corrupt {exact.attrs['ld_corrupt']:.2f}; attribution vs exact: "
+    print(f"\nLD clean {result.ld_clean:.2f}, corrupt {result.ld_corrupt:.2f}; attribution vs exact: "
           f"Pearson r = {r:.3f}; strongest head L{int(top.layer)}.H{int(top['head'])} (effect {top.effect:.2f})")
 
 

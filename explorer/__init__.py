@@ -18,13 +18,15 @@ generation (``generate``, ``Stepper``), and the figures in :mod:`explorer.figure
 
 from .analysis.agreement import device_agreement
 from .analysis.loss import next_token_loss
+from .analysis.qk_attribution import QKAttribution, qk_attribution
 from .analysis.stats import head_stats, induction_probe, sink_shares
 from .capture.devices import cuda_available, resolve_device
 from .capture.embedded import DEFAULT_MODEL, EMBEDDED
+from .capture.intervention import PatchResult
 from .capture.loading import load
 from .capture.model import Model
 from .capture.tokens import Encoded
-from .capture.trace import Trace
+from .capture.trace import LayerView, Trace
 from .decoding.generation import Stepper, generate
 from .errors import ExplorerError, InstrumentationError
 from .from_scratch.walkthrough import formula_steps
@@ -35,7 +37,10 @@ __all__ = [
     "Encoded",
     "ExplorerError",
     "InstrumentationError",
+    "LayerView",
     "Model",
+    "PatchResult",
+    "QKAttribution",
     "Stepper",
     "Trace",
     "cuda_available",
@@ -46,6 +51,7 @@ __all__ = [
     "induction_probe",
     "load",
     "next_token_loss",
+    "qk_attribution",
     "resolve_device",
     "sink_shares",
 ]

@@ -15,10 +15,11 @@ import gettext as _gettext
 from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Literal
 
 from babel import Locale
 from babel.core import UnknownLocaleError
+from babel.lists import format_list
 from babel.numbers import format_decimal, format_percent
 
 LOCALE_DIR = Path(__file__).parent / "locales"
@@ -34,8 +35,8 @@ _LANGUAGE: ContextVar[str] = ContextVar("explorer_language", default=DEFAULT_LAN
 def _catalogue(language: str) -> _gettext.NullTranslations:
     if language == DEFAULT_LANGUAGE:  # the source strings are English
         return _gettext.NullTranslations()
-    # fallback: a checkout whose catalogue was never compiled shows English rather than failing (tests/test_i18n.py
-    # fails on a missing or stale messages.mo, so a release cannot ship one)
+    # fallback: a checkout whose catalogue was never compiled shows English rather than failing
+    # (tests/app/test_i18n.py fails on a missing or stale messages.mo, so a release cannot ship one)
     return _gettext.translation(DOMAIN, LOCALE_DIR, languages=[LANGUAGES[language][1]], fallback=True)
 
 
@@ -89,6 +90,22 @@ def number(value: float, digits: int | None = None) -> str:
 def percent(value: float, digits: int = 0) -> str:
     """``value`` (a share, 0.25) as a percentage in the current locale."""
     return format_percent(value, format="#,##0" + ("." + "0" * digits if digits else "") + "%", locale=_locale())
+
+
+JOINERS = {"plain": {"zh": "、", "en": ", "}, "clauses": {"zh": "；", "en": "; "}}
+
+
+def join(items: Iterable[object], style: Literal["plain", "clauses", "and", "or"] = "plain") -> str:
+    """``items`` as one list inside a sentence of the current language: the one way to glue a list into text.
+
+    ``plain`` separates words or numbers alike (Chinese 、, English ", "), ``clauses`` separates phrases that may hold
+    commas themselves (；/ "; "); ``and`` / ``or`` end with the locale's conjunction (Babel's CLDR patterns:
+    "a, b, and c" / "a、b和c"). Items are shown with ``str``; escape them first where the sentence is Markdown or a
+    Plotly label."""
+    shown = [str(item) for item in items]
+    if style in JOINERS:
+        return JOINERS[style].get(language(), JOINERS[style][DEFAULT_LANGUAGE]).join(shown)
+    return format_list(shown, style="standard" if style == "and" else "or", locale=_locale())
 
 
 def browser_language(locale_tag: str | None) -> str:

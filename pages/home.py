@@ -3,7 +3,7 @@ tour of the pages. The sections live in explorer/ui/home.py."""
 
 import streamlit as st
 
-from explorer.ui import home, resources, state
+from explorer.ui import home, maps, resources, state
 from explorer.ui.widgets import guard
 
 state.require_entrypoint()
@@ -12,7 +12,7 @@ home.follow_pick()
 st.title("Attention Explorer")
 home.intro()
 with guard():
-    trace = resources.current_trace()
+    trace = maps.shown(resources.current_trace())  # by token or by word, as the sidebar says
     home.first_look(trace)
     home.token_strip(trace, str(resources.current_model().device))
 home.tour()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.i18n import _
-from explorer.ui import qkv as uq, resources, state
+from explorer.ui import maps, qkv as uq, resources, state
 from explorer.ui.widgets import guard
 
 state.require_entrypoint()
@@ -21,7 +21,10 @@ st.caption(_(
 with guard():
     model = resources.current_model()
     trace = resources.current_trace()
-    view = uq.view_ui(trace)
+    words = maps.shown(trace) if state.current_selection().unit == "words" else None  # pick a word, then its piece
+    view = uq.view_ui(trace, words)
+    if words is not None:
+        uq.word_row(words, view)
     walk = uq.walk(model, trace, view)
     uq.window_caption(walk)
     for number, draw in enumerate(uq.steps_for(walk.steps), start=1):

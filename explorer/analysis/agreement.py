@@ -16,7 +16,7 @@ def device_agreement(reference: Trace, other: Trace) -> dict[str, float]:
     check_same_tokens(reference, other)
     if (reference.n_layers, reference.n_heads) != (other.n_layers, other.n_heads):
         raise ExplorerError(_("The two traces come from models of different shapes."))
-    attention = max(float((reference.attentions(i) - other.attentions(i)).abs().max())
+    attention = max(float((reference.attention(i) - other.attention(i)).abs().max())
                     for i in range(reference.n_layers))
     result = {"attention": attention}
     if reference.has_logits and other.has_logits:  # 512 positions at a time: never n × vocab at once

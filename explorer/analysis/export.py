@@ -73,7 +73,7 @@ def trace_arrays(trace, maps: dict[str, np.ndarray] | None = None) -> dict[str, 
         "scale": np.array([trace.scale(l) for l in range(trace.n_layers)], dtype=np.float64),
     }
     for name in ("q", "k", "v", "lse"):
-        out[name] = np.stack([getattr(r, name).float().cpu().numpy() for r in trace.records])
+        out[name] = np.stack([getattr(layer, name)().numpy() for layer in trace.layers])
     for name, matrix in (maps or {}).items():
         out[MAP_PREFIX + re.sub(r"[^A-Za-z0-9_]+", "_", name)] = np.asarray(matrix)
     return out

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..i18n import _
+from ..i18n import _, percent
 from ..errors import ExplorerError
 
 Projection = Literal["pca", "query"]
@@ -56,7 +56,8 @@ def pca_plane(q, k) -> QKPlane:
     coords = centred @ basis
     total = float((s**2).sum()) or 1.0
     explained = (float(s[0] ** 2 / total), float(s[1] ** 2 / total) if len(s) > 1 else 0.0)
-    titles = (f"PC 1 ({explained[0]:.0%} of variance)", f"PC 2 ({explained[1]:.0%})")
+    titles = (_("PC 1 ({share} of variance)").format(share=percent(explained[0])),
+              _("PC 2 ({share})").format(share=percent(explained[1])))
     return QKPlane(coords[: len(q)], coords[len(q) :], "pca", titles, explained)
 
 
@@ -76,7 +77,8 @@ def query_plane(q, k, query_index: int) -> QKPlane:
     y_axis = vt[0] - (vt[0] @ x_axis) * x_axis
     y_axis = y_axis / (np.linalg.norm(y_axis) or 1.0)
     coords = np.stack([both @ x_axis, both @ y_axis], axis=1)
-    titles = (f"along query {query_index} (x·‖q‖ = score before scaling)", "main remaining direction")
+    titles = (_("along query {query} (x·‖q‖ = score before scaling)").format(query=query_index),
+              _("main remaining direction"))
     return QKPlane(coords[: len(q)], coords[len(q) :], "query", titles)
 
 

@@ -38,7 +38,8 @@ class LensResult:
 
 def layer_labels(n_layers: int) -> list[str]:
     """Row names: the embeddings, then the residual stream after each layer (the last one is the output)."""
-    return ["embeddings"] + [f"layer {l}" for l in range(n_layers - 1)] + [f"layer {n_layers - 1} = output"]
+    return ([_("embeddings")] + [_("layer {layer}").format(layer=l) for l in range(n_layers - 1)]
+            + [_("layer {layer} = output").format(layer=n_layers - 1)])
 
 
 def lens_hidden(model, trace, layer: int, index: torch.Tensor | None = None) -> torch.Tensor:

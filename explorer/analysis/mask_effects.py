@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..i18n import _
+from ..i18n import _, join
 from ..errors import ExplorerError
 from ..capture.model import Model
-from ..capture.recorder import causal_allowed
+from ..capture.masks import causal_allowed
 from ..capture.trace import Trace
 from .downsample import BlockMeans
 from .overview import layer_overview
@@ -36,7 +36,7 @@ def mask_matrix(kind: str, n: int) -> np.ndarray:
         return causal_allowed(n, n).numpy()
     if kind == "bidirectional":
         return np.ones((n, n), dtype=bool)
-    raise ExplorerError(_("Unknown mask '{mask}'. Use one of: {choices}.").format(mask=kind, choices=", ".join(MASKS)))
+    raise ExplorerError(_("Unknown mask '{mask}'. Use one of: {choices}.").format(mask=kind, choices=join(MASKS)))
 
 
 def additive_mask(allowed: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ def layer_overview(
     """Block means at each of ``cells`` and the named text statistics of one layer's ``heads``, in one pass.
     ``on_progress`` hears the fraction of queries done after each block."""
     n_heads = len(range(*heads.indices(trace.n_heads)))
-    n_queries, n_keys = trace.record(layer).q.shape[1], trace.record(layer).k.shape[1]
+    n_queries = n_keys = trace.n_tokens  # a trace's keys are its queries (no cache); a WordTrace's are its words
     sums = {c: BlockMeanSum((n_heads,), n_queries, n_keys, c) for c in cells}
     stats = StatisticSums(statistics, (n_heads,))
     for queries, keys, probs in trace.row_blocks(layer, heads):  # probs (h, Tq, Sk)

@@ -21,6 +21,7 @@ import torch
 
 from ..i18n import N_, _
 from ..errors import ExplorerError, check_layer_head
+from ..capture.words import by_word
 from .downsample import BlockMeans, block_means, block_step
 
 RESIDUAL_WEIGHT = 0.5
@@ -97,6 +98,17 @@ def times_mixing(rows: torch.Tensor, trace, layer: int, residual: float = RESIDU
         mixed /= mixed.sum(-1, keepdim=True)
         out[:, keys] += rows[:, queries] @ mixed  # (m, Tq) @ (Tq, Sk)
     return out
+
+
+def word_rollout(trace, last_layer: int | None = None, residual: float = RESIDUAL_WEIGHT) -> torch.Tensor:
+    """(W, W) float64 rollout by word: the token rollout R aggregated by Clark et al.'s rule
+    (:func:`explorer.capture.words.by_word`: to a word the sum over its pieces, from a word the mean). Rows sum to 1.
+
+    Not the rollout of word maps: the residual identity and the mixing act on token positions, and a product of
+    aggregated matrices is not the aggregate of the product (a word's pieces route attention differently, and the mean
+    over them taken at every layer would mix them before the next layer does). R[i, j] is the share of input token j
+    in position i's top representation; a word's row is then the mean of its pieces' rows and its column the sum."""
+    return by_word(trace_rollout(trace, last_layer, residual), trace.words())
 
 
 @dataclass(frozen=True)

@@ -211,7 +211,7 @@ def induction_probe(model, period: int = 50, seed: int = 0, low: int = 1000, hig
     vocab = model.vocab_size
     high = min(high, vocab)
     low = min(low, max(0, high - 2 * period))
-    special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
+    special = model.special_ids
     candidates = torch.tensor([i for i in range(low, high) if i not in special])
     if len(candidates) < period:
         raise ExplorerError(
@@ -257,7 +257,8 @@ def sink_shares(trace) -> np.ndarray:
 def induction_scores(probe_trace, probe: InductionProbe) -> np.ndarray:
     """(n_layers, n_heads) induction scores from a trace of ``probe``."""
     return np.stack(
-        [induction(probe_trace.attentions(layer), probe.period, probe.start).numpy() for layer in range(probe_trace.n_layers)]
+        [induction(probe_trace.attention(layer), probe.period, probe.start).numpy()
+         for layer in range(probe_trace.n_layers)]
     )
 
 

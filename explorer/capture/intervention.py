@@ -1,12 +1,12 @@
 """Does this head matter? Switch heads off (ablation) and move their outputs between two texts (activation patching).
 
 Every intervention acts at one place: the input of each layer's output projection W_o (``o_proj``, BERT's
-``attention.output.dense``, GPT-2's ``c_proj``; see :func:`explorer.projections.output_projection`), which holds
+``attention.output.dense``, GPT-2's ``c_proj``; see :func:`explorer.capture.projections.output_projection`), which holds
 the heads' outputs side by side, head h at [h·D, (h+1)·D). Under GQA a query head's slice is its own, so a query
 head is switched off alone while its key/value head stays shared with the others.
 
 A forward pre-hook on that module, registered once at load time, reads the active :class:`Intervention` from a
-``ContextVar``, as :mod:`explorer.recorder` does, so two sessions running the shared model never see each other's.
+``ContextVar``, as :mod:`explorer.capture.recorder` does, so two sessions running the shared model never see each other's.
 With none active the hook returns at once and the model computes exactly what it computes without it.
 
 Zero ablation, mean ablation and patching are one operation: replace some head slices by given values.
@@ -19,7 +19,7 @@ import math
 import operator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Iterator, Literal, Sequence
 
 import pandas as pd
 import torch
@@ -27,7 +27,8 @@ import torch
 from ..i18n import _
 from ..errors import ExplorerError, check_layer_head
 from .projections import output_projection
-from .recorder import MaskOverride, Recorder, recording
+from .masks import MaskOverride
+from .recorder import Recorder, recording
 
 if TYPE_CHECKING:
     from .model import Model
@@ -40,6 +41,28 @@ Head = tuple[int, int]  # (layer, head)
 # Patched runs of the exact sweep share forward passes as a batch of this many tokens (rows × text length): big
 # enough that the matmuls run at full speed, small enough that a batch's activations stay well under a GiB.
 TOKENS_PER_FORWARD = 2048
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    """What :func:`patch_heads` found: each head's effect, the two logit differences it is measured between, and the
+    method. ``effects`` is (L, H) float64, NaN for heads that were not patched; ``heads`` lists the patched ones
+    (sorted by layer, then head)."""
+
+    effects: torch.Tensor  # (L, H)
+    ld_clean: float
+    ld_corrupt: float
+    method: str
+    heads: tuple[Head, ...]
+
+    def effect(self, layer: int, head: int) -> float:
+        """One head's effect (NaN when it was not patched)."""
+        return float(self.effects[layer, head])
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per patched head, in :attr:`heads`' order: columns layer, head, effect."""
+        return pd.DataFrame({"layer": [l for l, _ in self.heads], "head": [h for _, h in self.heads],
+                             "effect": [self.effect(l, h) for l, h in self.heads]})
 
 
 @dataclass(frozen=True)
@@ -173,7 +196,7 @@ def check_ablation(model: Model, ablate: Sequence[Head], ablation: str) -> tuple
 # ---- ablation ------------------------------------------------------------------------------------------------
 
 
-def _by_layer(heads: Sequence[Head]) -> dict[int, list[int]]:
+def heads_by_layer(heads: Sequence[Head]) -> dict[int, list[int]]:
     grouped: dict[int, list[int]] = {}
     for layer, head in heads:
         grouped.setdefault(layer, []).append(head)
@@ -188,7 +211,7 @@ def ablation_intervention(
     "zero" sets each head's slice to 0. "mean" sets it to its mean over the text's positions in an un-ablated run
     of the same text and mask, which this runs first.
     """
-    by_layer = _by_layer(heads)
+    by_layer = heads_by_layer(heads)
     if ablation == "zero":
         values = {layer: torch.zeros(len(hs), 1, 1) for layer, hs in by_layer.items()}  # broadcast to (n, T, D)
     else:
@@ -206,53 +229,6 @@ def ablation_intervention(
             values[layer] = per_head.mean(dim=0)[:, None]  # (n, 1, D)
     replace = {layer: HeadSlices(torch.tensor(hs), values[layer]) for layer, hs in by_layer.items()}
     return Intervention(model.n_heads, replace=replace)
-
-
-def greedy_continuation(model: Model, ids: Sequence[int], n: int, ablate: Sequence[Head] = (),
-                        ablation: Ablation = "zero",
-                        on_progress: Callable[[float], None] | None = None) -> list[int]:
-    """``n`` greedy next tokens after ``ids``, each the arg-max of the next-token logits of the text so far with
-    ``ablate`` switched off as :meth:`Model.trace` does it. ``on_progress`` hears the fraction of tokens done.
-
-    Zero ablation (or none) acts on each position alone and the model is causal, so earlier positions never change:
-    one pass over ``ids`` and then one token per step over a KV cache give the same numbers as re-running the text.
-    Mean ablation replaces a head by its mean over the text so far, which moves with every new token and with it
-    every position: each step runs the whole text again with the new mean (the un-ablated run that gives the mean
-    goes on over a cache).
-    """
-    from transformers import DynamicCache
-
-    heads = check_ablation(model, ablate, ablation)
-    out = [int(i) for i in ids]
-    by_layer = _by_layer(heads)
-    zero = Intervention(model.n_heads, replace={layer: HeadSlices(torch.tensor(hs), torch.zeros(len(hs), 1, 1))
-                                                for layer, hs in by_layer.items()}) if heads else None
-    cache = DynamicCache(config=model.hf.config)
-    sums = {layer: 0.0 for layer in by_layer}  # mean ablation: Σ over the text so far of each head's slice
-    fed = 0  # tokens of ``out`` already in the cache
-    for step in range(n):
-        new = torch.tensor([out[fed:]], device=model.device)  # (1, t): the tokens the cache has not seen
-        with torch.inference_mode():
-            if ablation == "zero" or not heads:
-                with intervening(zero):
-                    hidden = model.base(input_ids=new, cache=cache, use_cache=True).last_hidden_state[:, -1]
-            else:
-                probe = Intervention(model.n_heads, capture=frozenset(by_layer))
-                with intervening(probe):
-                    model.base(input_ids=new, cache=cache, use_cache=True)
-                replace = {}
-                for layer, hs in by_layer.items():
-                    a = probe.captured[layer][0]  # (t, H·D)
-                    sums[layer] = sums[layer] + a.view(a.shape[0], model.n_heads, -1)[:, hs].double().sum(0)  # (n, D)
-                    replace[layer] = HeadSlices(torch.tensor(hs), (sums[layer] / len(out)).float()[:, None])
-                with intervening(Intervention(model.n_heads, replace=replace)):
-                    text = torch.tensor([out], device=model.device)
-                    hidden = model.base(input_ids=text, use_cache=False).last_hidden_state[:, -1]  # (1, d_model)
-            out.append(int(model.unembed(hidden)[0].argmax()))
-        fed = len(out) - 1
-        if on_progress is not None:
-            on_progress((step + 1) / n)
-    return out[len(ids):]
 
 
 # ---- patching ------------------------------------------------------------------------------------------------
@@ -275,7 +251,7 @@ def patch_heads(
     wrong: str,
     method: str = "exact",
     heads: Sequence[Head] | None = None,
-) -> pd.DataFrame:
+) -> PatchResult:
     """How much of the change from ``clean`` to ``corrupt`` each head carries, one row per (layer, head).
 
     The metric is LD = logit(answer) − logit(wrong) at the last position. Patching a head puts its slice of the W_o
@@ -289,7 +265,8 @@ def patch_heads(
         answer, wrong: one token each, e.g. " Mary" and " John" (the leading space is part of the token).
         heads: the (layer, head) pairs to patch; all of them by default.
 
-    Returns a DataFrame with columns layer, head, effect; ``attrs`` holds ld_clean, ld_corrupt and method.
+    Returns a :class:`PatchResult`: ``effects`` (L, H), ``ld_clean``, ``ld_corrupt``, ``method``; ``.to_frame()``
+    gives the table (layer, head, effect).
     """
     if method not in METHODS:
         raise ExplorerError(
@@ -321,15 +298,16 @@ def patch_heads(
     else:
         ld, effects = _attribution(model, pair, chosen, answer_id, wrong_id)
     ld_clean, ld_corrupt = ld
-    table = pd.DataFrame({"layer": [l for l, _ in chosen], "head": [h for _, h in chosen], "effect": effects})
-    table.attrs.update(ld_clean=ld_clean, ld_corrupt=ld_corrupt, method=method)
-    return table
+    grid = torch.full((model.n_layers, model.n_heads), float("nan"), dtype=torch.float64)  # (L, H)
+    for (layer, head), effect in zip(chosen, effects):
+        grid[layer, head] = effect
+    return PatchResult(grid, float(ld_clean), float(ld_corrupt), method, chosen)
 
 
 def _denominator(ld_clean: float, ld_corrupt: float) -> float:
     change = ld_corrupt - ld_clean
-    # Logits of one forward agree across implementations to ~1e-4 in float32 (see tests/test_parity.py); a change
-    # smaller than that is noise, and dividing by it would turn noise into effects.
+    # Logits of one forward agree across implementations to ~1e-4 in float32 (see tests/engine/test_parity.py); a
+    # change smaller than that is noise, and dividing by it would turn noise into effects.
     if not math.isfinite(change) or abs(change) < 1e-4:
         raise ExplorerError(
             _("The clean and corrupt texts give the same logit difference ({clean:.4g} and {corrupt:.4g}), so "
@@ -354,7 +332,7 @@ def _exact(model: Model, pair: torch.Tensor, heads: tuple[Head, ...], answer: in
         for start in range(0, len(heads), per_forward):
             chunk = heads[start : start + per_forward]  # sorted by layer: the batch starts at the first one's W_o
             replace = {}
-            for layer, hs in _by_layer(chunk).items():
+            for layer, hs in heads_by_layer(chunk).items():
                 rows = [i for i, (l, _) in enumerate(chunk) if l == layer]
                 values = corrupt[layer][:, hs].transpose(0, 1)  # (n, T, D)
                 replace[layer] = HeadSlices(torch.tensor(hs), values, torch.tensor(rows))

@@ -1,4 +1,4 @@
-"""``explorer.load``: a name, folder or hub id in; an instrumented :class:`~explorer.model.Model` out.
+"""``explorer.load``: a name, folder or hub id in; an instrumented :class:`~explorer.capture.model.Model` out.
 
 Weights are read only from safetensors or GGUF (never pickles) and ``trust_remote_code`` is never set: loading a
 model must not run code that came with it.
@@ -14,10 +14,12 @@ import torch
 
 from .devices import resolve_device
 from .embedded import EMBEDDED, converted_gguf_dir, resolve_embedded
-from ..i18n import _
+from ..i18n import _, join
 from ..errors import ExplorerError, InstrumentationError
-from .model import Model, ModelKind, discover_attention_modules
+from .intervention import register_output_hooks
+from .model import Model, ModelKind, find_attention
 from .recorder import ATTENTION_NAME
+from .tokens import Tokenizer
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}(/[\w.\-]{1,96})?$")
 
@@ -63,10 +65,10 @@ def load(
     if not name:
         raise ExplorerError(
             _("No model given. Choose one of {embedded}, a Hugging Face id or a local folder.").format(
-            embedded=", ".join(EMBEDDED))
+            embedded=join(EMBEDDED))
         )
     if dtype not in DTYPES:
-        raise ExplorerError(_("Unknown dtype {dtype}. Use one of: {choices}.").format(dtype=repr(dtype), choices=", ".join(DTYPES)))
+        raise ExplorerError(_("Unknown dtype {dtype}. Use one of: {choices}.").format(dtype=repr(dtype), choices=join(DTYPES)))
     dev = resolve_device(device)
     path = _resolve_source(name, allow_hub=allow_hub, allow_local_paths=allow_local_paths)
     return _load_folder(name, path, dev, device_map, DTYPES[dtype])
@@ -96,7 +98,7 @@ def _resolve_source(name: str, allow_hub: bool | None, allow_local_paths: bool) 
     if not _HUB_ID.match(name):
         raise ExplorerError(
             _("'{name}' is not a model name. Use one of {embedded}, a Hugging Face id like 'gpt2', "
-              "or a local folder.").format(name=_shown(name), embedded=", ".join(EMBEDDED))
+              "or a local folder.").format(name=_shown(name), embedded=join(EMBEDDED))
         )
     return _hub_snapshot(name, allow_hub)
 
@@ -203,6 +205,15 @@ def _load_folder(name: str, path: str, device: torch.device, device_map, dtype: 
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except Exception as exc:
         raise ExplorerError(_("'{name}' has no usable tokenizer: {error}").format(name=name, error=exc)) from exc
-    model = Model(name=name, hf=hf, tokenizer=tokenizer, device=device, kind=kind)
-    model.attention_modules = discover_attention_modules(model)
+    modules, rebuilders = find_attention(hf, name, device)
+    model = Model(name=name, hf=hf, tokenizer=Tokenizer(tokenizer, _context_length(config), name), device=device,
+                  kind=kind, attention_modules=modules, input_rebuilders=rebuilders)
+    register_output_hooks(model)  # where heads are ablated and patched (explorer.capture.intervention)
     return model
+
+
+def _context_length(config) -> int | None:
+    """The longest input the model takes, when its config says (``max_position_embeddings``): models with learned
+    absolute positions (BERT, GPT-2) fail with a shape error past it."""
+    limit = getattr(config, "max_position_embeddings", None)
+    return int(limit) if isinstance(limit, int) and limit > 0 else None

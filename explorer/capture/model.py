@@ -3,50 +3,46 @@
 from __future__ import annotations
 
 import operator
-import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
 import torch
 
 from ..i18n import _
 from ..errors import ExplorerError, InstrumentationError
-from .intervention import (
-    Ablation,
-    Head,
-    ablation_intervention,
-    check_ablation,
-    intervening,
-    patch_heads,
-    register_output_hooks,
-)
-from .recorder import AttentionRecord, MaskOverride, Recorder, capture_input_hook, recording
-from .tokens import Encoded, readable_tokens
+from .intervention import Ablation, Head, PatchResult, ablation_intervention, check_ablation, intervening, patch_heads
+from .masks import MaskOverride, check_mask
+from .recorder import AttentionRecord, Recorder, capture_input_hook, recording
+from .tokens import Encoded, Tokenizer
 from .trace import Trace
 
 ModelKind = Literal["causal-lm", "masked-lm", "encoder"]
-MASK_CHOICES = (None, "causal", "bidirectional")
 
 
 @dataclass
 class Model:
-    """A loaded model, ready to trace. Build it with :func:`explorer.load`.
+    """A loaded model, ready to trace. Build it with :func:`explorer.load`, which hands it finished parts.
 
     The underlying ``transformers`` model is ``hf``; it is shared read-only between threads. Only the
-    tokenizer needs a lock: HF fast tokenizers raise "Already borrowed" when used from two threads at once.
+    tokenizer needs a lock (HF fast tokenizers raise "Already borrowed" when used from two threads at once): it is
+    behind :class:`~explorer.capture.tokens.Tokenizer`, which takes it on every call. Use the methods below
+    (``encode``, ``decode``, ``token_ids``, …) rather than ``tokenizer`` itself.
+
+    Verbs: what ``capture/`` does with the model is a method (``model.trace``, ``model.patch_heads``); what is
+    built above it is a function taking the model (``explorer.head_stats(model, …)``, ``explorer.generate(model,
+    …)``), since a lower group never imports a higher one.
     """
 
     name: str
     hf: torch.nn.Module
-    tokenizer: object
+    tokenizer: Tokenizer
     device: torch.device
     kind: ModelKind
-    attention_modules: list[torch.nn.Module] = field(default_factory=list)
+    attention_modules: tuple[torch.nn.Module, ...]  # in the order the forward pass calls them (find_attention)
     # Per layer, the module that turns the hidden state into the attention input x (its input norm, or Identity),
     # or None where none was found: a trace then keeps that layer's x instead of rebuilding it (input_rebuilders).
-    input_rebuilders: list[torch.nn.Module | None] = field(default_factory=list)
-    _tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    input_rebuilders: tuple[torch.nn.Module | None, ...]
 
     # ---- facts -------------------------------------------------------------------------------------------
     @property
@@ -101,10 +97,9 @@ class Model:
 
         Models with learned absolute positions (BERT, GPT-2) fail with a shape error past it.
         """
-        limit = getattr(self.config, "max_position_embeddings", None)
-        return int(limit) if isinstance(limit, int) and limit > 0 else None
+        return self.tokenizer.context_length
 
-    # ---- tokenising --------------------------------------------------------------------------------------
+    # ---- tokenising: the tokenizer's own calls are Tokenizer's (capture/tokens.py), each under its lock ---------
     def encode(self, text: str, chat: bool = False, max_tokens: int | None = None) -> Encoded:
         """Tokenise like the model's own tokenizer with its defaults (special tokens included, no padding).
 
@@ -113,38 +108,7 @@ class Model:
         cap of its own is the model's context length, :attr:`max_positions`; the app sets a lower one) and records
         the original length in ``truncated_from``.
         """
-        if not isinstance(text, str):
-            raise ExplorerError(_("The text must be a string."))
-        if text.strip() == "":
-            raise ExplorerError(_("The text is empty. Type a sentence to trace."))
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:  # lone surrogates: the tokenizer would raise a bare TypeError
-            raise ExplorerError(
-                _("The text contains an invalid character (U+{code:04X}, half of a surrogate pair) "
-                  "at position {position}. Remove it or paste the text again.").format(
-                    code=ord(text[exc.start]), position=exc.start)
-            ) from exc
-        tok = self.tokenizer
-        with self._tokenizer_lock:
-            if chat:
-                if not getattr(tok, "chat_template", None):
-                    raise ExplorerError(_("The model '{model}' has no chat template.").format(model=self.name))
-                text = tok.apply_chat_template(
-                    [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-                )
-                enc = tok(text, add_special_tokens=False, return_offsets_mapping=_is_fast(tok))
-            else:
-                enc = tok(text, return_offsets_mapping=_is_fast(tok))
-            ids = list(enc["input_ids"])
-            raw = tok.convert_ids_to_tokens(ids)
-            special = set(getattr(tok, "all_special_ids", []) or [])
-            unk = getattr(tok, "unk_token_id", None)
-        if not ids:
-            raise ExplorerError(_("The tokenizer produced no tokens for this text."))
-        offsets = [tuple(o) for o in enc["offset_mapping"]] if "offset_mapping" in enc else None
-        tokens = readable_tokens(text, ids, offsets, raw, special, unk)
-        return self._cut(Encoded(text, ids, tokens), max_tokens)
+        return self.tokenizer.encode(text, chat=chat, max_tokens=max_tokens)
 
     def encode_ids(self, token_ids: Sequence[int], max_tokens: int | None = None) -> Encoded:
         """Token ids to trace as they are (no special tokens added), with one readable string per id.
@@ -156,19 +120,7 @@ class Model:
             raise ExplorerError(_("Give the token ids as a non-empty list of integers."))
         rows = self.hf.get_input_embeddings().num_embeddings
         ids = [_token_id(i, rows, self.name) for i in token_ids]
-        tok = self.tokenizer
-        with self._tokenizer_lock:
-            raw = tok.convert_ids_to_tokens(ids)
-            text = tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            fast = _is_fast(tok)
-            enc = tok(text, add_special_tokens=False, return_offsets_mapping=fast) if fast else None
-            special = set(getattr(tok, "all_special_ids", []) or [])
-            unk = getattr(tok, "unk_token_id", None)
-        offsets = None
-        if enc is not None and list(enc["input_ids"]) == ids:
-            offsets = [tuple(o) for o in enc["offset_mapping"]]
-        tokens = readable_tokens(text, ids, offsets, raw, special, unk)
-        return self._cut(Encoded(text, ids, tokens), max_tokens)
+        return self.tokenizer.describe_ids(ids, max_tokens=max_tokens)
 
     def encode_input(self, text_or_ids: str | Sequence[int], chat: bool = False,
                      max_tokens: int | None = None) -> Encoded:
@@ -179,50 +131,46 @@ class Model:
             raise ExplorerError(_("The chat template applies to a text; token ids are traced as they are."))
         return self.encode_ids(text_or_ids, max_tokens=max_tokens)
 
-    def _cut(self, encoded: Encoded, max_tokens: int | None) -> Encoded:
-        if self.max_positions is not None:  # never past the model's context length, whatever the caller asked
-            max_tokens = self.max_positions if max_tokens is None else min(max_tokens, self.max_positions)
-        n = len(encoded.token_ids)
-        if max_tokens is not None and n > max_tokens:
-            encoded = Encoded(encoded.text, encoded.token_ids[:max_tokens], encoded.tokens[:max_tokens], n)
-        return encoded
-
     def single_token_id(self, text: str, what: str | None = None) -> int:
         """The id of ``text`` when the tokenizer makes exactly one token of it (no special tokens added).
 
         ``what`` names the text in the error, already translated (default: "The text")."""
-        what = _("The text") if what is None else what
-        if not isinstance(text, str) or text == "":
-            raise ExplorerError(_("{what} must be a non-empty string of one token.").format(what=what))
-        ids = self.token_ids(text, special=False)
-        if len(ids) != 1:
-            pieces = [self.decode([i]) for i in ids]
-            raise ExplorerError(
-                _("{what} {text!r} is {n} tokens for '{model}' ({pieces}), not one. "
-                  "Use a single token; a word after a space usually starts with that space (' Mary').").format(
-                    what=what, text=text, n=len(ids), model=self.name, pieces=", ".join(map(repr, pieces)))
-            )
-        return ids[0]
+        return self.tokenizer.single_token_id(text, what)
 
     def decode_token(self, token_id: int) -> str:
         """One token's text, as it would appear appended to the output."""
         return self.decode([int(token_id)])
 
-    # The tokenizer's own calls, each under the lock: callers outside this class never take it themselves.
     def decode(self, token_ids: Sequence[int]) -> str:
         """The text of ``token_ids``, decoded as a whole (characters split over tokens come out whole)."""
-        with self._tokenizer_lock:
-            return self.tokenizer.decode(list(token_ids))
+        return self.tokenizer.decode(token_ids)
 
     def raw_tokens(self, token_ids: Sequence[int]) -> list[str]:
         """The tokenizer's own strings for ``token_ids`` (``'Ġthe'``, ``'##ing'``), not the readable labels."""
-        with self._tokenizer_lock:
-            return list(self.tokenizer.convert_ids_to_tokens(list(token_ids)))
+        return self.tokenizer.raw_tokens(token_ids)
 
     def token_ids(self, text: str, special: bool = True) -> list[int]:
         """The ids the tokenizer makes of ``text``, with its special tokens (``special=True``) or without."""
-        with self._tokenizer_lock:
-            return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+        return self.tokenizer.token_ids(text, special=special)
+
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        """The ids that end a generation: the generation config's EOS ids and the tokenizer's."""
+        config = getattr(self.hf, "generation_config", None)
+        source = getattr(config, "eos_token_id", None)
+        ids = [source] if isinstance(source, int) else source if isinstance(source, (list, tuple)) else []
+        return frozenset({int(i) for i in ids} | self.tokenizer.eos_ids)
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """Every id the tokenizer treats as special ([CLS], <s>, <pad>, …)."""
+        return self.tokenizer.special_ids
+
+    @property
+    def mask_token(self) -> tuple[str, int] | None:
+        """(text, id) of the tokenizer's mask token (masked LMs: "[MASK]", "<mask>"), or None when it has none."""
+        tok = self.tokenizer
+        return None if tok.mask_token is None or tok.mask_id is None else (tok.mask_token, tok.mask_id)
 
     # ---- tracing -----------------------------------------------------------------------------------------
     def trace(
@@ -246,15 +194,12 @@ class Model:
             keep_inputs: also keep each attention layer's input x (needed for the Q/K/V walk-through).
             max_tokens: cut the text to this many tokens; ``trace.truncated_from`` then says how many it had.
             ablate: (layer, head) query heads to switch off, at the input of the output projection W_o; the trace's
-                maps, hidden states and logits are then those of the ablated run (see :mod:`explorer.intervention`).
+                maps, hidden states and logits are then those of the ablated run (see :mod:`explorer.capture.intervention`).
             ablation: ``"zero"`` sets each head's output to 0 at every position; ``"mean"`` to its mean over the
                 text's positions in an un-ablated run.
             on_progress: hears the fraction of layers done, after each layer of the forward pass.
         """
-        if mask not in MASK_CHOICES:
-            raise ExplorerError(
-                _("Unknown mask '{mask}'. Use 'causal', 'bidirectional' or None (the model's own).").format(mask=mask)
-            )
+        check_mask(mask)  # before tokenising: a typo is the first thing to hear about
         encoded = self.encode_input(text, chat=chat, max_tokens=max_tokens)
         return self.trace_ids(encoded, mask=mask, keep_inputs=keep_inputs, ablate=ablate, ablation=ablation,
                               on_progress=on_progress)
@@ -262,6 +207,8 @@ class Model:
     def trace_ids(self, encoded: Encoded, mask: MaskOverride = None, keep_inputs: bool = True,
                   ablate: Sequence[Head] = (), ablation: Ablation = "zero",
                   on_progress: Callable[[float], None] | None = None) -> Trace:
+        """:meth:`trace` of an already encoded text (``Model.encode*``)."""
+        mask = check_mask(mask)  # every trace comes through here (head_stats' probe too)
         rows = self.hf.get_input_embeddings().num_embeddings
         if max(encoded.token_ids) >= rows:  # a folder whose tokenizer does not belong to its weights
             raise ExplorerError(
@@ -289,6 +236,7 @@ class Model:
             mask=ran,
             mask_is_model_default=all(r.mask_is_model_default for r in records),  # what ran, not the names
             truncated_from=encoded.truncated_from,
+            offsets=encoded.offsets,
             model_name=self.name,
             hidden_states=tuple(h[0] for h in out.hidden_states),
             final_hidden=out.last_hidden_state[0],
@@ -296,6 +244,7 @@ class Model:
             ablated=heads,
             ablation=ablation if heads else None,
             _x_rebuild=tuple(self.input_rebuilders) if keep_inputs else (),
+            _model=weakref.ref(self),
         )
 
     # ---- pieces of the model used by the pages -------------------------------------------------------------
@@ -326,14 +275,11 @@ class Model:
         return None
 
     def patch_heads(self, clean: str | Sequence[int], corrupt: str | Sequence[int], answer: str, wrong: str,
-                    method: str = "exact", heads: Sequence[Head] | None = None):
-        """Each head's share of the change from ``clean`` to ``corrupt``, as a pandas DataFrame (layer, head,
-        effect): see :func:`explorer.intervention.patch_heads`."""
+                    method: str = "exact", heads: Sequence[Head] | None = None) -> PatchResult:
+        """Each head's share of the change from ``clean`` to ``corrupt``, as a :class:`PatchResult` (an (L, H)
+        tensor of effects, the two logit differences, ``.to_frame()``): see
+        :func:`explorer.capture.intervention.patch_heads`."""
         return patch_heads(self, clean, corrupt, answer, wrong, method=method, heads=heads)
-
-
-def _is_fast(tokenizer: object) -> bool:
-    return bool(getattr(tokenizer, "is_fast", False))
 
 
 def _token_id(value: object, rows: int, model_name: str) -> int:
@@ -349,20 +295,23 @@ def _token_id(value: object, rows: int, model_name: str) -> int:
         value=value, model=model_name, last=rows - 1))
 
 
-def discover_attention_modules(model: Model) -> list[torch.nn.Module]:
-    """Run three tokens through the model once and note which modules call the attention interface, in order.
+def find_attention(hf: torch.nn.Module, name: str,
+                   device: torch.device) -> tuple[tuple[torch.nn.Module, ...], tuple[torch.nn.Module | None, ...]]:
+    """Run three tokens through ``hf`` once and note which modules call the attention interface, in order: the
+    attention modules, and per layer the module that rebuilds its input x from the hidden state
+    (:func:`input_rebuilders`). The loader hands both to :class:`Model`.
 
-    This is how we know a model is instrumentable, and where to hook to capture each layer's input x. The same pass
-    finds the modules that rebuild x from the hidden states (:func:`input_rebuilders`): one forward at load, not two
-    (at load the pass first touches every weight, and it is most of a warm load's time).
+    This is how we know a model is instrumentable, and where to hook to capture each layer's input x (the hooks are
+    registered here). One forward at load, not two: the pass first touches every weight, and it is most of a warm
+    load's time.
     """
-    ids = torch.tensor([[0, 1, 2]], device=model.device)
+    ids = torch.tensor([[0, 1, 2]], device=device)
     recorder = Recorder(keep_inputs=True)
     # Until the attention modules are known, every module notes its input, for this pass only.
-    probes = [m.register_forward_pre_hook(capture_input_hook, with_kwargs=True) for m in model.hf.modules()]
+    probes = [m.register_forward_pre_hook(capture_input_hook, with_kwargs=True) for m in hf.modules()]
     try:
         with torch.inference_mode(), recording(recorder):
-            hidden = model.base(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
+            hidden = hf.base_model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
     finally:
         for probe in probes:
             probe.remove()
@@ -370,30 +319,29 @@ def discover_attention_modules(model: Model) -> list[torch.nn.Module]:
         raise InstrumentationError(
             _("The model '{model}' does not route attention through transformers' attention interface, so "
               "Attention Explorer cannot see its attention. Try a Llama, Qwen, Mistral, GPT-2 or BERT model.")
-            .format(model=model.name)
+            .format(model=name)
         )
     for module in recorder.modules:
         module.register_forward_pre_hook(capture_input_hook, with_kwargs=True)
-    model.attention_modules = list(recorder.modules)
-    register_output_hooks(model)  # where heads are ablated and patched (explorer.intervention)
-    model.input_rebuilders = input_rebuilders(model, recorder.records, hidden)
-    return model.attention_modules
+    modules = tuple(recorder.modules)
+    return modules, tuple(input_rebuilders(hf, modules, recorder.records, hidden))
 
 
 def input_rebuilders(
-    model: Model, records: Sequence[AttentionRecord], hidden: Sequence[torch.Tensor]
+    hf: torch.nn.Module, modules: Sequence[torch.nn.Module], records: Sequence[AttentionRecord],
+    hidden: Sequence[torch.Tensor],
 ) -> list[torch.nn.Module | None]:
     """Per layer, the module that maps the layer's hidden state to its attention input x, or None.
 
     x is the layer's input norm of the hidden state (Llama, Gemma: ``input_layernorm``; GPT-2: ``ln_1``) or the
     hidden state itself (BERT), so a trace that keeps the hidden states need not keep x as well: 0.6 GiB of
     SmolLM2 at 8,192 tokens. Found by trying, on a short text's ``records`` (with x kept) and ``hidden`` states, the
-    identity and each norm beside the attention module, and keeping the one that reproduces the recorded x exactly;
-    any layer without one keeps its x.
+    identity and each norm beside the attention ``modules``, and keeping the one that reproduces the recorded x
+    exactly; any layer without one keeps its x.
     """
-    parents = {id(child): parent for parent in model.hf.modules() for child in parent.children()}
+    parents = {id(child): parent for parent in hf.modules() for child in parent.children()}
     found: list[torch.nn.Module | None] = []
-    for layer, (module, record) in enumerate(zip(model.attention_modules, records)):
+    for layer, (module, record) in enumerate(zip(modules, records)):
         candidates: list[torch.nn.Module] = [torch.nn.Identity()]
         ancestor = parents.get(id(module))
         for _step in range(2):  # the decoder layer is the parent (Llama) or the grandparent (BERT's self-attention)

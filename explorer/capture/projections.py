@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from ..errors import ExplorerError, check_layer_head
-from ..i18n import _
+from ..i18n import _, join
 
 if TYPE_CHECKING:  # only for annotations: the model wrapper imports the intervention hooks, which use this module
     from .model import Model
@@ -157,20 +157,59 @@ def _gpt2_output(model: Model, layer: int, attn: torch.nn.Module) -> torch.nn.Mo
 
 
 @dataclass(frozen=True)
+class BlockLayout:
+    """Where one block's norms sit around its attention and MLP: what a frozen-norm split of the residual stream
+    (:mod:`explorer.analysis.qk_attribution`) must carry its parts through.
+
+    Pre-norm (Llama, GPT-2, Gemma 3): ``h' = h + A(attn(input_norm(h))) + mlp(…)``, A = ``attn_out_norm`` (Gemma 3's
+    norm on the attention output before the add) or the identity. Post-norm (BERT): ``a = attn_add_norm(h + attn(h))``,
+    ``h' = mlp_add_norm(a + mlp(a))``: every earlier part passes through both norms.
+    """
+
+    post_norm: bool
+    input_norm: torch.nn.Module | None = None  # pre-norm: the norm that makes the attention input x from h
+    attn_out_norm: torch.nn.Module | None = None
+    attn_add_norm: torch.nn.Module | None = None  # post-norm only, with the two below
+    mlp: Callable[[torch.Tensor], torch.Tensor] | None = None  # a ↦ the MLP's output before the add
+    mlp_add_norm: torch.nn.Module | None = None
+
+
+def _llama_block(model: Model, layer: int, attn: torch.nn.Module) -> BlockLayout:
+    block = model.base.layers[layer]
+    # Gemma 2/3 name their pre-MLP norm pre_feedforward_layernorm, and post_attention_layernorm normalises the
+    # attention output before the add; in Llama post_attention_layernorm *is* the pre-MLP norm.
+    sandwich = isinstance(getattr(block, "pre_feedforward_layernorm", None), torch.nn.Module)
+    return BlockLayout(post_norm=False, input_norm=block.input_layernorm,
+                       attn_out_norm=block.post_attention_layernorm if sandwich else None)
+
+
+def _bert_block(model: Model, layer: int, attn: torch.nn.Module) -> BlockLayout:
+    block = model.base.encoder.layer[layer]
+    return BlockLayout(post_norm=True, attn_add_norm=block.attention.output.LayerNorm,
+                       mlp=lambda a: block.output.dense(block.intermediate(a)), mlp_add_norm=block.output.LayerNorm)
+
+
+def _gpt2_block(model: Model, layer: int, attn: torch.nn.Module) -> BlockLayout:
+    return BlockLayout(post_norm=False, input_norm=model.base.h[layer].ln_1)
+
+
+@dataclass(frozen=True)
 class Architecture:
-    """What the engine knows of one family's attention module: how to read its weights, where W_o is applied."""
+    """What the engine knows of one family's attention module: how to read its weights, where W_o is applied,
+    and where its block's norms sit."""
 
     family: str
     projections: Callable[[Model, int, torch.nn.Module], LayerProjections]
     output: Callable[[Model, int, torch.nn.Module], torch.nn.Module]
+    block: Callable[[Model, int, torch.nn.Module], BlockLayout]
 
 
 #: The attention module's attribute signature → its family, like transformers' ``AttentionInterface`` registry:
 #: the first entry whose attributes the module has wins. A new family is one builder pair and one entry here.
 ARCHITECTURES: dict[tuple[str, ...], Architecture] = {
-    ("q_proj", "k_proj", "v_proj", "o_proj"): Architecture("Llama family", _llama, _llama_output),
-    ("query", "key", "value"): Architecture("BERT", _bert, _bert_output),
-    ("c_attn", "c_proj"): Architecture("GPT-2", _gpt2, _gpt2_output),
+    ("q_proj", "k_proj", "v_proj", "o_proj"): Architecture("Llama family", _llama, _llama_output, _llama_block),
+    ("query", "key", "value"): Architecture("BERT", _bert, _bert_output, _bert_block),
+    ("c_attn", "c_proj"): Architecture("GPT-2", _gpt2, _gpt2_output, _gpt2_block),
 }
 
 
@@ -181,7 +220,7 @@ def _architecture(model: Model, layer: int) -> tuple[torch.nn.Module, Architectu
     for signature, arch in ARCHITECTURES.items():
         if all(isinstance(getattr(attn, name, None), torch.nn.Module) for name in signature):
             return attn, arch
-    supported = ", ".join(f"{arch.family} ({'/'.join(sig)})" for sig, arch in ARCHITECTURES.items())
+    supported = join(f"{arch.family} ({'/'.join(sig)})" for sig, arch in ARCHITECTURES.items())
     raise ExplorerError(
         _("Attention Explorer does not know where {module} keeps its Q/K/V and output weights "
           "(supported: {supported}).").format(module=type(attn).__name__, supported=supported)
@@ -196,9 +235,76 @@ def layer_projections(model: Model, layer: int) -> LayerProjections:
 
 def output_projection(model: Model, layer: int) -> torch.nn.Module:
     """The module that applies W_o in ``layer``. Its input is the concatenated head outputs (…, T, H·D), head h
-    at [h·D, (h+1)·D): where a head is ablated or patched (:mod:`explorer.intervention`)."""
+    at [h·D, (h+1)·D): where a head is ablated or patched (:mod:`explorer.capture.intervention`)."""
     attn, arch = _architecture(model, layer)
     return arch.output(model, layer, attn)
+
+
+def block_layout(model: Model, layer: int) -> BlockLayout:
+    """Where ``layer``'s block keeps its norms, or an ExplorerError when its family or layout is unknown."""
+    attn, arch = _architecture(model, layer)
+    try:
+        return arch.block(model, layer, attn)
+    except (AttributeError, IndexError, TypeError) as exc:  # a family member laid out differently
+        raise ExplorerError(
+            _("Attention Explorer does not know how the norms of {module}'s blocks are arranged, so it cannot split "
+              "its residual stream.").format(module=type(attn).__name__)
+        ) from exc
+
+
+@dataclass(frozen=True)
+class NormForm:
+    """A norm as ``y = c(x) · rsqrt(mean(c(x)²) + eps) · weight + bias``, c centring x (LayerNorm) or not (RMSNorm).
+
+    With the scale ``rsqrt(…)`` frozen at its value on a text, the norm is linear in x plus a constant (the bias):
+    :meth:`frozen` applies that linear part to one piece of x.
+    """
+
+    centre: bool
+    weight: torch.Tensor  # (d,): RMSNorm's (offset + w), LayerNorm's γ
+    bias: torch.Tensor | None  # (d,): LayerNorm's β
+    eps: float
+
+    def inverse_scale(self, x: torch.Tensor) -> torch.Tensor:
+        """(…, d) → (…,): the scale the norm multiplies x by, at each position."""
+        x = x.float()
+        if self.centre:
+            x = x - x.mean(-1, keepdim=True)
+        return torch.rsqrt(x.pow(2).mean(-1) + self.eps)
+
+    def frozen(self, part: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The norm's linear part on ``part`` (…, U, d) with the scale (U,) frozen; the bias is left out."""
+        if self.centre:
+            part = part - part.mean(-1, keepdim=True)
+        return part * scale[:, None] * self.weight.to(part.device)  # the weights live on the model's device
+
+
+def norm_form(norm: torch.nn.Module | None) -> NormForm | None:
+    """The :class:`NormForm` of an RMSNorm (Llama's w, Gemma's 1 + w) or LayerNorm module; None for no norm
+    (None or Identity). An ExplorerError for any other module: it cannot be frozen into a linear map.
+
+    Checked on a probe, like :func:`rms_norm_form`: what the module computes decides, not its class name.
+    """
+    if norm is None or isinstance(norm, torch.nn.Identity):
+        return None
+    offset, eps = rms_norm_form(norm)
+    if offset is not None:
+        return NormForm(False, offset + norm.weight.detach().float(), None, eps)
+    if isinstance(norm, torch.nn.LayerNorm) and len(norm.normalized_shape) == 1:
+        d = norm.normalized_shape[0]
+        weight = _param(norm) if norm.weight is not None else torch.ones(d)
+        bias = _param(norm, "bias")
+        form = NormForm(True, weight, bias, float(norm.eps))
+        probe = torch.randn(3, d, generator=torch.Generator().manual_seed(0)).to(weight.device)  # (3, d)
+        with torch.inference_mode():
+            out = norm(probe.to(norm.weight.dtype if norm.weight is not None else probe.dtype)).float()
+        mine = form.frozen(probe, form.inverse_scale(probe)) + (bias if bias is not None else 0)
+        if torch.allclose(out, mine, rtol=1e-5, atol=1e-6):
+            return form
+    raise ExplorerError(
+        _("The norm {module} is neither an RMSNorm nor a LayerNorm, so its scale cannot be frozen.").format(
+            module=type(norm).__name__)
+    )
 
 
 def rms_norm_form(norm: torch.nn.Module) -> tuple[float | None, float | None]:

@@ -4,7 +4,8 @@
 its ``AttentionInterface`` (Llama, Qwen, Mistral, GPT-2, BERT, ...). It computes the output with a fused kernel
 that also returns the log-sum-exp of each score row, so the ``(n, n)`` probabilities never have to exist during
 the forward pass. It keeps Q (after RoPE), K, V, the scale, the mask and that log-sum-exp; any head's exact map is
-rebuilt later as ``exp(q kᵀ·scale + mask − lse)`` (see :mod:`explorer.trace`).
+rebuilt later as ``exp(q kᵀ·scale + mask − lse)`` (see :mod:`explorer.capture.trace`). Which keys a query may see
+is :mod:`explorer.capture.masks`' rule; this module dispatches to the kernels.
 
 State is per call: the active :class:`Recorder` lives in a ``ContextVar``, so two threads (two Streamlit sessions)
 tracing the same shared model never see each other's tensors.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator
 
 import torch
 from transformers import AttentionInterface
@@ -29,12 +30,9 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from ..errors import InstrumentationError
 from ..i18n import N_, _
 from .gqa import repeat_kv
+from .masks import MaskKind, MaskOverride, allowed_matrix, causal_allowed, check_mask, mask_pattern, sliding_allowed
 
 ATTENTION_NAME = "explorer"
-
-# "sliding": causal, and only the last ``window`` keys (Gemma 3, Mistral): kept as that one int, never a (T, S) matrix.
-MaskKind = Literal["causal", "bidirectional", "sliding", "custom"]
-MaskOverride = Literal["causal", "bidirectional"] | None
 
 # kwargs that change the maths in ways this implementation does not reproduce; better a clear error than a
 # silently different map.
@@ -85,9 +83,7 @@ class AttentionRecord:
         """The (T, S) bool matrix of allowed (query, key) pairs, on the record's device."""
         if self.allowed is not None:
             return self.allowed
-        if self.mask_kind == "sliding":
-            return sliding_allowed(self.q.shape[1], self.k.shape[1], self.window, self.q.device)
-        return mask_pattern(self.mask_kind, self.q.shape[1], self.k.shape[1], self.q.device)
+        return allowed_matrix(self.mask_kind, self.q.shape[1], self.k.shape[1], self.window, self.q.device)
 
     def query_probs(self, position: int) -> torch.Tensor:
         """(H, S): query ``position``'s exact attention in every head (0 ≤ position < T)."""
@@ -112,6 +108,40 @@ class Recorder:
     # CPU, and a page shows how far it is.
     on_record: Callable[[int], None] | None = None
     _pending_x: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.mask_override = check_mask(self.mask_override)  # every trace's mask passes here: no typo runs
+
+    def query_rows(self, position: int) -> torch.Tensor:
+        """(n_layers, H, S): query ``position``'s exact attention in every recorded layer (one text, no cache)."""
+        return torch.stack([r.query_probs(position) for r in self.records])
+
+    def last_query_rows(self, context_length: int) -> torch.Tensor:
+        """(n_layers, H, context_length): the last query's exact attention in every layer of a decoding step,
+        rebuilt from the records the way a trace rebuilds its maps. Layers alike in shape, scale and mask go through
+        one batched call."""
+        records = self.records
+        first = records[0]
+        alike = all(
+            r.k.shape == first.k.shape and r.scale == first.scale and r.mask_kind == first.mask_kind
+            and r.allowed is None and r.window == first.window
+            for r in records
+        )
+        if alike:
+            q = torch.stack([r.q[:, -1:] for r in records])
+            k = torch.stack([r.k for r in records])
+            lse = torch.stack([r.lse[:, -1:] for r in records])
+            rows = attention_probs(q, k, lse, first.scale, first.mask_kind, None, first.window)[:, :, 0]
+        else:
+            # Per layer; sliding-window layers may hold fewer keys, so rows are left-padded to the longest.
+            width = max(r.k.shape[1] for r in records)
+            rows = torch.stack(
+                [torch.nn.functional.pad(r.query_probs(r.q.shape[1] - 1), (width - r.k.shape[1], 0)) for r in records]
+            )
+        missing = context_length - rows.shape[-1]
+        if missing > 0:  # a sliding-window cache holds only recent keys: the older positions got no attention
+            rows = torch.nn.functional.pad(rows, (missing, 0))
+        return rows
 
     def check_complete(self, n_layers: int) -> None:
         """Raise unless each of the model's ``n_layers`` attention layers was recorded once in this forward pass."""
@@ -144,28 +174,6 @@ def capture_input_hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> No
     hidden = kwargs.get("hidden_states", args[0] if args else None)
     if isinstance(hidden, torch.Tensor):
         recorder._pending_x[id(module)] = hidden[0].detach()
-
-
-def causal_allowed(T: int, S: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(T, S) bool: query i (absolute position S−T+i) may see keys 0..S−T+i. Bottom-right aligned for caches."""
-    rows = torch.arange(T, device=device)[:, None] + (S - T)
-    return torch.arange(S, device=device)[None, :] <= rows
-
-
-def mask_pattern(kind: MaskKind, T: int, S: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(T, S) bool of a plain mask: ``"causal"`` (bottom-right aligned) or every key (``"bidirectional"``)."""
-    if kind == "causal":
-        return causal_allowed(T, S, device)
-    return torch.ones(T, S, dtype=torch.bool, device=device)
-
-
-def sliding_allowed(T: int, S: int, window: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(T, S) bool: causal, and query i sees only the last ``window`` keys up to itself (itself included), as in
-    transformers' ``sliding_window_overlay`` (key j allowed iff i − window < j ≤ i). Bottom-right aligned, like
-    :func:`causal_allowed`, which also holds for a sliding-window cache (it keeps the most recent keys)."""
-    rows = torch.arange(T, device=device)[:, None] + (S - T)
-    cols = torch.arange(S, device=device)[None, :]
-    return (cols <= rows) & (cols > rows - window)
 
 
 def sliding_window_of(module: torch.nn.Module, kwargs: dict | None = None) -> int | None:
@@ -422,10 +430,8 @@ def attention_probs(
     k = repeat_kv(k, groups)  # (..., H, S, D)
     scores = q.float() @ k.float().transpose(-1, -2)  # (..., H, T, S), a fresh tensor: the steps below work in place
     scores.mul_(scale)  # (in place: a 30-layer pass over a long text rewrites GiBs, and each copy costs a pass)
-    if allowed is None and kind == "causal":
-        allowed = causal_allowed(T, S, q.device)
-    if allowed is None and kind == "sliding":
-        allowed = sliding_allowed(T, S, window, q.device)
+    if allowed is None and kind != "bidirectional":
+        allowed = allowed_matrix(kind, T, S, window, q.device)  # (T, S); "custom" without a matrix is an error
     if allowed is not None:
         scores.masked_fill_(~allowed.expand_as(scores), float("-inf"))
     return scores.sub_(_finite(lse.float())[..., None]).exp_()

@@ -7,23 +7,106 @@ log-sum-exp of each score row instead (~0.5 GiB) and rebuilds a head's map with 
 from __future__ import annotations
 
 import hashlib
+import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Sequence
+from typing import ClassVar, Iterator, Literal, Sequence
 
 import torch
 
 from ..i18n import _
 from ..errors import ExplorerError, check_layer_head
+from .masks import MaskKind, allowed_block, visible_keys
 from .recorder import AttentionRecord, attention_probs
+from .words import Word, by_word, segment, spans_from_labels
 
-Mask = Literal["causal", "bidirectional", "sliding", "custom"]
+Mask = MaskKind  # the name this module used before masks.py
 
 # trace.logits (every position) refuses above this: Gemma 3 at 8,192 tokens would need 8 GiB. Pages ask logits_at.
 LOGITS_LIMIT_BYTES = 2 << 30
 # Largest block of probabilities row_blocks computes at once. A whole layer of SmolLM2 at 8,192 tokens is 2.4 GiB
 # (9 × 8192² float32), and scoring it needs two or three times that; blocks of rows keep a pass over it small.
 ROW_BLOCK_BYTES = 64 << 20
+
+
+class LayerView:
+    """What ran at one layer of a trace, read-only: ``trace.layer(l)``. Its tensors are read through the trace's
+    readers (``trace.attention(l, h)``, ``trace.q(l, h)``, …), or all heads at once here (float32, CPU)."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: AttentionRecord):
+        self._record = record
+
+    def __repr__(self) -> str:
+        window = f", window={self.window}" if self.window else ""
+        return (f"LayerView(index={self.index}, mask_kind={self.mask_kind!r}{window}, heads={self.n_heads}, "
+                f"kv_heads={self.n_kv_heads}, queries={self.n_queries}, keys={self.n_keys})")
+
+    @property
+    def index(self) -> int:
+        return self._record.layer
+
+    @property
+    def mask_kind(self) -> MaskKind:
+        """``"causal"``, ``"bidirectional"``, ``"sliding"`` (see :attr:`window`) or ``"custom"``."""
+        return self._record.mask_kind
+
+    @property
+    def window(self) -> int | None:
+        """Keys per query, itself included, when :attr:`mask_kind` is ``"sliding"``; else None."""
+        return self._record.window
+
+    @property
+    def mask_is_model_default(self) -> bool:
+        """False when an override made this layer's mask differ from the model's own."""
+        return self._record.mask_is_model_default
+
+    @property
+    def scale(self) -> float:
+        return self._record.scale
+
+    @property
+    def n_heads(self) -> int:
+        return self._record.n_heads
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self._record.n_kv_heads
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per key/value head (GQA)."""
+        return self._record.group_size
+
+    @property
+    def head_dim(self) -> int:
+        return self._record.q.shape[-1]
+
+    @property
+    def n_queries(self) -> int:
+        return self._record.q.shape[1]
+
+    @property
+    def n_keys(self) -> int:
+        """Keys the layer's queries were scored against (more than the queries over a cache)."""
+        return self._record.k.shape[1]
+
+    def q(self) -> torch.Tensor:
+        """(H, T, D) every query head's vectors (after RoPE where the model uses it)."""
+        return self._record.q.float().cpu()
+
+    def k(self) -> torch.Tensor:
+        """(H_kv, S, D) the key heads (GQA: fewer than the query heads)."""
+        return self._record.k.float().cpu()
+
+    def v(self) -> torch.Tensor:
+        """(H_kv, S, D) the value heads."""
+        return self._record.v.float().cpu()
+
+    def lse(self) -> torch.Tensor:
+        """(H, T) each score row's log-sum-exp."""
+        return self._record.lse.float().cpu()
 
 
 @dataclass
@@ -41,14 +124,17 @@ class Trace:
         final_hidden: the model's last hidden state (after its final norm), which the unembedding reads.
     """
 
+    unit: ClassVar[str] = "token"  # what a map's rows and columns are (explorer.capture.word_trace: "word")
+
     text: str
     tokens: list[str]
     token_ids: list[int]
-    records: list[AttentionRecord]
-    mask: Mask
+    records: list[AttentionRecord]  # internal to capture/: read through layer(), attention() and the readers
+    mask: MaskKind
     mask_is_model_default: bool
     model_name: str
     truncated_from: int | None = None
+    offsets: list[tuple[int, int]] | None = None  # each token's character span in text (for words())
     hidden_states: tuple[torch.Tensor, ...] = ()
     final_hidden: torch.Tensor | None = None
     ablated: tuple[tuple[int, int], ...] = ()  # (layer, head) pairs switched off in this run (Model.trace's ablate)
@@ -59,6 +145,8 @@ class Trace:
     # Per layer, the module (input norm, or Identity) that rebuilds x from hidden_states[layer] where the record
     # did not keep x (Model.input_rebuilders). Held strongly: a norm is d_model weights, not the model.
     _x_rebuild: tuple[torch.nn.Module | None, ...] = field(default=(), repr=False)
+    # The Model that made the trace, held weakly for the same reason as _unembed (analyses that need its weights).
+    _model: weakref.ref | None = field(default=None, repr=False)
 
     # ---- sizes -------------------------------------------------------------------------------------------
     @property
@@ -112,39 +200,93 @@ class Trace:
         g = self.records[0].group_size
         return list(range(kv_head * g, (kv_head + 1) * g))
 
-    # ---- per-head tensors (float32, CPU) -----------------------------------------------------------------
+    # ---- per layer -----------------------------------------------------------------------------------------
+    def layer(self, layer: int) -> LayerView:
+        """What ran at one layer: its mask, window, scale and sizes (:class:`LayerView`); tensors come from the
+        readers below."""
+        self._check(layer, 0)
+        return LayerView(self.records[layer])
+
+    @property
+    def layers(self) -> tuple[LayerView, ...]:
+        """:meth:`layer` for every layer, in order."""
+        return tuple(LayerView(r) for r in self.records)
+
     def record(self, layer: int) -> AttentionRecord:
+        """Deprecated: the internal record. Use :meth:`layer` (what ran) and the readers (:meth:`attention`,
+        :meth:`q`, :meth:`k`, :meth:`v`, :meth:`lse`, :meth:`allowed`)."""
+        warnings.warn("Trace.record(layer) is internal and will go: use trace.layer(layer) and the trace's readers "
+                      "(attention, q, k, v, lse, allowed)", DeprecationWarning, stacklevel=2)
         self._check(layer, 0)
         return self.records[layer]
 
-    def attention(self, layer: int, head: int) -> torch.Tensor:
-        """The exact (n, n) attention probabilities of one head; row i is query i. Rows sum to 1."""
-        self._check(layer, head)
-        r = self.records[layer]
-        kv = head // r.group_size
-        p = attention_probs(r.q[head : head + 1], r.k[kv : kv + 1], r.lse[head : head + 1], r.scale, r.mask_kind, r.allowed, r.window)
-        return p[0].float().cpu()
+    # ---- attention: one indexer (float32, CPU) ---------------------------------------------------------------
+    def attention(
+        self, layer: int, head: int | None = None, queries: slice = slice(None), keys: slice = slice(None),
+        by: Literal["token", "word"] = "token",
+    ) -> torch.Tensor:
+        """The exact attention probabilities of one layer: ``attention(layer, head)`` is one head's (n, n) map (row i
+        is query i; rows sum to 1), ``attention(layer)`` every head's, (H, n, n).
 
-    def attention_window(self, layer: int, head: int, queries: slice = slice(None), keys: slice = slice(None)) -> torch.Tensor:
-        """The exact probabilities of one head on a block of queries × keys: ``attention(layer, head)[queries, keys]``
-        without the (n, n) map, (len(queries), len(keys)) float32. Rows are normalised over the whole text (each
-        query's recorded lse), so a block's rows need not sum to 1. Slices with step 1 only."""
-        self._check(layer, head)
+        ``queries`` and ``keys`` (slices, step 1) pick a block, (Tq, Sk) or (H, Tq, Sk), computed without the whole
+        map. Rows are normalised over the whole text (each query's recorded lse), so a block's rows need not sum
+        to 1. For a long text, read a layer block by block (:meth:`row_blocks`) or one query's heaviest keys
+        (:meth:`top_keys`) instead of the whole map.
+
+        ``by="word"``: (W, W) (or (H, W, W)) over :meth:`words`, by Clark et al.'s rule (to a word: the sum over its
+        pieces; from a word: the mean over its pieces), rows still summing to 1; whole maps only.
+        """
+        if by not in ("token", "word"):
+            raise ExplorerError(_("Unknown unit '{by}'. Use 'token' or 'word'.").format(by=by))
+        if by == "word":
+            if queries != slice(None) or keys != slice(None):
+                raise ExplorerError(_("By word, ask for whole maps; for a block, use the trace's words() spans."))
+            return by_word(self.attention(layer, head), self.words())
+        self._check(layer, 0 if head is None else head)
         r = self.records[layer]
         T, S = r.q.shape[1], r.k.shape[1]
         rows, cols = _span(queries, T, "queries"), _span(keys, S, "keys")
-        kv = head // r.group_size
-        q = r.q[head : head + 1, rows]  # (1, Tq, D)
-        k = r.k[kv : kv + 1, cols]  # (1, Sk, D)
-        p = attention_probs(q, k, r.lse[head : head + 1, rows], r.scale, "custom", _allowed_block(r, rows, cols))
-        return p[0].float().cpu()
+        if head is None:
+            q, k, lse = r.q, r.k, r.lse  # (H, T, D), (H_kv, S, D), (H, T): attention_probs repeats the kv heads
+        else:
+            kv = head // r.group_size
+            q, k, lse = r.q[head : head + 1], r.k[kv : kv + 1], r.lse[head : head + 1]  # one head, kept 3-d
+        if rows == slice(0, T) and cols == slice(0, S):
+            p = attention_probs(q, k, lse, r.scale, r.mask_kind, r.allowed, r.window)  # (h, T, S)
+        else:
+            p = attention_probs(q[:, rows], k[:, cols], lse[:, rows], r.scale, "custom", _allowed_block(r, rows, cols))
+        p = p.float().cpu()
+        return p if head is None else p[0]
+
+    def words(self) -> list[Word]:
+        """The text's words over the tokens, in order and without overlap (see :mod:`explorer.capture.words`):
+        each a :class:`Word` with token positions ``start``, ``end`` (exclusive) and its ``text``."""
+        cached = self.__dict__.get("_words")
+        if cached is None:
+            if self.offsets is not None:
+                cached = segment(self.text, self.offsets, self.tokens)
+            else:  # no offsets (a slow tokenizer): the readable labels laid end to end
+                text, spans = spans_from_labels(self.tokens, [False] * self.n_tokens)
+                cached = segment(text, spans, self.tokens)
+            self.__dict__["_words"] = cached
+        return list(cached)
+
+    def attention_window(self, layer: int, head: int, queries: slice = slice(None),
+                         keys: slice = slice(None)) -> torch.Tensor:
+        """``attention(layer, head, queries, keys)``: one head on a block of queries × keys, (Tq, Sk) float32."""
+        return self.attention(layer, head, queries=queries, keys=keys)
+
+    def attentions(self, layer: int) -> torch.Tensor:
+        """Deprecated: ``attention(layer)``, all heads of one layer, (H, n, n)."""
+        warnings.warn("Trace.attentions(layer) will go: use trace.attention(layer)", DeprecationWarning, stacklevel=2)
+        return self.attention(layer)
 
     def top_keys(self, layer: int, head: int, query: int, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
         """Where does one query look? The ``k`` keys it weighs most over the whole text: (positions, weights),
         heaviest first; keys the mask hides (weight exactly 0) are left out. One (1, n) row, never the map."""
         if not 0 <= int(query) < self.n_tokens:
             raise ExplorerError(_("The query position must lie in 0–{last}.").format(last=self.n_tokens - 1))
-        row = self.attention_window(layer, head, queries=slice(query, query + 1))[0]  # (S,)
+        row = self.attention(layer, head, queries=slice(query, query + 1))[0]  # (S,)
         top = row.topk(min(max(int(k), 1), row.shape[0]))
         seen = top.values > 0
         return top.indices[seen], top.values[seen]
@@ -153,11 +295,12 @@ class Trace:
         self, layer: int, heads: slice = slice(None), max_bytes: int | None = None
     ) -> Iterator[tuple[slice, slice, torch.Tensor]]:
         """The layer's exact maps a block of queries at a time, never the whole (H, n, n): yields
-        ``(queries, keys, probs)`` with probs (h, Tq, Sk) float32 CPU equal to ``attentions(layer)[heads, queries,
+        ``(queries, keys, probs)`` with probs (h, Tq, Sk) float32 CPU equal to ``attention(layer)[heads, queries,
         keys]``, ≤ ``max_bytes`` (default :data:`ROW_BLOCK_BYTES`) each. The blocks cover every query once, in
         order. ``keys`` is the span that holds every key the mask lets these queries see: weights outside it are
         exactly 0, so a causal layer scores about half the pairs and a sliding-window layer only its window."""
-        r = self.record(layer)
+        self._check(layer, 0)
+        r = self.records[layer]
         heads = slice(*heads.indices(r.n_heads))
         if heads.step != 1 or heads.stop <= heads.start:
             raise ExplorerError(_("Choose a non-empty range of heads within 0–{last}.").format(last=r.n_heads - 1))
@@ -173,11 +316,7 @@ class Trace:
             p = attention_probs(q, k, r.lse[heads, rows], r.scale, "custom", _allowed_block(r, rows, cols))
             yield rows, cols, p.float().cpu()
 
-    def attentions(self, layer: int) -> torch.Tensor:
-        """All heads of one layer: (H, n, n)."""
-        r = self.record(layer)
-        return attention_probs(r.q, r.k, r.lse, r.scale, r.mask_kind, r.allowed, r.window).float().cpu()
-
+    # ---- per-head tensors (float32, CPU) -----------------------------------------------------------------
     def q(self, layer: int, head: int) -> torch.Tensor:
         """(n, head_dim): the query vectors used in the scores (after RoPE where the model uses it)."""
         self._check(layer, head)
@@ -193,7 +332,8 @@ class Trace:
         return self.records[layer].v[self.kv_head(head)].float().cpu()
 
     def scale(self, layer: int) -> float:
-        return self.record(layer).scale
+        self._check(layer, 0)
+        return self.records[layer].scale
 
     def lse(self, layer: int, head: int) -> torch.Tensor:
         """(n,) log-sum-exp of each scaled, masked score row: the softmax normaliser in log space."""
@@ -202,17 +342,20 @@ class Trace:
 
     def allowed(self, layer: int = 0) -> torch.Tensor:
         """(n, n) bool: which (query, key) pairs the mask allowed."""
-        return self.record(layer).allowed_matrix().cpu()
+        self._check(layer, 0)
+        return self.records[layer].allowed_matrix().cpu()
 
     def allowed_rows(self, layer: int, queries: slice) -> torch.Tensor:
         """(len(queries), n) bool: ``allowed(layer)[queries]`` without the (n, n) matrix. Slices with step 1 only."""
-        r = self.record(layer)
+        self._check(layer, 0)
+        r = self.records[layer]
         rows = _span(queries, r.q.shape[1], "queries")
         return _allowed_block(r, rows, slice(0, r.k.shape[1])).cpu()
 
     def x(self, layer: int) -> torch.Tensor:
         """(n, d_model): the attention module's input at ``layer`` (the normed hidden state it projects)."""
-        r = self.record(layer)
+        self._check(layer, 0)
+        r = self.records[layer]
         if r.x is not None:
             return r.x.float().cpu()
         rebuild = self._x_rebuild[layer] if layer < len(self._x_rebuild) else None
@@ -223,7 +366,8 @@ class Trace:
 
     def has_x(self, layer: int) -> bool:
         """Can :meth:`x` give this layer's attention input (kept, or rebuilt from the hidden state)?"""
-        r = self.record(layer)
+        self._check(layer, 0)
+        r = self.records[layer]
         return r.x is not None or (layer < len(self._x_rebuild) and self._x_rebuild[layer] is not None
                                    and layer < len(self.hidden_states))
 
@@ -288,6 +432,14 @@ class Trace:
             return 0  # logits_at raises the clear error
         return int(unembed.__self__.vocab_size)
 
+    def source_model(self):
+        """The Model that made this trace (its weights: QK attribution), or an ExplorerError once it is unloaded."""
+        model = self._model() if self._model is not None else None
+        if model is None:
+            raise ExplorerError(_("The model '{model}' that made this trace is no longer loaded. Trace the text "
+                                  "again.").format(model=self.model_name))
+        return model
+
     @property
     def model_alive(self) -> bool:
         """Is the model that made this trace still loaded? (A cache may drop traces whose model is gone.)"""
@@ -317,14 +469,10 @@ def _span(part: slice, size: int, what: str) -> slice:
 
 
 def _visible_keys(r: AttentionRecord, rows: slice) -> slice:
-    """The span of keys holding every key some query in ``rows`` may see: causal keys end at the last query
-    (bottom-right aligned), a sliding window starts ``window − 1`` before the first; otherwise every key."""
+    """The span of keys holding every key some query in ``rows`` may see (the mask rule's, or every key for a
+    custom matrix)."""
     T, S = r.q.shape[1], r.k.shape[1]
-    if r.allowed is not None or r.mask_kind == "bidirectional":
-        return slice(0, S)
-    stop = rows.stop + (S - T)
-    start = max(0, rows.start + (S - T) - r.window + 1) if r.mask_kind == "sliding" else 0
-    return slice(start, stop)
+    return slice(0, S) if r.allowed is not None else visible_keys(r.mask_kind, T, S, rows, r.window)
 
 
 def _allowed_block(r: AttentionRecord, rows: slice, cols: slice) -> torch.Tensor:
@@ -332,10 +480,4 @@ def _allowed_block(r: AttentionRecord, rows: slice, cols: slice) -> torch.Tensor
     which the record already holds)."""
     if r.allowed is not None:
         return r.allowed[rows, cols]
-    T, S = r.q.shape[1], r.k.shape[1]
-    i = torch.arange(rows.start, rows.stop, device=r.q.device)[:, None] + (S - T)  # absolute query positions
-    j = torch.arange(cols.start, cols.stop, device=r.q.device)[None, :]
-    if r.mask_kind == "bidirectional":
-        return torch.ones(i.shape[0], j.shape[1], dtype=torch.bool, device=r.q.device)
-    allowed = j <= i  # causal, bottom-right aligned like causal_allowed
-    return allowed & (j > i - r.window) if r.mask_kind == "sliding" else allowed
+    return allowed_block(r.mask_kind, r.q.shape[1], r.k.shape[1], rows, cols, r.window, r.q.device)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..i18n import _
+from ..i18n import _, join
 from ..errors import ExplorerError
 from ..capture.model import Model
 from ..capture.recorder import Recorder, recording
@@ -52,14 +52,13 @@ def fill_mask(model: Model, text: str, top: int = 10, max_tokens: int | None = N
     """Predict the word behind every mask in ``text`` (write it as ``[MASK]`` or the tokenizer's own mask token)."""
     if model.kind != "masked-lm":
         raise ExplorerError(no_masked_lm_message(model))
-    mask_token = getattr(model.tokenizer, "mask_token", None)
-    mask_id = getattr(model.tokenizer, "mask_token_id", None)
-    if mask_token is None or mask_id is None:
+    if model.mask_token is None:
         raise ExplorerError(
             _("The tokenizer of '{model}' has no mask token, so it cannot fill in masked words.").format(
                 model=model.name
             )
         )
+    mask_token, mask_id = model.mask_token
     if PLACEHOLDER not in text and mask_token not in text:
         raise ExplorerError(
             _("Put {placeholder} in the text where the word to predict goes.").format(placeholder=PLACEHOLDER)
@@ -79,7 +78,7 @@ def fill_mask(model: Model, text: str, top: int = 10, max_tokens: int | None = N
     probs = torch.softmax(logits[positions].float(), dim=-1).cpu()
     predictions = []
     for i, position in enumerate(positions):
-        rows = torch.stack([r.query_probs(position) for r in recorder.records]).float().cpu()
+        rows = recorder.query_rows(position).float().cpu()  # (n_layers, H, n)
         values, ids = torch.topk(probs[i], min(top, probs.shape[-1]))
         candidates = [Candidate(int(t), _token_text(model, int(t)), float(p)) for p, t in zip(values, ids)]
         predictions.append(MaskPrediction(position, candidates, probs[i], rows))
@@ -93,7 +92,7 @@ def _token_text(model: Model, token_id: int) -> str:
 
 def no_masked_lm_message(model: Model) -> str:
     """Why ``model`` cannot fill masks, and which models can."""
-    examples = ", ".join(MASKED_LM_EXAMPLES)
+    examples = join(MASKED_LM_EXAMPLES)
     if model.kind == "causal-lm":
         return _(
             "'{model}' is a causal language model: it predicts the next token from the left context only, "

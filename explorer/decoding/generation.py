@@ -7,11 +7,11 @@
 
 A step feeds only the newest token; its keys and values for the earlier positions come from the cache, so a step
 costs O(context) rather than a fresh forward over everything. The step runs through the recording attention
-(:mod:`explorer.recorder`), whose record holds the new token's query, the keys over the whole context and the
-log-sum-exp; the attention row is rebuilt from them with :func:`explorer.recorder.attention_probs`, the same
+(:mod:`explorer.capture.recorder`), whose record holds the new token's query, the keys over the whole context and
+the log-sum-exp; the attention row is rebuilt from them with :func:`explorer.capture.recorder.attention_probs`, the same
 function that rebuilds a trace's maps, so it equals the last row of ``model.trace`` of the same context.
 
-Sampling is :mod:`explorer.sampling`. A seeded stepper draws step ``i`` with ``uniform(seed, i)``, so a run repeats
+Sampling is :mod:`explorer.decoding.sampling`. A seeded stepper draws step ``i`` with ``uniform(seed, i)``, so a run repeats
 exactly and stepping again after :meth:`Stepper.back` redraws the same token.
 """
 
@@ -29,7 +29,7 @@ from ..errors import ExplorerError, check_layer_head
 from ..i18n import N_, _
 from ..capture.model import Model
 from ..capture.tokens import Encoded
-from ..capture.recorder import AttentionRecord, Recorder, attention_probs, recording
+from ..capture.recorder import Recorder, recording
 from .sampling import Knobs, Stage, draw, stages, uniform
 from ..capture.tokens import CONTINUATION
 
@@ -72,7 +72,7 @@ class Step:
 
     @property
     def stages(self) -> list[Stage]:
-        """The distribution after each stage: softmax, ÷T, top-k, top-p, final (see :mod:`explorer.sampling`)."""
+        """The distribution after each stage: softmax, ÷T, top-k, top-p, final (see :mod:`explorer.decoding.sampling`)."""
         return stages(self.logits, self.knobs)
 
     @property
@@ -133,7 +133,7 @@ class Stepper:
 
     Args:
         prompt: tokenised like :meth:`Model.trace` (``chat=True`` applies the chat template, for instruct models).
-        temperature, top_k, top_p: see :class:`explorer.sampling.Knobs`; change them later with :meth:`set_knobs`.
+        temperature, top_k, top_p: see :class:`explorer.decoding.sampling.Knobs`; change them later with :meth:`set_knobs`.
         seed: makes sampling reproducible; None picks a random seed (kept in ``self.seed``).
         max_new_tokens: the most tokens this stepper generates. ``max_tokens``: cut the prompt to this many tokens.
         stop_at_eos: stop once the model's end-of-sequence token is chosen.
@@ -169,8 +169,8 @@ class Stepper:
         self.seed = secrets.randbelow(2**31) if seed is None else seed
         self.max_new_tokens = max_new_tokens
         self.stop_at_eos = stop_at_eos
-        self.eos_ids = _eos_ids(model)
-        self.max_context = max_context(model)
+        self.eos_ids = set(model.eos_ids)
+        self.max_context = model.max_positions
         self._supports_logits_to_keep = "logits_to_keep" in inspect.signature(model.hf.forward).parameters
         self.steps: list[Step] = []
         self._start(on_progress)
@@ -349,7 +349,7 @@ class Stepper:
             )
         recorder.check_complete(model.n_layers)
         context_length = len(self.prompt.token_ids) + index  # step i sees the prompt and i generated tokens
-        rows = _last_query_rows(recorder.records, context_length).float().cpu()
+        rows = recorder.last_query_rows(context_length).float().cpu()
         logits = out.logits[0, -1].float().cpu()
         return Step(index=index, context_length=context_length, logits=logits, knobs=self.knobs, rows=rows)
 
@@ -399,54 +399,12 @@ def generate(
     return stepper.result()
 
 
-def _last_query_rows(records: list[AttentionRecord], context_length: int) -> torch.Tensor:
-    """(n_layers, H, context_length): the last query's exact attention in every layer, rebuilt from the records
-    the way a trace rebuilds its maps. Layers alike in shape, scale and mask go through one batched call."""
-    first = records[0]
-    alike = all(
-        r.k.shape == first.k.shape and r.scale == first.scale and r.mask_kind == first.mask_kind and r.allowed is None
-        and r.window == first.window
-        for r in records
-    )
-    if alike:
-        q = torch.stack([r.q[:, -1:] for r in records])
-        k = torch.stack([r.k for r in records])
-        lse = torch.stack([r.lse[:, -1:] for r in records])
-        rows = attention_probs(q, k, lse, first.scale, first.mask_kind, None, first.window)[:, :, 0]
-    else:
-        # Per layer; sliding-window layers may hold fewer keys, so rows are left-padded to the longest.
-        width = max(r.k.shape[1] for r in records)
-        rows = torch.stack(
-            [torch.nn.functional.pad(r.query_probs(r.q.shape[1] - 1), (width - r.k.shape[1], 0)) for r in records]
-        )
-    missing = context_length - rows.shape[-1]
-    if missing > 0:  # a sliding-window cache holds only recent keys: the older positions got no attention
-        rows = torch.nn.functional.pad(rows, (missing, 0))
-    return rows
-
-
-def max_context(model: Model) -> int | None:
-    """The most tokens the model's positions reach (prompt and generated tokens together), or None if unknown."""
-    return int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
-
-
 def prompt_limit(model: Model, max_new_tokens: int, max_tokens: int | None = None) -> int | None:
     """The most prompt tokens that leave room for ``max_new_tokens`` in the model's context (and at most
     ``max_tokens``): a prompt that fills the context could not be continued at all."""
-    context = max_context(model)
+    context = model.max_positions
     room = None if context is None else max(1, context - max_new_tokens)
     return room if max_tokens is None else max_tokens if room is None else min(max_tokens, room)
-
-
-def _eos_ids(model: Model) -> set[int]:
-    ids: set[int] = set()
-    config = getattr(model.hf, "generation_config", None)
-    for source in (getattr(config, "eos_token_id", None), getattr(model.tokenizer, "eos_token_id", None)):
-        if isinstance(source, int):
-            ids.add(source)
-        elif isinstance(source, (list, tuple)):
-            ids.update(int(i) for i in source)
-    return ids
 
 
 def not_causal_message(model: Model) -> str:

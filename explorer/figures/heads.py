@@ -29,7 +29,7 @@ from ..analysis.downsample import BlockMeans, block_means
 from .heatmap import DOWNSAMPLED_NOTE, MAX_CELLS, _short, token_heatmap
 from . import palette
 from .palette import SEQUENTIAL
-from ..i18n import _
+from ..i18n import _, join
 
 SMALL_CELLS = 96  # per side, per head, in the small multiples of one layer
 THUMB_CELLS = 32  # per side, per head, in the model view
@@ -100,6 +100,11 @@ def gqa_groups(kv_heads: Sequence[int]) -> dict[int, list[int]]:
 
 
 # ---- sink marking --------------------------------------------------------------------------------------------
+def notes_text(notes: Sequence[str]) -> str:
+    """A figure title's notes as one parenthesised line in the reader's language ("(a; b)" / "（a；b）")."""
+    return _("({notes})").format(notes=join(notes, "clauses"))
+
+
 def mark_sink(fig: go.Figure, *, xref: str = "x", yref: str = "y", hidden: bool = False, label: bool = True) -> None:
     """Outline key column 0 (the first displayed column; category index 0) of one heatmap, in place."""
     fig.add_shape(
@@ -220,7 +225,7 @@ def layer_small_multiples(
     if sink_hidden:
         notes.append(_("token 0 hidden, rows renormalised"))
     if notes:
-        title += f"<br><span style='font-size:12px'>({'; '.join(notes)})</span>"
+        title += f"<br><span style='font-size:12px'>{notes_text(notes)}</span>"
     fig.update_layout(
         title=title,
         coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=zmax, colorbar=dict(title=_("attention"), thickness=12)),
@@ -294,9 +299,9 @@ def model_view_grid(
     if sink_hidden:
         notes.append(_("token 0 hidden, rows renormalised"))
     # "h4<br>kv1": two short lines stay narrow enough for ~25 px columns in a narrow window
-    head_ticks = [f"h{h}" + (f"<br>kv{kv_heads[h]}" if kv_heads is not None else "") for h in range(n_heads)]
+    head_ticks = [f"h{h}" + (f"<br>KV{kv_heads[h]}" if kv_heads is not None else "") for h in range(n_heads)]
     fig.update_layout(
-        title=_("Every layer × head") + (f"<br><span style='font-size:12px'>({'; '.join(notes)})</span>" if notes else ""),
+        title=_("Every layer × head") + (f"<br><span style='font-size:12px'>{notes_text(notes)}</span>" if notes else ""),
         coloraxis=dict(
             colorscale=SEQUENTIAL, cmin=0, cmax=255,
             colorbar=dict(title=_("attention"), thickness=12, tickvals=[0, 64, 128, 191, 255],
@@ -388,7 +393,7 @@ def head_view_lines(
         notes.append(_("tokens {first}–{last} of {n}").format(first=start, last=stop - 1, n=n))
     if total > len(weights):
         notes.append(_("the {shown} strongest of {total} lines").format(shown=len(weights), total=total))
-    note = f"<br><span style='font-size:12px'>({'; '.join(notes)})</span>" if notes else ""
+    note = f"<br><span style='font-size:12px'>{notes_text(notes)}</span>" if notes else ""
     full = plotly_escape(title or _("Head view")) + note
     fig.update_layout(
         title=full,

@@ -98,14 +98,15 @@ def loss_chart(tokens: Sequence[str], losses: Mapping[str, np.ndarray], *, title
             raise ExplorerError(_("'{name}' has {losses} losses for {tokens} predicted tokens.").format(
                 name=name, losses=values.shape[0], tokens=len(labels)))
         fig.add_trace(go.Scatter(
-            x=labels, y=values, mode="lines+markers", name=f"{name} (mean {values.mean():.2f})",
+            x=labels, y=values, mode="lines+markers",
+            name=_("{name} (mean {mean})").format(name=plotly_escape(name), mean=f"{values.mean():.2f}"),
             line=dict(color=colour), marker=dict(size=4),
-            hovertemplate=f"predicting %{{x}}<br>loss: %{{y:.3f}} nats<extra>{plotly_escape(name)}</extra>",
+            hovertemplate=_("predicting %{x}<br>loss: %{y:.3f} nats") + f"<extra>{plotly_escape(name)}</extra>",
         ))
     fig.update_layout(
         title=title, height=360, margin=dict(l=10, r=10, t=40 if title else 10, b=10), hovermode="x unified",
-        xaxis=dict(title="predicted token", tickangle=-60, **_tick_axis(labels)),
-        yaxis=dict(title="loss (nats)", rangemode="tozero"),
+        xaxis=dict(title=_("predicted token"), tickangle=-60, **_tick_axis(labels)),
+        yaxis=dict(title=_("loss (nats)"), rangemode="tozero"),
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
     )
     return fig

@@ -82,7 +82,7 @@ def window_figure(window: int, n: int, *, text_tokens: int, title: str, height: 
 
 
 def fit_panel(fig: go.Figure, *, max_ticks: int, max_height: int) -> go.Figure:
-    """Fit a :func:`token_heatmap` into a narrow panel: fewer tick labels and a bounded height.
+    """Fit a :func:`explorer.figures.heatmap.token_heatmap` into a narrow panel: fewer tick labels and a bounded height.
 
     The shared heatmap labels up to 60 tokens per axis, legible across a full-width chart; in a half-width panel
     they would overlap. Hover still names every token.

@@ -79,9 +79,9 @@ def sweep_chart(rows: Sequence[KernelTiming], value: str = "seconds") -> go.Figu
         y = [r.seconds * 1e3 if value == "seconds" else r.peak_bytes / 2**20 for r in mine]
         dtype = f" ({mine[0].dtype})" if mine[0].dtype != "float32" else ""
         fig.add_trace(go.Scatter(
-            x=[r.n for r in mine], y=[max(v, FLOOR) for v in y], mode="lines+markers", name=method + dtype,
+            x=[r.n for r in mine], y=[max(v, FLOOR) for v in y], mode="lines+markers", name=_(method) + dtype,
             line=dict(dash="dash" if mine[0].materialises else "solid"),
-            hovertemplate=f"{method}<br>n = %{{x:,}}<br>%{{y:.3g}} {unit_short}<extra></extra>",
+            hovertemplate=f"{_(method)}<br>n = %{{x:,}}<br>%{{y:.3g}} {unit_short}<extra></extra>",
         ))
     ns = sorted({r.n for r in rows})
     ys = [t.y for t in fig.data]

@@ -1,9 +1,9 @@
 """Checking the from-scratch attention against the model, and measuring the tutorial variant's departures on a text.
 
 * :func:`parity` runs the model once on a text, capturing each attention module's own output with a forward hook,
-  and compares :class:`explorer.scratch.MultiHeadAttention` (loaded with that layer's weights, fed that layer's
+  and compares :class:`explorer.from_scratch.scratch.MultiHeadAttention` (loaded with that layer's weights, fed that layer's
   input from the same trace) with it, layer by layer.
-* :func:`variant_effect` (entropy per head is :func:`explorer.stats.entropy`), :func:`head_diversity`,
+* :func:`variant_effect` (entropy per head is :func:`explorer.analysis.stats.entropy`), :func:`head_diversity`,
   :func:`parameter_counts` and :func:`mask_fill_table` measure what each of the tutorial's departures does.
 """
 
@@ -23,6 +23,7 @@ from ..capture.gqa import repeat_kv
 from .scratch import NEG_INF, TUTORIAL_FILL, AttentionOutput, MultiHeadAttention, TutorialAttention, attention_core
 from ..analysis.stats import entropy
 from ..capture.trace import Trace
+from ..i18n import N_
 
 PARITY_TOLERANCE = 1e-5
 # A fixed text (≈ 200 tokens, English and Chinese) to fit the tutorial's shared projection on, so that its effect is
@@ -103,9 +104,8 @@ class LayerParity:
 
 def run_scratch(module: MultiHeadAttention, trace: Trace, layer: int) -> AttentionOutput:
     """The module on ``layer``'s input from the trace, under the mask the trace ran with (float32)."""
-    record = trace.record(layer)
     x = trace.x(layer).to(module.w_o.device)  # (T, d)
-    allowed = record.allowed_matrix().to(module.w_o.device)  # (T, T)
+    allowed = trace.allowed(layer).to(module.w_o.device)  # (T, T)
     with torch.inference_mode():
         return module(x, allowed=allowed)
 
@@ -113,7 +113,8 @@ def run_scratch(module: MultiHeadAttention, trace: Trace, layer: int) -> Attenti
 def layer_parity(model: Model, trace: Trace, module_output: torch.Tensor, layer: int) -> LayerParity:
     """Compare the textbook module, loaded with ``layer``'s weights, with the model at that layer."""
     _, ours = textbook_output_for(model, trace, layer)
-    record = trace.record(layer)
+    record = trace.layer(layer)  # q (H, T, D), k and v (H_kv, T, D), float32
+    q, k, v = record.q(), record.k(), record.v()
     in_module = layer_projections(model, layer).output_in_module
     mine = ours.out if in_module else ours.concat  # BERT's module stops before W_o: compare the concatenated heads
     diff = lambda a, b: float((a.float() - b.float().to(a.device)).abs().max())  # noqa: E731
@@ -121,11 +122,12 @@ def layer_parity(model: Model, trace: Trace, module_output: torch.Tensor, layer:
     return LayerParity(
         layer=layer,
         output=diff(mine, module_output),
-        probs=diff(ours.probs, trace.attentions(layer)),
-        qkv=max(diff(ours.q, record.q), diff(ours.k, record.k), diff(ours.v, record.v)),
+        probs=diff(ours.probs, trace.attention(layer)),
+        qkv=max(diff(ours.q, q), diff(ours.k, k), diff(ours.v, v)),
         output_scale=scale(module_output),
-        qkv_scale=scale(record.q, record.k, record.v),
-        compared_at="after W_o" if in_module else "heads concatenated, before W_o (BERT applies W_o in its next block)",
+        qkv_scale=scale(q, k, v),
+        # marked, not translated: the UI translates it where shown (a cached parity must not keep one language)
+        compared_at=N_("after W_o") if in_module else N_("heads concatenated, before W_o (BERT applies W_o in its next block)"),
     )
 
 
@@ -176,10 +178,10 @@ def parameter_counts(textbook: MultiHeadAttention, tutorial: TutorialAttention) 
 
 
 MASK_FILLS: dict[str, float] = {
-    "−∞ (textbook)": NEG_INF,
-    "−1e20 (tutorial)": TUTORIAL_FILL,
+    N_("−∞ (textbook)"): NEG_INF,  # names marked, translated where shown
+    N_("−1e20 (tutorial)"): TUTORIAL_FILL,
     "−1e9": -1e9,
-    "dtype's lowest finite": float("nan"),  # placeholder: torch.finfo(dtype).min, resolved per dtype
+    N_("dtype's lowest finite"): float("nan"),  # placeholder: torch.finfo(dtype).min, resolved per dtype
 }
 MASK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -221,7 +223,7 @@ def mask_fill_table(ours: AttentionOutput, scale: float, allowed: torch.Tensor |
                 out.append(FillOutcome(dtype_name, fill_name, None, str(exc).split("\n")[0], "—"))
                 continue
             diff = float((probs.float() - reference.float()).abs().max())
-            pad = "NaN" if bool(pad_row.isnan().any()) else "uniform"
+            pad = "NaN" if bool(pad_row.isnan().any()) else N_("uniform")
             out.append(FillOutcome(dtype_name, fill_name, diff, None, pad))
     return out
 

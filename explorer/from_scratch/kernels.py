@@ -1,9 +1,9 @@
 """Timing and memory of attention kernels: the from-scratch computation against fused kernels, on CPU or CUDA.
 
-The from-scratch core (:func:`explorer.scratch.attention_core`) materialises the (H, n, n) score and probability
+The from-scratch core (:func:`explorer.from_scratch.scratch.attention_core`) materialises the (H, n, n) score and probability
 matrices. ``torch.nn.functional.scaled_dot_product_attention`` dispatches to fused kernels (flash, memory-efficient)
 that walk the keys in tiles and keep, per query, only a running maximum and a running sum of exponentials (the
-online softmax): memory O(n·D) instead of O(n²). The engine's recorder (:mod:`explorer.recorder`) calls such a
+online softmax): memory O(n·D) instead of O(n²). The engine's recorder (:mod:`explorer.capture.recorder`) calls such a
 kernel too, and keeps the log-sum-exp it returns.
 
 Inputs are seeded random q, k, v of one model's shape (H heads of D dims; key/value heads expanded, so GQA
@@ -23,19 +23,21 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..i18n import _
+from ..i18n import N_, _
 from ..capture.devices import resolve_device
-from ..capture.recorder import Recorder, causal_allowed, recording, recording_attention
+from ..capture.masks import causal_allowed
+from ..capture.recorder import Recorder, recording, recording_attention
 from .scratch import attention_core
 
 LENGTHS = (128, 256, 512, 1024, 2048, 4096)
-SCRATCH = "from scratch"
-RECORDER = "engine recorder"
-SDPA_DEFAULT = "SDPA (default dispatch)"
+# Method names are data (keys, cached timings) marked for translation; the page translates them where shown.
+SCRATCH = N_("from scratch")
+RECORDER = N_("engine recorder")
+SDPA_DEFAULT = N_("SDPA (default dispatch)")
 SDPA_BACKENDS = {
-    "SDPA flash": SDPBackend.FLASH_ATTENTION,
-    "SDPA memory-efficient": SDPBackend.EFFICIENT_ATTENTION,
-    "SDPA math": SDPBackend.MATH,
+    N_("SDPA flash"): SDPBackend.FLASH_ATTENTION,
+    N_("SDPA memory-efficient"): SDPBackend.EFFICIENT_ATTENTION,
+    N_("SDPA math"): SDPBackend.MATH,
 }
 MATERIALISES = {SCRATCH: True, "SDPA math": True}  # every other method keeps O(n) per query row
 

@@ -7,9 +7,9 @@
     out = concat(head_1 … head_H) W_o
 
 Loaded with a real layer's weights (:meth:`MultiHeadAttention.from_model`, built on
-:func:`explorer.projections.layer_projections`, including RoPE and grouped-query attention for the Llama family) and
+:func:`explorer.capture.projections.layer_projections`, including RoPE and grouped-query attention for the Llama family) and
 given that layer's input from a trace, it reproduces the model's own attention output (see
-:mod:`explorer.scratch_checks`).
+:mod:`explorer.from_scratch.checks`).
 
 :class:`TutorialAttention` is the same module with the three departures of a much-copied "transformer from scratch"
 tutorial, each switchable (:class:`Departures`): scores scaled by √(embedding size) instead of √d_k, one small

@@ -7,7 +7,7 @@ projection (fitted on a calibration trace, measured on the user's text), and the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -56,7 +56,12 @@ def variant_view(model: Model, trace: Trace, layer: int, head: int, departures: 
     allowed = trace.allowed(layer).to(x.device)  # (T, T) bool
     fit_x = calibration.x(layer).to(x.device)  # (T_cal, d_model)
     with torch.inference_mode():
-        effect = variant_effect(ours, tutorial_variant(textbook, departures, fit_x)(x, allowed))
+        try:
+            variant = tutorial_variant(textbook, departures, fit_x)
+        except ExplorerError:  # (2) cannot cut this layer into head slices (H·d_k ≠ d_model: Gemma 3); the variant
+            # runs without it, and "Each departure on its own" says why (shared_error below)
+            variant = tutorial_variant(textbook, replace(departures, shared_projection=False), fit_x)
+        effect = variant_effect(ours, variant(x, allowed))
         embed_scale = attention_only(ours, textbook.d_model**-0.5, allowed)[1]  # (H, T, T)
         counts = r2 = error = diversity_shared = None
         try:
@@ -66,7 +71,7 @@ def variant_view(model: Model, trace: Trace, layer: int, head: int, departures: 
             diversity_shared = head_diversity(shared(x, allowed).probs)
         except ExplorerError as exc:  # e.g. H·d_k ≠ d_model: shown as the reason, the rest still works
             error = str(exc)
-        nothing_masked = bool(allowed.all())  # a bidirectional layer: the table then masks a key itself
+        nothing_masked = trace.layer(layer).mask_kind == "bidirectional"  # the table then masks a key itself
         fills = mask_fill_table(ours, textbook.scale, None if nothing_masked else allowed)
     return VariantView(
         entropy_textbook=effect.entropy_textbook.numpy(),

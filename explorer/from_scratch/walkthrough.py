@@ -3,7 +3,7 @@
     x ─W─▶ Q, K, V ─RoPE─▶ s_j = q_i·k_j ─×scale─▶ + M_ij ─softmax─▶ p_ij ─Σ p·v─▶ o_i ─W_o─▶
 
 Everything is recomputed from the attention module's input ``x`` (kept in the trace) and the layer's weights
-(:mod:`explorer.projections`), so each intermediate that the fused kernel never materialised can be shown; the
+(:mod:`explorer.capture.projections`), so each intermediate that the fused kernel never materialised can be shown; the
 results agree with what the trace recorded (Q/K/V exactly for Llama-family models, the probabilities within
 float32 rounding), which the tests check.
 """
@@ -120,7 +120,7 @@ def formula_steps(
 ) -> FormulaSteps:
     """Recompute one head's attention for one query from ``trace.x(layer)`` and the layer's weights.
 
-    ``projections`` may be passed to reuse :func:`explorer.projections.layer_projections` for the same layer.
+    ``projections`` may be passed to reuse :func:`explorer.capture.projections.layer_projections` for the same layer.
     Raises ExplorerError for out-of-range indices or architectures whose weights are not understood.
     """
     trace._check(layer, head)

@@ -29,7 +29,7 @@ from ..capture.trace import Trace
 from ..escape import md_escape
 from ..figures.analysis import layer_head_heatmap, lens_figure, qk_plane_figure
 from ..figures.heatmap import MAX_CELLS, token_heatmap
-from ..i18n import N_, _, number, percent
+from ..i18n import N_, _, join, number, percent
 
 
 # ---- the rollout (cached per trace and last layer) -------------------------------------------------------------------
@@ -221,7 +221,8 @@ def lens(model: Model, trace: Trace) -> None:
     start, end = lens_ui(trace.n_tokens)
     positions = list(range(start, end + 1))
     result = logit_lens(model, trace, positions, top_k=3)
-    st.latex(r"\text{lens}_\ell(i) = \mathrm{softmax}\big(W_U\,\mathrm{norm}_{\text{final}}(h_\ell(i))\big)")
+    st.latex(r"\text{%s}_\ell(i) = \mathrm{softmax}\big(W_U\,\mathrm{norm}_{\text{%s}}(h_\ell(i))\big)"
+             % (_("lens"), _("final")))
     st.caption(_("Each row reads one layer's residual stream as if it were the last: the model's final norm, then "
                  "its unembedding. The top row is the model's own output. Hover a cell for the top 3."))
     fig = lens_figure(result, trace.tokens,
@@ -314,7 +315,8 @@ def export_section(model: Model, trace: Trace) -> None:
             most=number(CSV_MAX_TOKENS)))
     specs = viewed_specs(trace)
     maps = sum(n * n for spec in specs.values() if spec[0] == "attention")  # rollouts are at most MAX_CELLS²
-    size_mb = (sum(r.q.numel() + r.k.numel() + r.v.numel() for r in trace.records) + maps) * 4 / 2**20
+    qkv = sum((v.n_heads * v.n_queries + 2 * v.n_kv_heads * v.n_keys) * v.head_dim for v in trace.layers)
+    size_mb = (qkv + maps) * 4 / 2**20
     st.download_button(
         _("The whole trace as .npz"), data=lambda: export.trace_npz(trace, build_maps(trace, specs)),
         file_name=export.file_name(model.name, f"{trace.n_tokens}tok", "trace", ext="npz"),
@@ -325,7 +327,7 @@ def export_section(model: Model, trace: Trace) -> None:
     st.caption(_("The .npz holds `tokens`, `token_ids`, `text`, `model`, `mask`, `scale` (per layer), `q` (layers × "
                  "heads × tokens × head_dim, after RoPE), `k`, `v`, `lse`, and one `map__<name>` per map you viewed "
                  "here: {maps}. Read it with `numpy.load(path)`.").format(
-        maps=", ".join(f"`{name}`" for name in specs)))
+        maps=join(f"`{name}`" for name in specs)))
     png_ok, why = export.png_export_status()
     if not png_ok:
         st.warning(_("Figures download as HTML only on this server. {why}").format(why=why))

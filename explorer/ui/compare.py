@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from . import resources, state, widgets
+from . import maps, resources, state, widgets
 from .caching import cached
 from .maps import head_blocks, remember_view, show_figure, square_height
 from ..analysis.difference import MapDifference, map_difference
@@ -19,6 +19,7 @@ from ..capture.embedded import EMBEDDED
 from ..capture.model import Model
 from ..capture.tokens import unique_labels
 from ..capture.trace import Trace
+from ..capture.word_trace import WordTrace
 from ..escape import md_escape
 from ..figures.heatmap import MAX_CELLS, token_heatmap
 from ..figures.palette import DIVERGING
@@ -31,7 +32,7 @@ MODES = {"texts": N_("Two texts"), "models": N_("Two models"), "masks": N_("The 
 class Side:
     label: str
     model: Model
-    trace: Trace
+    trace: Trace | WordTrace
     layer: int
     head: int
 
@@ -87,7 +88,8 @@ def comparison_ui() -> Comparison:
             trace_b = resources.trace_for(model_a, sel.text, "bidirectional")
             labels = (_("A (causal)"), _("B (bidirectional)"))
             st.caption(_("The model's own mask is **{mask}**; the other one is a what-if that changes the computation "
-                         "in every layer, not just this head.").format(mask=model_a.default_mask))
+                         "in every layer, not just this head.").format(mask=state.mask_name(model_a.default_mask)))
+    trace_a, trace_b = maps.shown(trace_a), maps.shown(trace_b)  # by token or by word, as the sidebar says
     return Comparison(mode, Side(labels[0], model_a, trace_a, layer, head),
                       Side(labels[1], model_b, trace_b, layer_b, head_b))
 
@@ -118,9 +120,9 @@ def side(s: Side, matrix: BlockMeans, zmax: float, where, colour_bar: bool) -> N
     with where:
         st.markdown(f"**{md_escape(s.label)}**")
         what_if = "" if trace.mask_is_model_default else " " + _("(what-if)")
-        st.caption(_("{model} · layer {layer}, head {head} · mask {mask}{what_if} · {n} tokens").format(
-            model=md_escape(s.model.name), layer=s.layer, head=s.head, mask=trace.mask, what_if=what_if,
-            n=trace.n_tokens))
+        st.caption(_("{model} · layer {layer}, head {head} · mask {mask}{what_if} · {size}").format(
+            model=md_escape(s.model.name), layer=s.layer, head=s.head, mask=state.mask_name(trace.mask),
+            what_if=what_if, size=widgets.unit_count(trace.n_tokens, trace.unit)))
         fig = token_heatmap(matrix, trace.tokens, trace.tokens,
                             title=_("{side}: layer {layer}, head {head}").format(side=s.label, layer=s.layer,
                                                                                  head=s.head),
@@ -131,7 +133,8 @@ def side(s: Side, matrix: BlockMeans, zmax: float, where, colour_bar: bool) -> N
 def sides(c: Comparison) -> MapDifference | None:
     """Both maps on one colour scale (equal colours mean equal weights); returns their comparison (None when their
     sizes differ)."""
-    if c.mode != "masks":
+    widgets.word_view_note(c.a.trace)
+    if c.mode != "masks" and c.a.trace.unit == "token":  # exports rebuild token maps
         remember_view(c.a.trace, f"attention_L{c.a.layer}_H{c.a.head}", ("attention", c.a.layer, c.a.head))
     a, b, found = drawn_maps(c)
     zmax = float(max(np.nanmax(a.values), np.nanmax(b.values)))  # the cells drawn: exact, or block means
@@ -145,6 +148,13 @@ def sides(c: Comparison) -> MapDifference | None:
 def difference(c: Comparison, found: MapDifference | None) -> None:
     """A − B cell by cell, with the largest and mean change, when the maps have the same shape."""
     st.subheader(_("Difference A − B"))
+    if found is None and c.a.trace.unit == "word":
+        st.info(_("A has {n_a} words and B has {n_b}: the maps have different shapes, so there is no cell-by-cell "
+                  "difference. Texts with the same number of words can be compared; two models may cut one text into different "
+                  "words (a token that spans two words joins them, and special tokens such as <bos> are words of their "
+                  "own).").format(
+            n_a=c.a.trace.n_tokens, n_b=c.b.trace.n_tokens))
+        return
     if found is None:
         st.info(_("A has {n_a} tokens and B has {n_b}: the maps have different shapes, so there is no cell-by-cell "
                   "difference. Texts that tokenise to the same length can be compared.").format(
@@ -159,7 +169,9 @@ def difference(c: Comparison, found: MapDifference | None) -> None:
     c2.metric(_("Mean |A − B|"), number(found.mean_abs, 4))
     c3.metric(_("Most changed row"), md_escape(rows_a[found.most_changed]),
               help=_("The query whose attention row moved the most (sum of |A − B| over keys)."))
-    if trace_a.tokens != c.b.trace.tokens:
+    if trace_a.tokens != c.b.trace.tokens and trace_a.unit == "word":
+        st.caption(_("The two word lists differ: cells are compared by position. Labels show A's words."))
+    elif trace_a.tokens != c.b.trace.tokens:
         st.caption(_("The two token lists differ: cells are compared by position. Labels show A's tokens."))
     fig = token_heatmap(found.difference, trace_a.tokens, trace_a.tokens, zmin=None, zmax=None, colorscale=DIVERGING,
                         value_name="A − B", title=_("A − B (red: A attends more; blue: B attends more)"),

@@ -4,8 +4,8 @@ One function per section of the page; widget readers (``*_ui``) return small fro
 the drawing. ``SECTIONS`` lists what the page draws for a stepper, in order.
 
 The stepper (it holds a KV cache) lives in ``st.session_state``: one per user. The model stays shared through
-:func:`explorer.ui.current_model`. Buttons act through callbacks, which run before the script, so everything drawn
-below them already shows the new state; a callback's error is kept in the session and shown by the page.
+:func:`explorer.ui.resources.current_model`. Buttons act through callbacks, which run before the script, so everything
+drawn below them already shows the new state; a callback's error is kept in the session and shown by the page.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from ..errors import ExplorerError
 from ..escape import md_escape
 from ..figures import generation as fig
 from ..decoding.fill_mask import MASKED_LM_EXAMPLES, PLACEHOLDER, fill_mask, no_masked_lm_message
-from ..decoding.generation import Step, Stepper, max_context, not_causal_message, prompt_limit
+from ..decoding.generation import Step, Stepper, not_causal_message, prompt_limit
 from ..capture.model import Model
-from ..i18n import N_, _, ngettext, number
+from ..i18n import N_, _, join, ngettext, number
 
 log = logging.getLogger("attention_explorer")
 
@@ -38,7 +38,7 @@ def probability() -> dict:
     return {"probability": st.column_config.NumberColumn(_("probability"), format="%.3g")}
 FORMULAS = {
     "temperature": r"p_i = \frac{e^{z_i/T}}{\sum_j e^{z_j/T}}",
-    "top-k": r"p^{(k)}_i \propto p_i \, [\, i \in \text{top } k \,]",
+    "top-k": r"p^{(k)}_i \propto p_i \, [\, i \in \mathrm{top}\text{-}k \,]",
     "top-p": r"p'_i \propto p^{(k)}_i \, [\, i \in V_p \,]",
     "nucleus": r"\textstyle\sum_{i \in V_p} p^{(k)}_i \ge p",
 }
@@ -207,7 +207,7 @@ def stepper_section(model: Model) -> Stepper | None:
         st.info(_("The prompt has {n} tokens; generation continues from the first {kept}, which leaves room for "
                   "{steps} new tokens in the model's context of {context}.").format(
             n=number(stepper.prompt.truncated_from), kept=number(kept), steps=state.settings().max_generation_steps,
-            context=number(max_context(model))))
+            context=number(model.max_positions)))
     elif stepper.prompt.truncated_from:
         st.info(_("The prompt has {n} tokens; generation continues from the first {kept} (the app's cap, "
                   "AE_MAX_TOKENS).").format(n=f"{stepper.prompt.truncated_from:,}", kept=f"{kept:,}"))
@@ -370,7 +370,7 @@ def _fill_mask_panel(model: Model) -> None:
         st.text_input(_("Masked-LM model"), value=MASKED_LM_EXAMPLES[0], key="gen_mlm", persist_state="session",
                       help=_("A Hugging Face id (needs the server online or the model in its cache) or a local folder "
                              "with a *ForMaskedLM model. Models that work: {models}.").format(
-                          models=", ".join(MASKED_LM_EXAMPLES)))
+                          models=join(MASKED_LM_EXAMPLES)))
         mlm_name = st.session_state.get("gen_mlm", MASKED_LM_EXAMPLES[0]).strip()
     st.text_input(_("Sentence with {mask}").format(mask=PLACEHOLDER), value=DEFAULT_MASKED, key="gen_mask_text", persist_state="session",
                   max_chars=2000)

@@ -17,8 +17,9 @@ from .tabs import Tab
 from ..analysis.overview import LayerOverview
 from ..analysis.stats import sink_share
 from ..capture.trace import Trace
+from ..capture.word_trace import WordTrace
 from ..figures import heads as fh
-from ..i18n import N_, _, percent
+from ..i18n import N_, _, join, percent
 
 TAB_KEY = "heads_tab"
 GRID_KEY = "heads_grid"
@@ -30,7 +31,7 @@ MAX_LINE_WINDOW = 64  # beyond this the two columns of tokens no longer fit a sc
 class HeadsView:
     """What the controls above the tabs chose, and the layer's maps as shown (token 0 hidden or not)."""
 
-    trace: Trace
+    trace: Trace | WordTrace  # the sidebar's unit: maps by token, or by word
     layer: int
     head: int
     hide_sink: bool
@@ -57,15 +58,18 @@ def _pick_head_from_grid(key: str) -> None:
 
 
 def gqa_caption(trace: Trace) -> str:
+    if trace.n_kv_heads == 1:  # one key/value head for all (Gemma 3): multi-query attention, not groups
+        return _("All {n} query heads read the same single key/value head (multi-query attention, MQA).").format(
+            n=trace.n_heads)
     groups = fh.gqa_groups([trace.kv_head(h) for h in range(trace.n_heads)])
-    parts = ", ".join(_("heads {first}–{last} → kv {kv}").format(first=hs[0], last=hs[-1], kv=kv)
+    parts = join(_("heads {first}–{last} → kv {kv}").format(first=hs[0], last=hs[-1], kv=kv)
                       for kv, hs in groups.items())
     return _("Grouped-query attention: {n} query heads share {n_kv} key/value heads ({parts}). Heads of one group "
              "score their own queries against the *same* keys and average the same values; labels read “head · kv”."
              ).format(n=trace.n_heads, n_kv=trace.n_kv_heads, parts=parts)
 
 
-def heads_ui(trace: Trace) -> HeadsView:
+def heads_ui(trace: Trace | WordTrace) -> HeadsView:
     """The layer/head selectors and the sink toggle above the tabs."""
     gqa = trace.n_kv_heads < trace.n_heads
     controls = st.container(horizontal=True, vertical_alignment="bottom")
@@ -80,10 +84,16 @@ def heads_ui(trace: Trace) -> HeadsView:
 
 
 def notes(view: HeadsView) -> None:
-    """The first-token sink share, the GQA grouping, and the downsampling of long texts."""
+    """The word view, the first-token sink share, the GQA grouping, and the downsampling of long texts."""
     trace = view.trace
+    widgets.word_view_note(trace)
     share = sink_share(trace, view.layer)  # NaN for a one-token text: no sink to speak of
-    if not np.isnan(share):
+    if not np.isnan(share) and trace.unit == "word":
+        st.caption(_("Layer {layer}: words put on average **{share}** of their attention on word 0 ({token}), "
+                     "averaged over heads and words 1…{last}. A large share is the usual first-token *sink*, not "
+                     "meaning; its column is outlined.").format(
+            layer=view.layer, share=percent(share, 1), token=widgets.quoted(trace.tokens[0]), last=trace.n_tokens - 1))
+    elif not np.isnan(share):
         st.caption(_("Layer {layer}: queries put on average **{share}** of their attention on token 0 ({token}), "
                      "averaged over heads and queries 1…{last}. A large share is the usual first-token *sink*, not "
                      "meaning; its column is outlined.").format(
@@ -127,8 +137,11 @@ def one_head(view: HeadsView) -> None:
     note = widgets.kv_sharing_note(view.trace, view.head)
     if note:
         st.caption(note)
-    if st.button(_("Intervene on this head"), icon=":material/science:", key="heads_intervene"):
+    left, right = st.columns(2)
+    if left.button(_("Intervene on this head"), icon=":material/science:", key="heads_intervene"):
         state.open_intervene([(view.layer, view.head)])
+    if right.button(_("Why does this head look there?"), icon=":material/psychology_alt:", key="heads_explain"):
+        state.open_explain(view.layer, view.head)
     if view.trace.n_tokens > fh.MAX_CELLS:  # block means hide single cells: a window of exact ones, and one query's keys
         with st.expander(_("Exact cells of a window, and where one query looks"), expanded=True):
             draw_window(view.trace, view.layer, view.head, window_ui(view.trace.n_tokens))

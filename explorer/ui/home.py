@@ -8,10 +8,11 @@ import streamlit as st
 from ..analysis.stats import TellingHead, telling_head
 from ..capture.tokens import display_label
 from ..capture.trace import Trace
+from ..capture.word_trace import WordTrace
 from ..escape import md_escape
 from ..figures import heads as fh
 from ..i18n import N_, _, ngettext, percent
-from . import maps, resources, state
+from . import maps, resources, state, widgets
 
 GRID_KEY = "home_grid"
 _PICKED = "_ae_home_pick"  # a thumbnail clicked on Home: opened on the heads page at the start of the next run
@@ -30,6 +31,20 @@ REASONS = {
                       "it is the bright first column."),
 }
 
+# The same, in word view (the sidebar's "Attention between: words"): the statistics are those of the word maps.
+REASONS_BY_WORD = {
+    "previous_token": N_("**Previous-word head {layer}.{head}** (layer {layer}, head {head}): on average {share} of "
+                         "each word's attention goes to the word just before it. In the map below that is the bright "
+                         "diagonal just under the main one."),
+    "self": N_("**Self head {layer}.{head}** (layer {layer}, head {head}): on average {share} of each word's "
+               "attention stays on the word itself (its own pieces). In the map below that is the bright main "
+               "diagonal."),
+    "first_token": N_("**First-word head {layer}.{head}** (layer {layer}, head {head}): on average {share} of each "
+                      "word's attention goes to the first word. That is an attention sink, a place to park attention "
+                      "rather than a meaning; no head follows this text more plainly. In the map below it is the "
+                      "bright first column."),
+}
+
 PAGES_TOUR = (
     N_("**Attention heads**: every head of a layer, all layers × heads at a glance, one head large, BertViz-style "
        "lines."),
@@ -41,7 +56,7 @@ PAGES_TOUR = (
 )
 
 
-def pick_head(trace: Trace) -> TellingHead:
+def pick_head(trace: Trace | WordTrace) -> TellingHead:
     """The head Home shows first: :func:`telling_head` over the trace's head statistics (from the overview pass
     that also makes the thumbnails)."""
     return telling_head(maps.overview(trace).statistics)
@@ -61,12 +76,14 @@ def follow_pick() -> None:
         state.open_on_heads_page(*picked)
 
 
-def first_look(trace: Trace) -> None:
-    """One telling head, large and named with the reason, beside every head as a thumbnail."""
+def first_look(trace: Trace | WordTrace) -> None:
+    """One telling head, large and named with the reason, beside every head as a thumbnail (by token or by word, as
+    the sidebar says)."""
     pick = pick_head(trace)
+    reasons = REASONS_BY_WORD if trace.unit == "word" else REASONS
     kv_heads = [trace.kv_head(h) for h in range(trace.n_heads)] if trace.n_kv_heads < trace.n_heads else None
     st.subheader(_("What attention does with your text"))
-    st.markdown(_(REASONS[pick.kind]).format(layer=pick.layer, head=pick.head, share=percent(pick.score)))
+    st.markdown(_(reasons[pick.kind]).format(layer=pick.layer, head=pick.head, share=percent(pick.score)))
     if st.button(_("Open this head on Attention heads"), key="home_open_head", type="primary",
                  icon=":material/open_in_new:"):
         state.open_on_heads_page(pick.layer, pick.head)
@@ -101,14 +118,18 @@ def _pick_from_grid() -> None:
         st.session_state[_PICKED] = (int(custom[0]), int(custom[1]))
 
 
-def token_strip(trace: Trace, device: str) -> None:
-    """The tokens as the model sees them, in one compact strip (whitespace made visible)."""
-    st.subheader(_("Your text, as the model sees it"))
-    facts = [ngettext("{n} token", "{n} tokens", trace.n_tokens).format(n=trace.n_tokens),
+def token_strip(trace: Trace | WordTrace, device: str) -> None:
+    """The tokens as the model sees them (or, in word view, its words), in one compact strip (whitespace made
+    visible)."""
+    st.subheader(_("Your text, as the model sees it") if trace.unit == "token" else _("Your text, word by word"))
+    facts = [ngettext("{n} token", "{n} tokens", trace.n_tokens).format(n=trace.n_tokens)]
+    if trace.unit == "word":
+        facts = [widgets.unit_count(trace.n_tokens, "word"), widgets.unit_count(trace.tokens_trace.n_tokens, "token")]
+    facts += [
              _("{layers} layers × {heads} heads").format(layers=trace.n_layers, heads=trace.n_heads)]
     if trace.n_kv_heads != trace.n_heads:
         facts.append(_("{n} key/value heads, shared").format(n=trace.n_kv_heads))
-    mask = _(state.MASK_LABELS.get(trace.mask, trace.mask)).lower()
+    mask = state.mask_name(trace.mask)
     facts.append(_("mask: {mask}").format(mask=mask) if trace.mask_is_model_default
                  else _("mask: {mask} (what-if)").format(mask=mask))
     facts.append(_("device: {device}").format(device=device))
@@ -119,7 +140,10 @@ def token_strip(trace: Trace, device: str) -> None:
     shown = trace.tokens[:STRIP_TOKENS]
     # Each token a grey chip; md_escape keeps a token's own brackets and markup from ending the chip or styling it.
     st.markdown(" ".join(f":gray-background[{md_escape(display_label(t))}]" for t in shown))
-    if trace.n_tokens > len(shown):
+    if trace.n_tokens > len(shown) and trace.unit == "word":
+        st.caption(ngettext("… and {n} more word.", "… and {n} more words.", trace.n_tokens - len(shown)).format(
+            n=trace.n_tokens - len(shown)))
+    elif trace.n_tokens > len(shown):
         more = trace.n_tokens - len(shown)
         st.caption(ngettext("… and {n} more token (Attention heads and Q, K, V show them all).",
                             "… and {n} more tokens (Attention heads and Q, K, V show them all).", more

@@ -17,12 +17,13 @@ import torch
 
 from ..analysis.loss import next_token_loss
 from ..analysis.stats import induction_probe
-from ..capture.intervention import Head, greedy_continuation
+from ..decoding.continuation import greedy_continuation
+from ..capture.intervention import Head
 from ..capture.model import Model
 from ..capture.trace import Trace
 from ..errors import ExplorerError
 from ..escape import md_escape
-from ..i18n import N_, _, ngettext
+from ..i18n import N_, _, join, ngettext
 from . import resources, state, widgets
 from .caching import cached
 from .maps import cached_head_stats, head_blocks
@@ -61,7 +62,7 @@ def heads_from_url() -> None:
     st.session_state[HEADS_KEY] = heads
     if dropped:
         st.warning(_("The link's heads {items} were ignored: write each as layer.head, e.g. 17.3.").format(
-            items=", ".join("“" + md_escape(d) + "”" for d in dropped)))
+            items=join("“" + md_escape(d) + "”" for d in dropped)))
 
 
 def keep_valid_heads(model: Model) -> list[Head]:
@@ -161,7 +162,7 @@ def _continuation(model: Model, ids: tuple[int, ...], n: int, heads: tuple[Head,
 
 
 def continuation(model: Model, ids: tuple[int, ...], n: int, heads: tuple[Head, ...], ablation: str) -> str:
-    return model.decode(_continuation(model, ids, n, heads, ablation))
+    return model.decode(_continuation(model, ids, n, heads, ablation))  # under the tokenizer's lock
 
 
 def top_k(model: Model, trace: Trace, k: int = 10) -> tuple[list[int], list[str], list[float]]:
@@ -188,8 +189,8 @@ def second_half_loss(losses: np.ndarray, model: Model) -> float:
 
 @cached(max_entries=8)
 def attribution(model: Model, request: PatchRequest) -> tuple[pd.DataFrame, float, float]:
-    frame = model.patch_heads(request.clean, request.corrupt, request.answer, request.wrong, method="attribution")
-    return frame, frame.attrs["ld_clean"], frame.attrs["ld_corrupt"]
+    result = model.patch_heads(request.clean, request.corrupt, request.answer, request.wrong, method="attribution")
+    return result.to_frame(), result.ld_clean, result.ld_corrupt
 
 
 def exact_with_progress(model: Model, request: PatchRequest, layers_per_chunk: int = 3) -> pd.DataFrame:
@@ -205,7 +206,7 @@ def exact_with_progress(model: Model, request: PatchRequest, layers_per_chunk: i
         layers = range(start, min(model.n_layers, start + layers_per_chunk))
         heads = [(l, h) for l in layers for h in range(model.n_heads)]
         parts.append(model.patch_heads(request.clean, request.corrupt, request.answer, request.wrong,
-                                       method="exact", heads=heads))
+                                       method="exact", heads=heads).to_frame())
         bar.progress(layers.stop / model.n_layers,
                      text=_("Patched layers 0–{last} of {n}").format(last=layers.stop - 1, n=model.n_layers))
     bar.empty()
@@ -226,13 +227,20 @@ def effect_grid(frame: pd.DataFrame, n_layers: int, n_heads: int) -> np.ndarray:
 
 
 # ---- the Ablate tab -------------------------------------------------------------------------------------------
-ZERO_FORMULA = r"o = W_O\,[z_1;\,\dots;\,z_H], \qquad \text{zero: } z_h \leftarrow 0, \qquad " \
-               r"\text{mean: } z_h \leftarrow \tfrac{1}{T}\textstyle\sum_{t} z_{h,t}"
+# The formulas' \text{} words are filled in where shown (formula_words), so that they read in the page's language.
+ZERO_FORMULA = r"o = W_O\,[z_1;\,\dots;\,z_H], \qquad \text{{{zero}}}:\; z_h \leftarrow 0, \qquad " \
+               r"\text{{{mean}}}:\; z_h \leftarrow \tfrac{{1}}{{T}}\textstyle\sum_{{t}} z_{{h,t}}"
 LOSS_FORMULA = r"\ell_i = -\ln p(x_{i+1} \mid x_{\le i})"
-PATCH_FORMULA = r"\text{effect}_h = \frac{LD_{\text{patched } h} - LD_{\text{clean}}}{LD_{\text{corrupt}} - " \
-                r"LD_{\text{clean}}}, \qquad LD = \text{logit}(\text{answer}) - \text{logit}(\text{wrong})"
-ATTRIBUTION_FORMULA = r"\text{effect}_h \approx \frac{(a^{h}_{\text{corrupt}} - a^{h}_{\text{clean}}) \cdot " \
-                      r"\partial LD / \partial a^{h}}{LD_{\text{corrupt}} - LD_{\text{clean}}}"
+PATCH_FORMULA = r"\text{{{effect}}}_h = \frac{{LD_{{\text{{{patched}}}\,h}} - LD_{{\text{{{clean}}}}}}}{{LD_{{\text{{{corrupt}}}}} - " \
+                r"LD_{{\text{{{clean}}}}}}}, \qquad LD = \mathrm{{logit}}(\text{{{answer}}}) - \mathrm{{logit}}(\text{{{wrong}}})"
+ATTRIBUTION_FORMULA = r"\text{{{effect}}}_h \approx \frac{{(a^{{h}}_{{\text{{{corrupt}}}}} - a^{{h}}_{{\text{{{clean}}}}}) \cdot " \
+                      r"\partial LD / \partial a^{{h}}}}{{LD_{{\text{{{corrupt}}}}} - LD_{{\text{{{clean}}}}}}}"
+
+
+def formula_words() -> dict[str, str]:
+    """The words inside the Intervene formulas' \\text{}, in the reader's language."""
+    return {"zero": _("zero"), "mean": _("mean"), "effect": _("effect"), "patched": _("patched"),
+            "clean": _("clean"), "corrupt": _("corrupt"), "answer": _("answer"), "wrong": _("wrong")}
 
 
 def head_label(head: Head) -> str:
@@ -267,13 +275,18 @@ def ablate_tab() -> None:
 
     model = resources.current_model()
     request = ablate_ui(model)
-    st.latex(ZERO_FORMULA)
+    st.latex(ZERO_FORMULA.format(**formula_words()))
     st.caption(_("Each head h writes z_h (its attention-weighted values) into the output projection W_O. Zeroing "
                  "removes its contribution at every position; mean ablation replaces it by its average over the "
                  "text, which keeps its typical output and removes only what depends on the tokens."))
     if not request.heads:
         st.info(_("Choose heads to switch off: from the list, a preset, or the worked example."))
         return
+    first = request.heads[0]
+    if st.button(_("Why does head {head} look there?").format(head=head_label(first)), key="intervene_explain",
+                 icon=":material/psychology_alt:", help=_("Opens the Explain page with this head (the first one "
+                                                          "chosen), on the sidebar's text.")):
+        state.open_explain(*first)
     ids = input_ids(model, request.source)
     before = plain_trace(model, request.source, ids)
     after = traced(model, ids, request.heads, request.ablation)
@@ -335,7 +348,7 @@ def patch_tab() -> None:
 
     model = resources.current_model()
     request = patch_ui()
-    st.latex(PATCH_FORMULA)
+    st.latex(PATCH_FORMULA.format(**formula_words()))
     st.caption(_("Patching puts one head's output from the corrupt run into the clean run, at every position. An "
                  "effect of 1 means that head alone carries the whole change in the logit difference; 0, none of it."))
     if not all((request.clean.strip(), request.corrupt.strip(), request.answer, request.wrong)):
@@ -351,7 +364,7 @@ def patch_tab() -> None:
     shown = [(_("Attribution (first order, instant)"), frame, "intervene_attr_map")]
     if exact is not None:
         shown.append((_("Exact patching"), exact, "intervene_exact_map"))
-    st.latex(ATTRIBUTION_FORMULA)
+    st.latex(ATTRIBUTION_FORMULA.format(**formula_words()))
     cols = st.columns(len(shown))
     for col, (title, table, key) in zip(cols, shown):
         fig = layer_head_heatmap(effect_grid(table, model.n_layers, model.n_heads), title, _("effect"))
@@ -361,7 +374,7 @@ def patch_tab() -> None:
             if points:
                 state.open_on_heads_page(int(points[0]["customdata"][0]), int(points[0]["customdata"][1]))
             top = table.reindex(table["effect"].abs().sort_values(ascending=False).index).head(5)
-            st.caption(_("Strongest: {heads}").format(heads=", ".join(
+            st.caption(_("Strongest: {heads}").format(heads=join(
                 f"{int(r.layer)}.{int(r.head)} ({r.effect:+.2f})" for r in top.itertuples())))
     st.caption(_("Click a cell to open that head on the Attention heads page."))
     if exact is not None:

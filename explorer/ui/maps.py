@@ -1,6 +1,7 @@
 """What several pages read of one trace, cached, and how they show a figure: a layer's maps and one head's map as
 drawn (exact up to MAX_CELLS tokens, else block means), every head's thumbnail and text statistics, the head
-statistics table, the maps a user viewed (for the export), and a figure with its download buttons.
+statistics table, the maps a user viewed (for the export), and a figure with its download buttons. A trace is
+shown by token or by word as the sidebar says (:func:`shown`); every cached map here takes either.
 
 Home, Attention heads, Head analysis, Compare and Intervene share these; no page module imports another's.
 """
@@ -20,14 +21,21 @@ from ..analysis.overview import LayerOverview, layer_overview, model_overview
 from ..analysis.stats import TEXT_STATISTICS, induction_probe, induction_scores, stats_frame
 from ..capture.model import Model
 from ..capture.trace import Trace
+from ..capture.word_trace import WordTrace, by_unit
 from ..figures import heads as fh
 from ..figures.heatmap import MAX_CELLS
 from ..i18n import _
 from .caching import cached
 from .resources import rerun_mask
+from .state import current_selection
 from .widgets import progress
 
 _VIEWED = "_ae_viewed_maps"
+
+
+def shown(trace: Trace) -> Trace | WordTrace:
+    """``trace`` in the sidebar's unit: itself for tokens, its :class:`WordTrace` (maps by word) for words."""
+    return by_unit(trace, current_selection().unit)
 
 
 # ---- maps as drawn ---------------------------------------------------------------------------------------------
@@ -94,8 +102,8 @@ def _head_stats(model: Model, trace: Trace) -> pd.DataFrame:
 
 
 def cached_head_stats(model: Model, trace: Trace) -> pd.DataFrame:
-    """What :func:`explorer.stats.head_stats` computes, for a trace of ``model``: the text statistics cached per
-    trace, the induction probe once per model and mask."""
+    """What :func:`explorer.analysis.stats.head_stats` computes, for a trace of ``model``: the text statistics cached
+    per trace, the induction probe once per model and mask."""
     with st.spinner(_("Measuring every head (and running the induction probe once per model)…")):
         return _head_stats(model, trace)
 

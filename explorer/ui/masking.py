@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from . import resources, state, widgets
+from . import maps, resources, state, widgets
 from .caching import cached
 from ..analysis.mask_effects import (
     CAUSAL_MASK_LATEX,
@@ -25,18 +25,18 @@ from ..capture.model import Model
 from ..capture.recorder import sliding_window_of
 from ..capture.tokens import display_label
 from ..capture.trace import Trace
+from ..capture.word_trace import WordTrace
 from ..escape import md_escape
 from ..figures import masking as fm
 from ..figures.heatmap import MAX_CELLS, token_heatmap
 from ..figures.palette import DIVERGING
-from ..i18n import N_, _, number, percent
+from ..i18n import N_, _, join, number, percent
 
 MASK_FORMULAS = {
     "causal": CAUSAL_MASK_LATEX,
-    "bidirectional": r"M_{ij} = 0 \quad \text{for all } i, j",
+    "bidirectional": r"M_{ij} = 0 \quad \text{%s } i, j",  # \text{}: _("for all"), filled in where shown
 }
 PANEL_WIDTH = 460  # px: two panels side by side on a wide screen, one under the other on a narrow one
-MASK_NAMES = {"causal": N_("Causal"), "bidirectional": N_("Bidirectional")}
 MASK_ROLES = {
     "causal": N_("Each token sees itself and the tokens before it (GPT-style language models)."),
     "bidirectional": N_("Every token sees every token (BERT-style encoders)."),
@@ -45,12 +45,7 @@ MASK_ROLES = {
 
 def sliding_latex(window: int) -> str:
     """The sliding-window mask with its size written in."""
-    return r"M_{ij} = \begin{cases} 0 & i - %d < j \le i \\ -\infty & \text{otherwise} \end{cases}" % window
-
-
-def mask_name(kind: str) -> str:
-    """"causal" / "bidirectional" in the reader's language, for use inside a sentence."""
-    return _(MASK_NAMES[kind]).lower()
+    return r"M_{ij} = \begin{cases} 0 & i - %d < j \le i \\ -\infty & \text{%s} \end{cases}" % (window, _("otherwise"))
 
 
 @dataclass(frozen=True)
@@ -94,16 +89,17 @@ def _final_state_changes(causal: Trace, bidirectional: Trace) -> pd.DataFrame:
 
 
 @cached(max_entries=16)
-def _head_under_both(causal: Trace, bidirectional: Trace, layer: int, head: int) -> HeadUnderBoth:
+def _head_under_both(causal: Trace | WordTrace, bidirectional: Trace | WordTrace, layer: int, head: int
+                     ) -> HeadUnderBoth:
     reading = _("Reading layer {layer}, head {head} under both masks…").format(layer=layer, head=head)
     with widgets.progress(reading) as update:
         return head_under_both(causal, bidirectional, layer, head, MAX_CELLS, on_progress=update)
 
 
 def head_maps(f: Flip, layer: int, head: int) -> HeadUnderBoth:
-    """One head under both masks as the page draws it, cached per model, text and head: a block of queries at a
-    time, so a long text's (n, n) maps are never held."""
-    return _head_under_both(f.causal, f.bidirectional, layer, head)
+    """One head under both masks as the page draws it, by token or by word as the sidebar says, cached per trace
+    (the unit included) and head: a block of queries at a time, so a long text's (n, n) maps are never held."""
+    return _head_under_both(maps.shown(f.causal), maps.shown(f.bidirectional), layer, head)
 
 
 def output_changes(model: Model, causal: Trace, bidirectional: Trace) -> pd.DataFrame:
@@ -144,8 +140,8 @@ def trained_warning(f: Flip) -> None:
     st.warning(
         _("**{model}** was trained with the **{trained}** mask. Running it with the {other} mask is a what-if: the "
           "model never learned to work that way, so what you see under that mask shows what the mask changes, not "
-          "how the model behaves.").format(model=md_escape(f.model.name), trained=mask_name(f.trained),
-                                           other=mask_name(other)),
+          "how the model behaves.").format(model=md_escape(f.model.name), trained=state.mask_name(f.trained),
+                                           other=state.mask_name(other)),
         icon="⚠️",
     )
     st.caption(_("This page always shows both masks; the sidebar's mask setting does not apply here."))
@@ -159,10 +155,10 @@ def masks(f: Flip) -> None:
     row = st.container(horizontal=True, gap="medium")
     for kind in ("causal", "bidirectional"):
         with row.container(width=PANEL_WIDTH):
-            name = _(MASK_NAMES[kind])
+            name = _(state.MASK_NAMES[kind])
             st.markdown(_("**{mask}** (what this model was trained with)").format(mask=name) if kind == f.trained
                         else "**{mask}**".format(mask=name))
-            st.latex(MASK_FORMULAS[kind])
+            st.latex(MASK_FORMULAS[kind].replace("%s", _("for all")))
             st.caption(_(MASK_ROLES[kind]))
             st.plotly_chart(fm.mask_figure(mask_matrix(kind, m), f.causal.tokens[:m],
                                            title=_("{mask} mask M").format(mask=name)),
@@ -179,16 +175,16 @@ def sliding_window(f: Flip) -> None:
     # The model's own run of the first tokens says which layers ran with a window, and their masks' corner (the
     # panels show MASK_TOKENS tokens): a whole third trace of a long text would take seconds and GiBs for that.
     own = resources.trace_for(f.model, state.current_selection().text, None, max_tokens=fm.MASK_TOKENS)
-    local = [r.layer for r in own.records if r.mask_kind == "sliding"]
+    local = [layer.index for layer in own.layers if layer.mask_kind == "sliding"]
     if not local:
         return
-    window = own.records[local[0]].window
-    full = [r.layer for r in own.records if r.mask_kind != "sliding"]
+    window = own.layer(local[0]).window
+    full = [layer.index for layer in own.layers if layer.mask_kind != "sliding"]
     n = f.causal.n_tokens
     st.subheader(_("Sliding window (local layers)"))
     st.markdown(_("**{model}** has two kinds of layers. Layers {local} are *local*: a query sees only the last {w} "
                   "keys up to itself, a sliding window. Layers {full} are *global*: the plain causal mask.").format(
-        model=md_escape(f.model.name), local=", ".join(map(str, local)), full=", ".join(map(str, full)) or "–",
+        model=md_escape(f.model.name), local=join(local), full=join(full) or "–",
         w=window))
     st.latex(sliding_latex(window))
     m = min(n, fm.MASK_TOKENS)
@@ -231,16 +227,19 @@ def one_head(f: Flip) -> None:
     choice = one_head_ui(f.causal)
     layer, head = choice.layer, choice.head
     pair = head_maps(f, layer, head)
-    maps = {"causal": pair.causal, "bidirectional": pair.bidirectional}
-    zmax = max(float(np.nanmax(a.values)) for a in maps.values())  # the cells drawn: exact, or block means
+    labels = maps.shown(f.causal).tokens  # the words' texts in word view
+    widgets.word_view_note(maps.shown(f.causal))
+    panels = {"causal": pair.causal, "bidirectional": pair.bidirectional}
+    zmax = max(float(np.nanmax(a.values)) for a in panels.values())  # the cells drawn: exact, or block means
     row = st.container(horizontal=True, gap="medium")
-    for kind, attention in maps.items():
-        title = (_("{mask} (trained)") if kind == f.trained else _("{mask} (what-if)")).format(mask=mask_name(kind))
-        figure = token_heatmap(attention, f.causal.tokens, f.causal.tokens, title=title, zmax=zmax,
+    for kind, attention in panels.items():
+        title = (_("{mask} (trained)") if kind == f.trained else _("{mask} (what-if)")).format(
+            mask=state.mask_name(kind))
+        figure = token_heatmap(attention, labels, labels, title=title, zmax=zmax,
                                showscale=kind == "bidirectional")  # one colour bar: both share the scale
         row.container(width=PANEL_WIDTH).plotly_chart(fm.fit_panel(figure, max_ticks=10, max_height=PANEL_WIDTH),
                                                       key=f"masking_attention_{kind}")
-    figure = token_heatmap(pair.difference, f.causal.tokens, f.causal.tokens, zmin=None, zmax=None,
+    figure = token_heatmap(pair.difference, labels, labels, zmin=None, zmax=None,
                            colorscale=DIVERGING, value_name=_("bidirectional − causal"),
                            title=_("Difference, layer {layer} head {head}: bidirectional − causal").format(
                                layer=layer, head=head))

@@ -13,14 +13,15 @@ from typing import Callable, Sequence
 import pandas as pd
 import streamlit as st
 
-from . import widgets
+from . import state, widgets
 from ..analysis.mask_effects import CAUSAL_MASK_LATEX
 from ..capture.model import Model
 from ..capture.tokens import display_label, unique_labels
 from ..capture.trace import Trace
+from ..capture.word_trace import WordTrace
 from ..figures import qkv as fq
 from ..from_scratch.walkthrough import FormulaSteps, formula_steps, token_window
-from ..i18n import _
+from ..i18n import _, ngettext
 
 WINDOW_DEFAULT = 32
 WINDOW_MAX = 128  # d_model × 128 float32 cells stays well under the 1.5 MB figure budget
@@ -45,6 +46,31 @@ def token_picker(trace: Trace, label: str, key: str, default: int, container=Non
     return int(where.selectbox(label, range(n), key=key, format_func=lambda i: token_option(trace, i), help=help))
 
 
+def word_option(words: WordTrace, w: int) -> str:
+    return f"{w} · {display_label(words.tokens[w])}"
+
+
+def word_and_piece(words: WordTrace, controls) -> tuple[int, int]:
+    """Word view: pick a query word, then one of its pieces (the formula runs per token). The last piece is the
+    default: in a causal model it is the one that has read the whole word."""
+    W = words.n_tokens
+    value = st.session_state.get("qkv_word")
+    if not isinstance(value, int) or not 0 <= value < W:
+        st.session_state["qkv_word"] = (2 * W) // 3
+    word = int(controls.selectbox(_("Query word"), range(W), key="qkv_word",
+                                  format_func=lambda w: word_option(words, w),
+                                  help=_("The word whose attention is followed; the walk-through below runs for one "
+                                         "of its pieces.")))
+    pieces = list(words.pieces(word))
+    if st.session_state.get("qkv_piece") not in pieces:
+        st.session_state["qkv_piece"] = pieces[-1]
+    trace = words.tokens_trace
+    piece = int(controls.selectbox(_("Piece (token)"), pieces, key="qkv_piece",
+                                   format_func=lambda i: token_option(trace, i),
+                                   help=_("The tokens this word is made of; the formula is computed for one of them.")))
+    return word, piece
+
+
 def query_row(trace: Trace, layer: int, head: int, query: int):
     """(n,) one query's exact attention row: one row of the map, never the (n, n) map (256 MiB at 8,192 tokens)."""
     return trace.attention_window(layer, head, queries=slice(query, query + 1))[0]
@@ -60,15 +86,21 @@ class View:
     key: int
     start: int
     stop: int
+    word: int | None = None  # word view: the query word (``query`` is one of its pieces)
 
 
-def view_ui(trace: Trace) -> View:
-    """The controls row: layer, head, query token, window size and the key taken apart in the neuron view."""
+def view_ui(trace: Trace, words: WordTrace | None = None) -> View:
+    """The controls row: layer, head, query token (in word view: a word and one of its pieces), window size and the
+    key taken apart in the neuron view."""
     n = trace.n_tokens
     controls = st.container(horizontal=True, vertical_alignment="bottom")
     layer, head = widgets.layer_head_selectors(trace, key="qkv", container=controls)
-    query = token_picker(trace, _("Query token"), "qkv_query", default=(2 * n) // 3, container=controls,
-                         help=_("The token whose attention row is computed (row i of the map)."))
+    word = None
+    if words is not None:
+        word, query = word_and_piece(words, controls)
+    else:
+        query = token_picker(trace, _("Query token"), "qkv_query", default=(2 * n) // 3, container=controls,
+                             help=_("The token whose attention row is computed (row i of the map)."))
     window = WINDOW_DEFAULT
     if n > 16:
         window = controls.slider(_("Tokens shown"), 8, min(WINDOW_MAX, n), min(WINDOW_DEFAULT, n), 4, key="qkv_window",
@@ -78,7 +110,26 @@ def view_ui(trace: Trace) -> View:
     key = token_picker(trace, _("Key token (for q ⊙ k)"), "qkv_key", default=strongest, container=controls,
                        help=_("The key whose score is taken apart per dimension."))
     start, stop = token_window(n, query, window)
-    return View(layer, head, query, key, start, stop)
+    return View(layer, head, query, key, start, stop, word)
+
+
+def word_row(words: WordTrace, view: View) -> None:
+    """Word view: the chosen word's pieces, and its attention row by word (the mean of its pieces' rows, each key
+    word the sum over its pieces)."""
+    if view.word is None:
+        return
+    trace = words.tokens_trace
+    pieces = words.pieces(view.word)
+    st.markdown(ngettext("**The word {word}** is {n} token: {pieces}.", "**The word {word}** is {n} tokens: {pieces}.",
+                         len(pieces)).format(
+        word=widgets.quoted(words.tokens[view.word]), n=len(pieces),
+        pieces=", ".join(f"{i} {widgets.quoted(trace.tokens[i])}" for i in pieces)))
+    row = words.attention(view.layer, view.head)[view.word].numpy()  # (W,)
+    st.plotly_chart(fq.key_bars(row, unique_labels(words.tokens), title=_("Attention from this word, by word"),
+                                value_name="p", picked=unique_labels(words.tokens)[view.word]), key="qkv_word_row")
+    st.caption(_("Each bar: the attention of the word's pieces to a key word's pieces, summed over the key's pieces "
+                 "and averaged over the query's (Clark et al. 2019); the bars sum to 1. Below, the formula for the "
+                 "piece chosen above."))
 
 
 # ---- the walk: what every step reads ------------------------------------------------------------------------------
@@ -222,13 +273,13 @@ ROPE_FORMULAS = [
     r"q_i \leftarrow R_{i}\, q_i,\quad k_j \leftarrow R_{j}\, k_j",
     r"\small q'_m = q_m \cos i\theta_m - q_{m+D/2} \sin i\theta_m",
     r"\small q'_{m+D/2} = q_m \sin i\theta_m + q_{m+D/2} \cos i\theta_m",
-    r"\small q'_i \cdot k'_j \text{ depends on } i - j",
+    r"\small q'_i \cdot k'_j \text{ %s } i - j",  # \text{}: _("depends only on"), filled in where shown
 ]
 
 
 def rope_step(number: int, w: Walk) -> None:
     s = w.steps
-    with step(number, _("Rotate Q and K by position (RoPE)"), ROPE_FORMULAS,
+    with step(number, _("Rotate Q and K by position (RoPE)"), [f.replace("%s", _("depends only on")) for f in ROPE_FORMULAS],
               _("Dimension m is paired with m + D/2, and each pair is turned by an angle that grows with the token's "
                 "position i (θ_m falls with m); the pair keeps its length. V is not rotated.")):
         before_after(w, (s.q_pre, s.k_pre), (s.q, s.k), (_("Q after RoPE"), _("K after RoPE")),
@@ -289,20 +340,20 @@ def scale_step(number: int, w: Walk) -> None:
 def mask_formulas(kind: str, window: int | None) -> list[str]:
     """M_ij for one layer's mask kind; a sliding window of W keys lets query i see keys i − W < j ≤ i."""
     if kind == "sliding" and window:
-        return [r"M_{ij} = \begin{cases} 0 & i - W < j \le i \\ -\infty & \text{otherwise} \end{cases}",
+        return [r"M_{ij} = \begin{cases} 0 & i - W < j \le i \\ -\infty & \text{%s} \end{cases}" % _("otherwise"),
                 rf"W = {window}"]
     return [{"causal": CAUSAL_MASK_LATEX,
-             "bidirectional": r"M_{ij} = 0 \text{ for every } j"}.get(kind, r"M_{ij} \in \{0, -\infty\}")]
+             "bidirectional": r"M_{ij} = 0 \text{ %s } j" % _("for every")}.get(kind, r"M_{ij} \in \{0, -\infty\}")]
 
 
 def mask_note(trace: Trace, layer: int, hidden: int) -> str:
-    record = trace.record(layer)
+    record = trace.layer(layer)
     n = trace.n_tokens
     if record.mask_kind == "sliding":
         kind = _("This layer uses a sliding window of {w} keys: each query sees itself and the "
                  "{before} keys before it, no further back.").format(w=record.window, before=record.window - 1)
     else:
-        kind = _("This run used the {mask} mask.").format(mask=trace.mask)
+        kind = _("This run used the {mask} mask.").format(mask=state.mask_name(trace.mask))
     seen = (_("{hidden} of {n} keys get −∞ for this query (shown as grey ×), so the softmax gives them exactly 0.")
             .format(hidden=hidden, n=n) if hidden else _("This query may attend to every key."))
     what_if = "" if trace.mask_is_model_default else " " + _("The model was trained with another mask: a what-if.")
@@ -310,7 +361,7 @@ def mask_note(trace: Trace, layer: int, hidden: int) -> str:
 
 
 def mask_step(number: int, w: Walk) -> None:
-    s, record = w.steps, w.trace.record(w.view.layer)
+    s, record = w.steps, w.trace.layer(w.view.layer)
     hidden = int((~s.allowed).sum())
     with step(number, _("Add the mask"), [r"\hat s_j = \tilde s_j + M_{ij}", *mask_formulas(record.mask_kind, record.window)],
               mask_note(w.trace, w.view.layer, hidden)):

@@ -12,7 +12,7 @@ from ..capture.model import Model
 from ..capture.trace import Trace
 from ..errors import ExplorerError
 from ..escape import md_escape
-from ..i18n import N_, _, number
+from ..i18n import N_, _, join, number
 from .state import MASK_LABELS, MAX_TEXT_CHARS, current_selection, settings, visitor_is_local
 from .trace_cache import TraceCache, TraceKey
 from .widgets import progress
@@ -52,7 +52,7 @@ def model_for(name: str, device: str) -> Model:
     s = settings()
     if not s.model_allowed(name):
         raise ExplorerError(_("This server only allows the embedded models: {models}.").format(
-            models=", ".join(EMBEDDED)))
+            models=join(EMBEDDED)))
     local, explicit = visitor_is_local(), is_explicit_path(name)
     local_paths = s.allow_local_paths and (local or explicit)
     try:
@@ -85,7 +85,8 @@ def _model_with_progress(name: str, device: str, local_paths: bool) -> Model:
 
 
 def current_model() -> Model:
-    """The selected model (raises ExplorerError with a user-facing message; call inside :func:`guard`)."""
+    """The selected model (raises ExplorerError with a user-facing message; call inside
+    :func:`explorer.ui.widgets.guard`)."""
     sel = current_selection()
     if not sel.model:
         raise ExplorerError(_("Type a Hugging Face model id or a folder in the sidebar."))
@@ -106,7 +107,7 @@ def trace_for(model: Model, text: str, mask: str | None, max_tokens: int | None 
         # The model's own mask asked for by name (Masking, Compare): the trace under mask=None (the sidebar's) is
         # the same computation unless the model's own mask is something else (sliding windows), so reuse it.
         own = cache.get(make_trace_key(model.name, model.device, model.dtype, text, None, max_tokens))
-        if own is not None and all(r.mask_kind == mask for r in own.records):
+        if own is not None and all(layer.mask_kind == mask for layer in own.layers):
             return own
     key = make_trace_key(model.name, model.device, model.dtype, text, mask, max_tokens)
 

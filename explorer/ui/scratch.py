@@ -62,7 +62,7 @@ def _parity(model: Model, trace: Trace, layers: tuple[int, ...], lang: str) -> l
 
 
 def cached_parity(model: Model, trace: Trace, layers: list[int]) -> list[LayerParity]:
-    """:func:`explorer.scratch_checks.parity` for a trace's tokens and mask, cached per trace and layer set."""
+    """:func:`explorer.from_scratch.checks.parity` for a trace's tokens and mask, cached per trace and layer set."""
     with st.spinner(_("Running the model again, keeping each attention module's own output…")):
         return _parity(model, trace, tuple(layers), language())
 
@@ -87,11 +87,12 @@ def fills_frame(fills: list[FillOutcome]) -> pd.DataFrame:
         if f.error:
             return _("error: {why}").format(why=_("cannot be represented (overflow)") if "overflow" in f.error
                                             else f.error)
-        return _("max |Δp| = {diff}; padding row: {row}").format(diff=f"{f.max_abs_diff:.1e}", row=f.padding_row)
+        return _("max |Δp| = {diff}; padding row: {row}").format(diff=f"{f.max_abs_diff:.1e}", row=_(f.padding_row))
 
     frame = pd.DataFrame([{"dtype": f.dtype, "fill": f.fill, "result": cell(f)} for f in fills])
-    return frame.pivot(index="fill", columns="dtype", values="result").reindex(
+    table = frame.pivot(index="fill", columns="dtype", values="result").reindex(
         index=list(dict.fromkeys(f.fill for f in fills)), columns=list(dict.fromkeys(f.dtype for f in fills)))
+    return table.rename(index=_).rename_axis(index=_("value at masked scores"), columns=_("dtype"))
 
 
 # ---- the kernel sweep ------------------------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ def sweep_frame(rows: list[kernels.KernelTiming]) -> pd.DataFrame:
     base = {r.n: r.seconds for r in rows if r.method == kernels.SDPA_DEFAULT}
     return pd.DataFrame([{
         "n": r.n,
-        N_("method"): r.method + ("" if r.dtype == "float32" else f" ({r.dtype})"),
+        N_("method"): _(r.method) + ("" if r.dtype == "float32" else f" ({r.dtype})"),
         N_("median ms"): r.seconds * 1e3,
         N_("× SDPA"): r.seconds / base[r.n] if r.n in base else np.nan,
         N_("peak MiB"): r.peak_bytes / 2**20 if r.peak_bytes is not None else np.nan,
@@ -141,7 +142,7 @@ def sweep_pivot(rows: list[kernels.KernelTiming], what: str = "time") -> pd.Data
     else:
         frame["cell"] = [f"{mib:.3g}" if mib == mib else "—" for mib in frame["peak MiB"]]
     order = list(dict.fromkeys(frame["method"]))
-    return frame.pivot(index="n", columns="method", values="cell")[order]
+    return frame.pivot(index="n", columns="method", values="cell")[order].rename_axis(columns=_("method"))
 
 
 PARITY_NUMBERS = (N_("output max |Δ|"), N_("attention max |Δ|"), N_("q/k/v max |Δ|"), N_("relative (worst)"))
@@ -190,9 +191,9 @@ def textbook_section(model: Model, trace: Trace, layer: int) -> None:
     st.latex(r"\mathrm{out} = [\mathrm{head}_1;\dots;\mathrm{head}_H]\,W_O")
     module = scratch.MultiHeadAttention.from_model(model, layer)
     rope, heads = describe_module(module)
-    st.caption(_("`explorer/scratch.py` · `MultiHeadAttention` loaded with layer {layer}'s weights: d = {d}, d_k = {dk}, "
-                 "{heads}; {rope}. It runs in plain torch on **{device}**, in float32, on this layer's input x from "
-                 "the trace, under the mask the trace ran with.").format(
+    st.caption(_("`explorer/from_scratch/scratch.py` · `MultiHeadAttention` loaded with layer {layer}'s weights: "
+                 "d = {d}, d_k = {dk}, {heads}; {rope}. It runs in plain torch on **{device}**, in float32, on this "
+                 "layer's input x from the trace, under the mask the trace ran with.").format(
         layer=layer, d=module.d_model, dk=module.head_dim, heads=heads, rope=rope, device=model.device))
     with st.expander(_("The code: `attention_core` and `MultiHeadAttention.forward`")):
         st.code("\n".join(inspect.getsource(f) for f in (scratch.attention_core, scratch.MultiHeadAttention.forward)),
@@ -207,7 +208,7 @@ def parity_section(model: Model, trace: Trace, layer: int, module: scratch.Multi
     st.subheader(_("Layer {layer}: the same numbers as the model").format(layer=layer))
     metrics = st.container(horizontal=True)  # wraps on narrow screens
     metrics.metric(_("Output max |Δ|"), f"{parity.output:.1e}", width=170,
-                   help=_("Compared {where}.").format(where=parity.compared_at))
+                   help=_("Compared {where}.").format(where=_(parity.compared_at)))
     metrics.metric(_("Relative to scale"), f"{parity.output / parity.output_scale:.1e}", width=170,
                    help=_("max |Δ| ÷ max(1, max |value|) = ÷ {scale}. float32 keeps 24 bits: a value of 100 is only "
                           "known to about ±1e-5, so large outputs are compared relative to their size.").format(
@@ -219,7 +220,7 @@ def parity_section(model: Model, trace: Trace, layer: int, module: scratch.Multi
     qkv = _("q/k/v after RoPE") if module.rope is not None else "q/k/v"
     st.caption(_("Reference: the output of the model's own attention module (`{module}`), captured with a forward hook "
                  "during a second run of your text; compared {where}. {qkv} differ from the trace's recorded ones by "
-                 "at most {diff}.").format(module=module_name, where=parity.compared_at, qkv=qkv,
+                 "at most {diff}.").format(module=module_name, where=_(parity.compared_at), qkv=qkv,
                                            diff=f"{parity.qkv:.1e}"))
 
 
@@ -292,7 +293,7 @@ def variant_summary(trace: Trace, layer: int, head: int, departures: Departures,
                    delta_color="off",
                    help=_("Total-variation distance between two heads' attention rows, averaged over queries and "
                           "pairs of heads: 0 = all heads attend alike, 1 = never to the same keys."))
-    if departures.shared_projection:
+    if departures.shared_projection and view.shared_error is None:
         st.caption(_("With (2) on, the variant cannot hold the real weights. It gets the shared projection that best "
                      "fits this layer (least squares) on a fixed calibration paragraph, and is measured here on your "
                      "text: the closest the tutorial's layer can come."))
@@ -422,7 +423,7 @@ def sweep_results(rows: list[kernels.KernelTiming], missing: list[kernels.Unavai
     st.caption(_("Dashed lines build the n×n matrix (from scratch, SDPA's math back end); their memory grows as n². "
                  "Peak memory counts everything a call allocates beyond its inputs, output included."))
     for gone in missing:
-        st.caption(_("Not available here: **{method}** ({reason})").format(method=gone.method, reason=gone.reason))
+        st.caption(_("Not available here: **{method}** ({reason})").format(method=_(gone.method), reason=gone.reason))
 
 
 def devices_part(shape: kernels.Shape) -> None:

@@ -1,5 +1,5 @@
-"""The sidebar: language, model, device, text and mask, drawn once in ``app.py`` so that they persist across pages.
-Pages read the choice back through :func:`explorer.ui.state.current_selection`."""
+"""The sidebar: language, model, device, text, mask and unit (tokens or words), drawn once in ``app.py`` so that
+they persist across pages. Pages read the choice back through :func:`explorer.ui.state.current_selection`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from ..capture.devices import tf32_enabled
 from ..capture.embedded import EMBEDDED
 from ..i18n import LANGUAGES, _, number
 from .state import (
-    LANGUAGE_KEY, MASK_LABELS, MAX_TEXT_CHARS, OTHER_MODEL, device_options, init_from_query_params, settings,
+    LANGUAGE_KEY, MASK_LABELS, MAX_TEXT_CHARS, OTHER_MODEL, UNIT_KEY, UNIT_LABELS, device_options,
+    init_from_query_params, settings,
 )
 from .widgets import guard
 
@@ -54,6 +55,12 @@ def sidebar() -> None:
         st.radio(_("Mask"), list(MASK_LABELS), persist_state="session", key="mask",
                  format_func=mask_labels.__getitem__, horizontal=True,
                  help=_("Overriding the model's own mask is a what-if: it changes the computation."))
+        unit_labels = {u: _(label) for u, label in UNIT_LABELS.items()}
+        st.radio(_("Attention between"), list(UNIT_LABELS), persist_state="session", key=UNIT_KEY,
+                 format_func=unit_labels.__getitem__, horizontal=True,
+                 help=_("Words: a word's pieces (sub-words, the byte pieces of a Chinese character) taken together, "
+                        "by the usual rule: attention to a word is the sum over its pieces, attention from a word "
+                        "the mean over them, so rows still sum to 1. Chinese is cut into words by jieba."))
     notice = st.session_state.pop("_ae_notice", None)
     if notice:
         st.warning(notice)

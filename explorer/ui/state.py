@@ -7,6 +7,7 @@ Every page reads the sidebar's choice through :func:`current_selection`; the URL
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -15,17 +16,21 @@ import streamlit as st
 from ..capture.devices import cuda_available
 from ..capture.embedded import DEFAULT_MODEL, EMBEDDED
 from ..escape import md_escape
-from ..i18n import LANGUAGES, N_, _, browser_language, number, set_language
+from ..i18n import LANGUAGES, N_, _, browser_language, join, number, set_language
 from .settings import Settings, is_loopback
 
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."
 MASK_LABELS = {"model": N_("Model default"), "causal": N_("Causal"), "bidirectional": N_("Bidirectional")}
+MASK_NAMES = {"causal": N_("Causal"), "bidirectional": N_("Bidirectional"), "sliding": N_("Sliding window")}
 MAX_TEXT_CHARS = 100_000  # beyond this we refuse before tokenising; the token cap handles the rest
 MAX_MODEL_CHARS = 200  # a hub id is at most 96 + 1 + 96; a folder path rarely longer
 OTHER_MODEL = "other…"
 DEVICES = ("auto", "cpu", "cuda")
 MAX_INDEX_DIGITS = 4  # layer/head from a link: 0–9999, checked against the model later
 LANGUAGE_KEY = "lang"  # session state and URL parameter
+# Attention between tokens or between words (explorer.capture.word_trace): session state "unit", URL parameter "by".
+UNIT_LABELS = {"tokens": N_("tokens"), "words": N_("words")}
+UNIT_KEY = "unit"
 
 
 @st.cache_resource(show_spinner=False)
@@ -49,6 +54,7 @@ class Selection:
     device: str
     text: str
     mask: str | None
+    unit: str = "tokens"  # a key of UNIT_LABELS
 
 
 def current_selection() -> Selection:
@@ -56,8 +62,15 @@ def current_selection() -> Selection:
     model = st.session_state.get("model_choice", DEFAULT_MODEL)
     if model == OTHER_MODEL:
         model = st.session_state.get("model_custom", "").strip()
+    unit = st.session_state.get(UNIT_KEY, "tokens")
     return Selection(model, st.session_state.get("device", "cpu"), st.session_state.get("text", ""),
-                     None if mask == "model" else mask)
+                     None if mask == "model" else mask, unit if unit in UNIT_LABELS else "tokens")
+
+
+def mask_name(kind: str) -> str:
+    """"causal" / "bidirectional" / "sliding window" in the reader's language, for use inside a sentence (a raw mask
+    value never reaches a page; an unknown one is shown as it is)."""
+    return _(MASK_NAMES[kind]).lower() if kind in MASK_NAMES else kind
 
 
 def device_options() -> list[str]:
@@ -77,6 +90,7 @@ class UrlView:
     lang: str | None = None  # a key of explorer.i18n.LANGUAGES
     layer: int | None = None
     head: int | None = None
+    by: str | None = None  # a key of UNIT_LABELS
     notices: tuple[str, ...] = field(default=())
 
 
@@ -98,13 +112,14 @@ def parse_url(params: Mapping[str, str], allow_any_model: bool) -> UrlView:
         else:
             why = (_("this server opens {models} or a Hugging Face id or folder of at most {n} characters")
                    if allow_any_model else _("this server opens {models} only"))
-            ignored("model", why.format(models=", ".join(EMBEDDED), n=MAX_MODEL_CHARS))
-    for key, known in (("device", DEVICES), ("mask", tuple(MASK_LABELS)), ("lang", tuple(LANGUAGES))):
+            ignored("model", why.format(models=join(EMBEDDED), n=MAX_MODEL_CHARS))
+    for key, known in (("device", DEVICES), ("mask", tuple(MASK_LABELS)), ("lang", tuple(LANGUAGES)),
+                       ("by", tuple(UNIT_LABELS))):
         if key in params:
             if params[key] in known:
                 found[key] = params[key]
             else:
-                ignored(key, _("it is none of {values}").format(values=", ".join(known)))
+                ignored(key, _("it is none of {values}").format(values=join(known)))
     if "text" in params:
         found["text"] = params["text"][:MAX_TEXT_CHARS]
         if len(params["text"]) > MAX_TEXT_CHARS:
@@ -142,6 +157,17 @@ def init_language() -> str:
     return set_language(st.session_state[LANGUAGE_KEY])
 
 
+#: The embedded model that reads Chinese best: Gemma 3's tokenizer keeps most Chinese words whole (SmolLM2 splits them
+#: into byte pieces), so a Chinese reader who names no model starts with it. A link's or the sidebar's choice rules.
+CHINESE_MODEL = "gemma3"
+
+
+def suggested_model(language: str | None) -> str:
+    """The model a session starts with when its link names none: Gemma 3 for a Chinese reader, else the default."""
+    installed = CHINESE_MODEL in EMBEDDED and importlib.util.find_spec(EMBEDDED[CHINESE_MODEL].package) is not None
+    return CHINESE_MODEL if language == "zh" and installed else DEFAULT_MODEL
+
+
 def init_from_query_params() -> None:
     """On a session's first run, seed the widgets from the URL (through :func:`parse_url`)."""
     if st.session_state.get("_ae_init"):
@@ -150,7 +176,7 @@ def init_from_query_params() -> None:
     s = settings()
     view = _url_view()
     notices = list(view.notices)
-    model = view.model or DEFAULT_MODEL
+    model = view.model or suggested_model(st.session_state.get(LANGUAGE_KEY))
     if model in EMBEDDED:
         st.session_state["model_choice"] = model
     else:
@@ -166,6 +192,7 @@ def init_from_query_params() -> None:
     st.session_state["device"] = device if device in device_options() else device_options()[0]
     st.session_state["text"] = DEFAULT_TEXT if view.text is None else view.text
     st.session_state["mask"] = view.mask or "model"
+    st.session_state[UNIT_KEY] = view.by or "tokens"
     for key in ("layer", "head"):
         if getattr(view, key) is not None:
             st.session_state[f"_ae_{key}"] = getattr(view, key)
@@ -180,6 +207,7 @@ def sync_query_params() -> None:
         "device": st.session_state.get("device"),
         "mask": st.session_state.get("mask"),
         "lang": st.session_state.get(LANGUAGE_KEY),
+        "by": "words" if st.session_state.get(UNIT_KEY) == "words" else None,  # tokens, the default, is left out
     }
     text = st.session_state.get("text", "")
     if len(text) <= 1500:  # long texts would make unusable links; they are simply left out
@@ -195,6 +223,7 @@ def sync_query_params() -> None:
 # ---- pages: running under app.py, and going to another page with a selection --------------------------------------
 HEADS_PAGE = "pages/heads.py"
 INTERVENE_PAGE = "pages/intervene.py"
+EXPLAIN_PAGE = "pages/explain.py"
 INTERVENE_HEADS_KEY = "intervene_heads"  # the Intervene page's chosen heads: a list of (layer, head), per session
 
 
@@ -235,3 +264,12 @@ def open_intervene(heads: list[tuple[int, int]]) -> None:
     """Choose ``heads`` on the Intervene page and go there."""
     st.session_state[INTERVENE_HEADS_KEY] = sorted({(int(layer), int(head)) for layer, head in heads})
     st.switch_page(INTERVENE_PAGE)
+
+
+def open_explain(layer: int, head: int) -> None:
+    """Make (layer, head) the shared selection and go to the Explain page (its tabs read the shared selection)."""
+    st.session_state["_ae_layer"] = int(layer)
+    st.session_state["_ae_head"] = int(head)
+    st.session_state.pop("explain_qk_example", None)  # the sidebar's text, not the worked example's probe
+    st.session_state["explain_tab"] = _("Why it looks there")  # the tab that answers it (explorer.ui.explain)
+    st.switch_page(EXPLAIN_PAGE)

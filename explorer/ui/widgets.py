@@ -1,5 +1,6 @@
 """Small widgets every page uses: the error guard, a progress bar for engine passes, a quoted token, the GQA note,
-and the layer/head selectors whose choice is shared by every page (and kept in the URL)."""
+a map's size in its unit (tokens or words) and the word view's note, and the layer/head selectors whose choice is
+shared by every page (and kept in the URL)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import streamlit as st
 
 from ..capture.tokens import display_label
 from ..capture.trace import Trace
+from ..capture.word_trace import WordTrace
 from ..errors import ExplorerError
 from ..escape import md_escape
-from ..i18n import _
+from ..i18n import _, join, ngettext
 
 log = logging.getLogger("attention_explorer")
 
@@ -67,7 +69,7 @@ def kv_sharing_note(trace: Trace, head: int) -> str | None:
         return _("All {n} query heads read the same single key/value head (multi-query attention, MQA).").format(
             n=trace.n_heads)
     kv = trace.kv_head(head)
-    mates = ", ".join(str(h) for h in trace.heads_sharing_kv(kv) if h != head)
+    mates = join(str(h) for h in trace.heads_sharing_kv(kv) if h != head)
     return _("Head {head} reads key/value head {kv}, shared with heads {mates} (grouped-query attention, GQA).").format(
         head=head, kv=kv, mates=mates)
 
@@ -101,3 +103,18 @@ def layer_head_selectors(trace: Trace, key: str, head: bool = True, container=No
         st.session_state[shared] = value
         chosen.append(int(value))
     return (chosen[0], chosen[1] if head else 0)
+
+
+def unit_count(n: int, unit: str) -> str:
+    """"12 tokens" or "9 words", translated: the size of a map in its unit (a Trace's or WordTrace's ``unit``)."""
+    if unit == "word":
+        return ngettext("{n} word", "{n} words", n).format(n=n)
+    return ngettext("{n} token", "{n} tokens", n).format(n=n)
+
+
+def word_view_note(trace: Trace | WordTrace) -> None:
+    """In word view, say what a cell is and how many tokens the words gather."""
+    if trace.unit == "word":
+        st.caption(_("Word view: {words} from {tokens}. Attention to a word is the sum over its pieces, attention "
+                     "from a word the mean over them (Clark et al. 2019), so each row still sums to 1.").format(
+            words=unit_count(trace.n_tokens, "word"), tokens=unit_count(trace.tokens_trace.n_tokens, "token")))

@@ -67,17 +67,17 @@ def test_ioi_example_attribution_then_exact(smollm2):
     expected = smollm2.patch_heads(*args, method="attribution")
     z = decode(chart_data(at, "intervene_attr_map")[0]["z"]).reshape(30, 9)
     # The page runs the same computation on the same inputs; only float32 → JSON float64 rounding remains.
-    np.testing.assert_allclose(z, expected["effect"].to_numpy().reshape(30, 9), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(z, expected.effects.numpy(), rtol=1e-6, atol=1e-7)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Logit difference, clean"] == f"{expected.attrs['ld_clean']:.3f}" == "6.120"
-    assert metrics["Logit difference, corrupt"] == f"{expected.attrs['ld_corrupt']:.3f}"
+    assert metrics["Logit difference, clean"] == f"{expected.ld_clean:.3f}" == "6.120"
+    assert metrics["Logit difference, corrupt"] == f"{expected.ld_corrupt:.3f}"
     at.button(key="intervene_exact").click().run()
     assert_clean(at)
     exact = smollm2.patch_heads(*args, method="exact")
     z = decode(chart_data(at, "intervene_exact_map")[0]["z"]).reshape(30, 9)
     # The page patches 3 layers per call, the engine all at once: batches differ, so float32 logits (|LD| ≈ 10)
     # differ by ~1e-5 (ulps × √d_model); divided by LD_corrupt − LD_clean ≈ −11.6 that stays below 1e-5.
-    np.testing.assert_allclose(z, exact["effect"].to_numpy().reshape(30, 9), atol=1e-5)
+    np.testing.assert_allclose(z, exact.effects.numpy(), atol=1e-5)
     assert int(np.nanargmax(z)) == 23 * 9 + 3  # head 23.3 carries most of the name
     assert chart_data(at, "intervene_scatter")[1]["customdata"][0] == [0, 0]
     assert_small_charts(at)

@@ -11,7 +11,7 @@ from apptest_helpers import assert_clean, open_page
 from texts import LONG_TEXT
 
 from explorer.ui import analysis as ua, scratch as us, state
-import explorer.decoding.generation as engine_generation
+import explorer
 import explorer.ui.generation as ui_generation
 
 pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
@@ -83,8 +83,7 @@ def test_scratch_cuts_a_text_longer_than_it_can_hold(long_state, monkeypatch):
 
 def test_generation_leaves_room_for_new_tokens_in_the_context(long_state, monkeypatch):
     context = 1000  # as if SmolLM2's context were shorter than the 1,024-token prompt: it would be full at once
-    for module in (engine_generation, ui_generation):
-        monkeypatch.setattr(module, "max_context", lambda model: context)
+    monkeypatch.setattr(explorer.Model, "max_positions", property(lambda model: context))
     at = open_page("pages/generation.py", model_choice="smollm2", gen_prompt=LONG_TEXT)
     assert_within_budget(at)
     steps = state.settings().max_generation_steps
@@ -96,8 +95,7 @@ def test_generation_leaves_room_for_new_tokens_in_the_context(long_state, monkey
 
 def test_generation_with_a_full_context_says_so(monkeypatch):
     """A prompt that fills the context (the model's own limit, under the page's cut) shows why, not an error."""
-    for module in (engine_generation, ui_generation):
-        monkeypatch.setattr(module, "max_context", lambda model: 8)
+    monkeypatch.setattr(explorer.Model, "max_positions", property(lambda model: 8))
     monkeypatch.setattr(ui_generation, "prompt_limit", lambda model, steps, cap: cap)  # no room left on purpose
     at = open_page("pages/generation.py", model_choice="smollm2", gen_prompt=LONG_TEXT[:200])
     assert_clean(at)

@@ -51,7 +51,7 @@ def test_probe_is_deterministic_random_and_repeated(smollm2, probe):
     assert probe.start == 0 and len(ids) == 100  # SmolLM2's tokenizer adds no BOS
     first, second = ids[:50], ids[50:]
     assert first == second and len(set(first)) == 50
-    assert not set(ids) & set(smollm2.tokenizer.all_special_ids)
+    assert not set(ids) & set(smollm2.tokenizer._hf.all_special_ids)  # the raw tokenizer: the reference
     assert all(1000 <= i < 20000 for i in ids)
 
 
@@ -130,7 +130,7 @@ def test_smollm2_later_layers_sink_about_half_their_attention_into_the_first_tok
 
 def test_minilm_encoder_probe_wraps_cls_and_sep(minilm):
     probe = stats.induction_probe(minilm, period=20)
-    tok = minilm.tokenizer
+    tok = minilm.tokenizer._hf  # the raw tokenizer: the reference
     assert probe.start == 1 and probe.encoded.token_ids[0] == tok.cls_token_id
     assert probe.encoded.token_ids[-1] == tok.sep_token_id
     frame = explorer.head_stats(minilm, "The cat sat on the mat.", period=20)

@@ -57,9 +57,9 @@ def assert_readable_tokens(tokens: list[str], ids: list[int], text: str, tokeniz
 
 def assert_valid_trace(trace: explorer.Trace, model: explorer.Model, text: str) -> None:
     assert trace.n_tokens == len(trace.tokens) == len(trace.token_ids) >= 1
-    assert_readable_tokens(trace.tokens, trace.token_ids, text, model.tokenizer)
+    assert_readable_tokens(trace.tokens, trace.token_ids, text, model.tokenizer._hf)  # the raw one: the reference
     for layer in range(trace.n_layers):
-        maps = trace.attentions(layer)
+        maps = trace.attention(layer)
         error = (maps.sum(-1) - 1).abs().max().item()
         # each p carries the map's relative rounding, and a row sum adds n more (see bounds)
         bound = attention_bound(trace, layer) + f32_dot_bound(trace.n_tokens, 1.0)
@@ -225,7 +225,7 @@ def test_engine_survives(case: Case, request, tmp_path):
     assert_valid_trace(trace, model, text)
     if case.cut_to is not None:
         assert trace.n_tokens == case.cut_to(model)
-        assert trace.truncated_from == len(model.tokenizer(text)["input_ids"])  # the uncut length, as reported
+        assert trace.truncated_from == len(model.tokenizer._hf(text)["input_ids"])  # the uncut length, as reported
     else:
         assert trace.truncated_from is None
 

@@ -15,7 +15,7 @@ from explorer.capture.tokens import CONTINUATION, display_label, unique_labels
 def test_contract_on_real_model(smollm2):
     trace = smollm2.trace("The cat sat on the mat.", mask="causal")
     assert trace.tokens == ["The", " cat", " sat", " on", " the", " mat", "."]
-    assert trace.token_ids == smollm2.tokenizer("The cat sat on the mat.")["input_ids"]
+    assert trace.token_ids == smollm2.tokenizer._hf("The cat sat on the mat.")["input_ids"]  # the raw tokenizer
     assert (trace.n_layers, trace.n_heads, trace.head_dim) == (30, 9, 64)
     a = trace.attention(2, 1)
     assert a.dtype == torch.float32 and a.device.type == "cpu" and a.shape == (7, 7)
@@ -122,7 +122,7 @@ def test_head_dim_is_the_attention_modules_own(smollm2, minilm):
 
 def test_tokenizer_calls_on_the_model_match_the_tokenizer(smollm2, minilm):
     for model in (smollm2, minilm):
-        tok = model.tokenizer
+        tok = model.tokenizer._hf  # the raw tokenizer: the reference
         ids = tok("The cat sat.")["input_ids"]
         assert model.token_ids("The cat sat.") == ids
         assert model.token_ids("The cat sat.", special=False) == tok("The cat sat.", add_special_tokens=False)["input_ids"]

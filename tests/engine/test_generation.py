@@ -36,7 +36,7 @@ def test_greedy_matches_transformers_generate(smollm2, smollm2_sdpa):
         sdpa = smollm2_sdpa.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=32)
     assert steps.token_ids == sdpa[0, ids.shape[1]:].tolist()
     assert all(s.how == "greedy" and s.p_chosen == 1.0 for s in steps)
-    assert steps.text == smollm2.tokenizer.decode(steps.token_ids)
+    assert steps.text == smollm2.tokenizer._hf.decode(steps.token_ids)  # the raw tokenizer: the reference
     assert "".join(s.token for s in steps) == steps.text  # the per-token pieces add up to the text
 
 
@@ -194,7 +194,7 @@ def test_fill_mask_matches_eager_masked_lm(tiny_bert_mlm_dir):
         out = reference(torch.tensor([result.token_ids]), output_attentions=True)
     trace = model.trace_ids(Encoded("", result.token_ids, [""] * len(result.token_ids)), keep_inputs=False)
     for prediction in result.predictions:
-        assert result.token_ids[prediction.position] == model.tokenizer.mask_token_id
+        assert result.token_ids[prediction.position] == model.tokenizer._hf.mask_token_id
         logits = out.logits[0, prediction.position]
         expected = torch.softmax(logits, -1)
         # The logits round apart through the model; a softmax moves by p·|Δz − Δlse| ≤ 2·p·max|Δz|, and its

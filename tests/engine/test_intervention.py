@@ -246,7 +246,8 @@ def sweeps(smollm2):
 def test_exact_patching_equals_hook_reference(smollm2, smollm2_eager, ioi, sweeps):
     clean, corrupt, answer, wrong = ioi
     heads = [(0, 0), (14, 2), (17, 4), (23, 3), (29, 1)]
-    table = smollm2.patch_heads(CLEAN, CORRUPT, " Mary", " John", heads=heads)
+    result = smollm2.patch_heads(CLEAN, CORRUPT, " Mary", " John", heads=heads)
+    table = result.to_frame()
     assert list(table.columns) == ["layer", "head", "effect"] and list(zip(table.layer, table["head"])) == heads
     ld_clean, ld_corrupt = (reference_ld(smollm2_eager, ids, answer, wrong) for ids in (clean, corrupt))
     change = ld_corrupt - ld_clean
@@ -260,10 +261,15 @@ def test_exact_patching_equals_hook_reference(smollm2, smollm2_eager, ioi, sweep
         # the ratio within 4·LOGITS_TOL·(1 + |effect|) / |ΔLD|.
         assert abs(effect - want) <= 4 * LOGITS_TOL * (1 + abs(want)) / abs(change), (layer, head, effect, want)
         # The full sweep batches the same runs differently and agrees within the same bound.
-        swept = sweeps["exact"].set_index(["layer", "head"]).effect[(layer, head)]
+        swept = sweeps["exact"].effect(layer, head)
         assert abs(swept - want) <= 4 * LOGITS_TOL * (1 + abs(want)) / abs(change)
-    assert table.attrs["ld_clean"] == pytest.approx(ld_clean, abs=2 * LOGITS_TOL)
-    assert table.attrs["ld_corrupt"] == pytest.approx(ld_corrupt, abs=2 * LOGITS_TOL)
+        assert result.effects[layer, head] == effect  # the (L, H) grid and the table hold the same numbers
+    assert result.ld_clean == pytest.approx(ld_clean, abs=2 * LOGITS_TOL)
+    assert result.ld_corrupt == pytest.approx(ld_corrupt, abs=2 * LOGITS_TOL)
+    unpatched = torch.ones(30, 9, dtype=torch.bool)
+    for layer, head in heads:
+        unpatched[layer, head] = False
+    assert result.effects[unpatched].isnan().all() and result.method == "exact" and result.heads == tuple(heads)
 
 
 def test_attribution_is_the_gradient_along_the_patch(smollm2, smollm2_eager, ioi, sweeps):
@@ -271,8 +277,8 @@ def test_attribution_is_the_gradient_along_the_patch(smollm2, smollm2_eager, ioi
     computed by central differences on the eager reference (no autograd)."""
     clean, corrupt, answer, wrong = ioi
     heads = [(17, 4), (23, 3), (29, 1)]
-    table = sweeps["attribution"].set_index(["layer", "head"]).effect
-    change = sweeps["attribution"].attrs["ld_corrupt"] - sweeps["attribution"].attrs["ld_clean"]
+    table = sweeps["attribution"].to_frame().set_index(["layer", "head"]).effect
+    change = sweeps["attribution"].ld_corrupt - sweeps["attribution"].ld_clean
     layers = {layer for layer, _ in heads}
     clean_a = capture_w_o_inputs(smollm2_eager, clean, layers)
     corrupt_a = capture_w_o_inputs(smollm2_eager, corrupt, layers)
@@ -290,7 +296,7 @@ def test_attribution_is_the_gradient_along_the_patch(smollm2, smollm2_eager, ioi
 
 
 def test_attribution_agrees_with_exact_over_all_heads(smollm2, sweeps):
-    exact, attribution = sweeps["exact"], sweeps["attribution"]
+    exact, attribution = sweeps["exact"].to_frame(), sweeps["attribution"].to_frame()
     assert len(exact) == len(attribution) == 270
     assert list(zip(exact.layer, exact["head"])) == list(zip(attribution.layer, attribution["head"]))
     r = float(np.corrcoef(exact.effect, attribution.effect)[0, 1])
@@ -305,8 +311,8 @@ def test_attribution_agrees_with_exact_over_all_heads(smollm2, sweeps):
 
 def test_attribution_inside_a_callers_inference_mode(smollm2, sweeps):
     with torch.inference_mode():  # e.g. a benchmark or page that wraps its work in inference mode
-        table = smollm2.patch_heads(CLEAN, CORRUPT, " Mary", " John", method="attribution", heads=[(23, 3)])
-    swept = sweeps["attribution"].set_index(["layer", "head"]).effect[(23, 3)]
+        table = smollm2.patch_heads(CLEAN, CORRUPT, " Mary", " John", method="attribution", heads=[(23, 3)]).to_frame()
+    swept = sweeps["attribution"].effect(23, 3)
     # Same computation on the same inputs; only the float32 summation order of the head subset may differ.
     assert abs(table.effect[0] - swept) <= 1e-6
     assert all(p.grad is None for p in smollm2.hf.parameters())  # gradients never reach the shared weights
@@ -320,7 +326,7 @@ def test_tiny_patching_equals_hook_reference(tiny):
             model.patch_heads(TEXT, TEXT, " w5", " w17")
         return
     clean, corrupt = TEXT, TEXT.replace("w64", "w70")
-    table = model.patch_heads(clean, corrupt, "w5", "w17")
+    table = model.patch_heads(clean, corrupt, "w5", "w17").to_frame()
     ids = [model.encode(t).token_ids for t in (clean, corrupt)]
     answer, wrong = model.single_token_id("w5"), model.single_token_id("w17")
     ld_clean, ld_corrupt = (reference_ld(eager, i, answer, wrong) for i in ids)
@@ -331,7 +337,7 @@ def test_tiny_patching_equals_hook_reference(tiny):
         # Tiny logits are O(1) and agree to ~1e-6 (2 layers, 32 wide); the ratio divides by |ΔLD|.
         assert abs(effect - want) <= 1e-5 * (1 + abs(want)) / abs(ld_corrupt - ld_clean)
     attribution = model.patch_heads(clean, corrupt, "w5", "w17", method="attribution")
-    assert attribution.attrs["ld_clean"] == pytest.approx(ld_clean, abs=1e-5)
+    assert attribution.ld_clean == pytest.approx(ld_clean, abs=1e-5)
 
 
 # ---- errors --------------------------------------------------------------------------------------------------

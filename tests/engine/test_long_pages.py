@@ -150,7 +150,7 @@ def test_allowed_rows_are_rows_of_the_whole_mask(smol_pair, gemma_trace, which, 
 
 @pytest.mark.parametrize("ablation", ["zero", "mean"])
 def test_greedy_continuation_is_the_argmax_of_each_ablated_run_of_the_text_so_far(smollm2, ablation):
-    from explorer.capture.intervention import greedy_continuation
+    from explorer.decoding.continuation import greedy_continuation
 
     ids = smollm2.encode_input("When Mary and John went to the store, John gave a drink to").token_ids
     heads = [(layer, head) for layer in (0, 1, 2) for head in range(9)]  # enough that the mean's value shows

@@ -43,8 +43,8 @@ def _left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
 
 
 def _smollm2_batch(smollm2) -> tuple[torch.Tensor, torch.Tensor, int]:
-    pad = smollm2.tokenizer.pad_token_id
-    pad = smollm2.tokenizer.eos_token_id if pad is None else pad
+    pad = smollm2.tokenizer.pad_id
+    pad = min(smollm2.eos_ids) if pad is None else pad
     ids, mask = _left_padded([smollm2.encode(p).token_ids for p in PROMPTS], pad)
     assert (mask == 0).any()  # the batch really is padded
     return ids, mask, pad
