@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import explorer
+from explorer.capture.word_trace import WordTrace
 from explorer.ui.caching import cached
 
 from bounds import attention_bound
@@ -64,6 +65,23 @@ def test_a_cached_function_keeps_one_entry_per_trace(variants):
         for name, trace in variants.items():
             np.testing.assert_array_equal(last_row(trace), trace.attention(0, 0)[-1].numpy(), err_msg=name)
     assert computed == [trace.fingerprint for trace in variants.values()]  # each computed once, in the first round
+
+
+def test_a_trace_and_its_word_view_never_share_an_entry(smollm2):
+    """The sidebar's "tokens | words" switch: one trace seen by token and by word hashes apart (the word view as its
+    token trace's fingerprint and its unit), so a word map is never handed a token map, nor the other way round."""
+    trace = smollm2.trace("猫坐在垫子上。")  # Chinese characters as byte pieces: fewer words than tokens
+    words = WordTrace(trace)
+    assert words.n_tokens < trace.n_tokens
+
+    @cached(max_entries=4)
+    def first_map(view) -> np.ndarray:
+        return view.attention(0, 0).numpy()
+
+    for _round in range(2):
+        np.testing.assert_array_equal(first_map(trace), trace.attention(0, 0).numpy())
+        np.testing.assert_array_equal(first_map(words), trace.attention(0, 0, by="word").numpy())
+        np.testing.assert_array_equal(first_map(WordTrace(trace)), trace.attention(0, 0, by="word").numpy())
 
 
 def _two_masks_page():
