@@ -3,6 +3,7 @@ no outside text reaches raw HTML."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import re
@@ -12,6 +13,16 @@ import numpy as np
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def app_pages() -> list[str]:
+    """The page files app.py navigates to, in its order (each ``st.Page``'s ``page``, by position or name)."""
+    found = []
+    for node in ast.walk(ast.parse(Path(APP).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "Page":
+            named = [k.value for k in node.keywords if k.arg == "page"]
+            found.append((node.args[:1] or named)[0].value)
+    return found
 
 
 def open_page(page: str, query: dict | None = None, **state) -> AppTest:
