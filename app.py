@@ -3,10 +3,11 @@
 import streamlit as st
 
 from explorer.i18n import _
-from explorer.ui import common as ui
+from explorer.ui import state
+from explorer.ui.sidebar import sidebar
 
 st.set_page_config(page_title="Attention Explorer", page_icon=":material/visibility:", layout="wide")
-ui.init_language()  # before the pages: their titles are translated
+state.init_language()  # before the pages: their titles are translated
 
 # page= by name: a file path, not text for the reader (the i18n test reads first arguments as text)
 PAGES = [
@@ -23,6 +24,6 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-ui.sidebar()
+sidebar()
 page.run()
-ui.sync_query_params()
+state.sync_query_params()

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 NO_CUDA = "no CUDA device: nothing measured"
-CUDA_TESTS = ["tests/test_sdpa_equivalence.py", "tests/test_scratch.py", "tests/test_engine.py"]
+CUDA_TESTS = ["tests/engine/test_sdpa_equivalence.py", "tests/engine/test_scratch.py", "tests/engine/test_engine.py"]
 Row = tuple[str, str, str]  # (check, result, note)
 
 

@@ -40,7 +40,7 @@ BUDGET = 1_500_000
 
 def long_text() -> str:
     """README.md repeated up to the app's character limit: well over 8,192 tokens for both LMs."""
-    from explorer.ui.common import MAX_TEXT_CHARS
+    from explorer.ui.state import MAX_TEXT_CHARS
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     return (readme * (MAX_TEXT_CHARS // len(readme) + 1))[:MAX_TEXT_CHARS]
@@ -160,7 +160,7 @@ class Driver:
 
     def __init__(self, timeout: float):
         from streamlit.runtime.pages_manager import PagesManager
-        from explorer.ui.common import leave_legacy_pages_mode
+        from explorer.ui.state import leave_legacy_pages_mode
 
         original = PagesManager.__init__
 

@@ -10,12 +10,18 @@ The engine is grouped by what it does, lower groups never importing higher ones:
 geometry, mask effects, export) and ``decoding/`` (step-by-step generation, sampling, fill-mask) → ``from_scratch/``
 (textbook attention, the Q/K/V walk-through, kernels) → ``figures/`` (pure plotly builders). No Streamlit in any of
 them: the app (``app.py``, ``pages/``, ``explorer/ui/``) is built on top.
+
+What a notebook needs is exported here (the quickstart imports nothing deeper): the numbers (``head_stats``,
+``sink_shares``, ``next_token_loss``, ``device_agreement``, ``induction_probe``, ``formula_steps``), step-by-step
+generation (``generate``, ``Stepper``), and the figures in :mod:`explorer.figures.notebook`.
 """
 
+from .analysis.agreement import device_agreement
+from .analysis.loss import next_token_loss
 from .analysis.attribution import Attribution, attribute
 from .analysis.deletion import DeletionCurve, deletion_curve
 from .analysis.qk_attribution import QKAttribution, qk_attribution
-from .analysis.stats import head_stats
+from .analysis.stats import head_stats, induction_probe, sink_shares
 from .capture.devices import cuda_available, resolve_device
 from .capture.embedded import DEFAULT_MODEL, EMBEDDED
 from .capture.intervention import PatchResult
@@ -23,8 +29,9 @@ from .capture.loading import load
 from .capture.model import Model
 from .capture.tokens import Encoded
 from .capture.trace import LayerView, Trace
-from .decoding.generation import generate
+from .decoding.generation import Stepper, generate
 from .errors import ExplorerError, InstrumentationError
+from .from_scratch.walkthrough import formula_steps
 
 __all__ = [
     "Attribution",
@@ -40,11 +47,17 @@ __all__ = [
     "Model",
     "PatchResult",
     "QKAttribution",
+    "Stepper",
     "Trace",
     "cuda_available",
+    "device_agreement",
+    "formula_steps",
     "generate",
     "head_stats",
+    "induction_probe",
     "load",
+    "next_token_loss",
     "qk_attribution",
     "resolve_device",
+    "sink_shares",
 ]

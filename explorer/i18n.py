@@ -35,8 +35,8 @@ _LANGUAGE: ContextVar[str] = ContextVar("explorer_language", default=DEFAULT_LAN
 def _catalogue(language: str) -> _gettext.NullTranslations:
     if language == DEFAULT_LANGUAGE:  # the source strings are English
         return _gettext.NullTranslations()
-    # fallback: a checkout whose catalogue was never compiled shows English rather than failing (tests/test_i18n.py
-    # fails on a missing or stale messages.mo, so a release cannot ship one)
+    # fallback: a checkout whose catalogue was never compiled shows English rather than failing
+    # (tests/app/test_i18n.py fails on a missing or stale messages.mo, so a release cannot ship one)
     return _gettext.translation(DOMAIN, LOCALE_DIR, languages=[LANGUAGES[language][1]], fallback=True)
 
 

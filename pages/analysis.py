@@ -4,16 +4,12 @@ Section code: explorer/ui/analysis.py; figures: explorer/figures/analysis.py."""
 import streamlit as st
 
 from explorer.i18n import _
-from explorer.ui import analysis as ua, common as ui
+from explorer.ui import analysis as ua, resources, state
+from explorer.ui.tabs import lazy_tabs
+from explorer.ui.widgets import guard
 
-ui.require_entrypoint()
+state.require_entrypoint()
 
-with ui.guard():
+with guard():
     st.title(_("Head analysis"))
-    model = ui.current_model()
-    trace = ui.current_trace()
-    tabs = st.tabs([_(name) for name in ua.SECTIONS], key="analysis_section", on_change="rerun")
-    for tab, name in zip(tabs, ua.SECTIONS):
-        if tab.open:
-            with tab, ui.guard():
-                ua.DRAW[name](model, trace)
+    lazy_tabs(ua.tabs(resources.current_model(), resources.current_trace()), key="analysis_section")

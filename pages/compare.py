@@ -4,11 +4,12 @@ Code: explorer/ui/compare.py; figures: explorer/figures/heatmap.py."""
 import streamlit as st
 
 from explorer.i18n import _
-from explorer.ui import common as ui, compare as uc
+from explorer.ui import compare as uc, state
+from explorer.ui.widgets import guard
 
-ui.require_entrypoint()
+state.require_entrypoint()
 
-with ui.guard():
+with guard():
     st.title(_("Compare"))
     comparison = uc.comparison_ui()
     uc.difference(comparison, uc.sides(comparison))

@@ -5,20 +5,20 @@ Each section is one function of :mod:`explorer.ui.generation`."""
 import streamlit as st
 
 from explorer.i18n import _
-from explorer.ui import common as ui
-from explorer.ui import generation as gen
+from explorer.ui import generation as gen, resources, state
+from explorer.ui.widgets import guard
 
-ui.require_entrypoint()
+state.require_entrypoint()
 
 st.title(_("Generation"))
 st.caption(_("A language model writes one token at a time: it turns the context into a distribution over its "
              "vocabulary, the sampling knobs reshape and cut that distribution, and one token is drawn. Step through "
              "it."))
 
-with ui.guard():
-    model = ui.current_model()
+with guard():
+    model = resources.current_model()
     stepper = None
-    with ui.guard():
+    with guard():
         stepper = gen.stepper_section(model)  # None, with a message, for a model that cannot generate
         for draw in gen.SECTIONS if stepper is not None else ():
             draw(stepper)

@@ -6,17 +6,14 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.i18n import _
-from explorer.ui import common as ui, heads as uh
+from explorer.ui import heads as uh, maps, resources, state
+from explorer.ui.tabs import lazy_tabs
+from explorer.ui.widgets import guard
 
-ui.require_entrypoint()
+state.require_entrypoint()
 
 st.title(_("Attention heads"))
-with ui.guard():
-    view = uh.heads_ui(ui.shown(ui.current_trace()))  # by token or by word, as the sidebar says
+with guard():
+    view = uh.heads_ui(maps.shown(resources.current_trace()))  # by token or by word, as the sidebar says
     uh.notes(view)
-    # only the open tab runs: the model view is costly
-    tabs = st.tabs([_(name) for name in uh.TABS], key=uh.TAB_KEY, on_change="rerun")
-    for tab, name in zip(tabs, uh.TABS):
-        if tab.open:
-            with tab:
-                uh.DRAW[name](view)
+    lazy_tabs(uh.tabs(view), key=uh.TAB_KEY)  # only the open tab runs: the model view is costly

@@ -3,16 +3,16 @@ tour of the pages. The sections live in explorer/ui/home.py."""
 
 import streamlit as st
 
-from explorer.ui import common as ui
-from explorer.ui import home
+from explorer.ui import home, maps, resources, state
+from explorer.ui.widgets import guard
 
-ui.require_entrypoint()
+state.require_entrypoint()
 home.follow_pick()
 
 st.title("Attention Explorer")
 home.intro()
-with ui.guard():
-    trace = ui.shown(ui.current_trace())  # by token or by word, as the sidebar says
+with guard():
+    trace = maps.shown(resources.current_trace())  # by token or by word, as the sidebar says
     home.first_look(trace)
-    home.token_strip(trace, str(ui.current_model().device))
+    home.token_strip(trace, str(resources.current_model().device))
 home.tour()

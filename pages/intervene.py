@@ -3,10 +3,10 @@
 import streamlit as st
 
 from explorer.i18n import _
-from explorer.ui import common as ui
-from explorer.ui import intervene as ui_iv
+from explorer.ui import intervene as ui_iv, state
+from explorer.ui.widgets import guard
 
-ui.require_entrypoint()
+state.require_entrypoint()
 
 st.title(_("Intervene"))
 st.caption(_("Does this head matter? Switch heads off and watch the predictions change, or move one head's output "
@@ -14,7 +14,7 @@ st.caption(_("Does this head matter? Switch heads off and watch the predictions 
 ui_iv.heads_from_url()
 
 ablate, patch = st.tabs([_("Ablate"), _("Patch")])
-with ablate, ui.guard():
+with ablate, guard():
     ui_iv.ablate_tab()
-with patch, ui.guard():
+with patch, guard():
     ui_iv.patch_tab()

@@ -6,16 +6,17 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.i18n import _
-from explorer.ui import common as ui, masking as um
+from explorer.ui import masking as um, resources, state
+from explorer.ui.widgets import guard
 
-ui.require_entrypoint()
+state.require_entrypoint()
 
 SECTIONS = [um.masks, um.sliding_window, um.one_head, um.output_change]
 
 st.title(_("Masking"))
 um.intro()
-with ui.guard():
-    flip = um.flip(ui.current_model())
+with guard():
+    flip = um.flip(resources.current_model())
     um.trained_warning(flip)
     for section in SECTIONS:
         section(flip)

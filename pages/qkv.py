@@ -7,10 +7,10 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.i18n import _
-from explorer.ui import common as ui
-from explorer.ui import qkv as uq
+from explorer.ui import maps, qkv as uq, resources, state
+from explorer.ui.widgets import guard
 
-ui.require_entrypoint()
+state.require_entrypoint()
 
 st.title(_("Q, K, V: one head, step by step"))
 st.caption(_(
@@ -18,10 +18,10 @@ st.caption(_(
     "scored against every key, masked, normalised by a softmax, and used to average the values. Every number "
     "is recomputed from the layer's input and weights, and checked against what the model computed."
 ))
-with ui.guard():
-    model = ui.current_model()
-    trace = ui.current_trace()
-    words = ui.shown(trace) if ui.current_selection().unit == "words" else None  # pick a word, then its piece
+with guard():
+    model = resources.current_model()
+    trace = resources.current_trace()
+    words = maps.shown(trace) if state.current_selection().unit == "words" else None  # pick a word, then its piece
     view = uq.view_ui(trace, words)
     if words is not None:
         uq.word_row(words, view)

@@ -6,10 +6,14 @@ import pytest
 import torch
 from streamlit.runtime.pages_manager import PagesManager
 
-from explorer.ui.common import leave_legacy_pages_mode
+from explorer.ui.state import leave_legacy_pages_mode
 
 import explorer
 from explorer.capture.embedded import resolve_embedded
+from transformers import (AutoModel, AutoModelForCausalLM, BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                          LlamaForCausalLM)
+
+from tiny_tokenizer import word_tokenizer
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -63,6 +67,32 @@ def gemma3_sdpa():
     return _reference("gemma3", "sdpa")
 
 
+# Tiny random configs: unit tests of the mechanism (masks, GQA, scaling), in seconds.
+TINY_VOCAB = 128
+TINY_CONFIGS = {
+    "gpt2": (GPT2LMHeadModel, AutoModelForCausalLM, GPT2Config(vocab_size=TINY_VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=4)),
+    "bert": (BertModel, AutoModel, BertConfig(vocab_size=TINY_VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                               intermediate_size=64, max_position_embeddings=64)),
+    "llama": (LlamaForCausalLM, AutoModelForCausalLM, LlamaConfig(vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64,
+                                                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                                                  max_position_embeddings=64)),
+}
+
+
+@pytest.fixture(scope="module", params=list(TINY_CONFIGS))
+def tiny(request, tmp_path_factory):
+    """Tiny random GPT-2, BERT and Llama (GQA) configs with a word tokenizer: (name, explorer.Model, its eager twin)."""
+    cls, auto, config = TINY_CONFIGS[request.param]
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp(request.param)
+    model = cls(config).eval()
+    model.config.architectures = [cls.__name__]
+    model.save_pretrained(folder)
+    word_tokenizer(folder, TINY_VOCAB)
+    eager = auto.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32).eval()
+    return request.param, explorer.load(str(folder), device="cpu"), eager
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_mlm_dir(tmp_path_factory):
     """A tiny randomly initialised BertForMaskedLM (with MiniLM's WordPiece tokenizer), saved as safetensors."""
@@ -82,7 +112,7 @@ def navigation_like_a_server(monkeypatch):
     """AppTest builds a fresh PagesManager per run and, seeing a pages/ folder, falls back to legacy multipage mode,
     which runs a page file without app.py (the sidebar and its state vanish after switch_page). A real server
     leaves that mode for good once st.navigation has run; do the same here, with the app's own switch
-    (:func:`explorer.ui.common.leave_legacy_pages_mode`). Use with ``pytest.mark.usefixtures``."""
+    (:func:`explorer.ui.state.leave_legacy_pages_mode`). Use with ``pytest.mark.usefixtures``."""
     original = PagesManager.__init__
 
     def init(self, *args, **kwargs):

@@ -319,6 +319,11 @@ def sink_share(trace, layer: int) -> float:
     return float(to_first[:, 1:].double().mean())
 
 
+def sink_shares(trace) -> np.ndarray:
+    """(n_layers,) :func:`sink_share` of every layer: how much attention each layer parks on token 0."""
+    return np.array([sink_share(trace, layer) for layer in range(trace.n_layers)])
+
+
 def induction_scores(probe_trace, probe: InductionProbe) -> np.ndarray:
     """(n_layers, n_heads) induction scores from a trace of ``probe``: the one cell A[i, i−P+1] of each query in
     the repeat, gathered from q, k and the log-sum-exp (:func:`explorer.capture.fused.cells`), not the maps."""

@@ -306,8 +306,8 @@ def patch_heads(
 
 def _denominator(ld_clean: float, ld_corrupt: float) -> float:
     change = ld_corrupt - ld_clean
-    # Logits of one forward agree across implementations to ~1e-4 in float32 (see tests/test_parity.py); a change
-    # smaller than that is noise, and dividing by it would turn noise into effects.
+    # Logits of one forward agree across implementations to ~1e-4 in float32 (see tests/engine/test_parity.py); a
+    # change smaller than that is noise, and dividing by it would turn noise into effects.
     if not math.isfinite(change) or abs(change) < 1e-4:
         raise ExplorerError(
             _("The clean and corrupt texts give the same logit difference ({clean:.4g} and {corrupt:.4g}), so "

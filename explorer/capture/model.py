@@ -55,6 +55,12 @@ class Model:
         return next(self.hf.parameters()).dtype
 
     @property
+    def fingerprint(self) -> str:
+        """What tells this model's numbers from another's: its name (hub id or folder), device and dtype. Caches of
+        what a model computes (the app's ``st.cache_data``, its ablated traces) are keyed by it."""
+        return repr((self.name, str(self.device), str(self.dtype)))
+
+    @property
     def n_layers(self) -> int:
         return len(self.attention_modules)
 

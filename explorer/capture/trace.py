@@ -6,6 +6,7 @@ log-sum-exp of each score row instead (~0.5 GiB) and rebuilds a head's map with 
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -177,6 +178,18 @@ class Trace:
     def dtype(self) -> torch.dtype:
         """The type the model ran in (its records' q, k, v): a bfloat16 trace differs from a float32 one."""
         return self.records[0].q.dtype
+
+    @property
+    def fingerprint(self) -> str:
+        """What tells this trace's numbers from any other's: model, device, dtype, text and token ids, the mask each
+        layer ran with (a custom one by its contents) and the heads ablated. Two traces share it only when they hold
+        the same computation; caches of analyses (the app's ``st.cache_data``) are keyed by it."""
+        masks = tuple((r.mask_kind, r.window, None if r.allowed is None else
+                       hashlib.blake2b(r.allowed.cpu().numpy().tobytes(), digest_size=16).hexdigest())
+                      for r in self.records)
+        what = (self.model_name, str(self.device), str(self.dtype), self.text, tuple(self.token_ids),
+                self.truncated_from, self.mask, self.mask_is_model_default, masks, self.ablated, self.ablation)
+        return hashlib.blake2b(repr(what).encode(), digest_size=16).hexdigest()
 
     # ---- GQA ---------------------------------------------------------------------------------------------
     def kv_head(self, head: int) -> int:

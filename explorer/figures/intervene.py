@@ -1,13 +1,12 @@
 """Figures of the Intervene page: the next-token distribution before and after an ablation, and attribution against
 exact patching. Pure functions: numbers and token strings in, plotly figures out (token labels escaped here).
 
-The per-token loss uses :func:`explorer.figures.notebook.loss_chart`; the layer × head map of patching effects uses
-:func:`explorer.figures.analysis.layer_head_heatmap`.
+The layer × head map of patching effects uses :func:`explorer.figures.analysis.layer_head_heatmap`.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -18,6 +17,7 @@ from ..escape import plotly_escape
 from ..errors import ExplorerError
 from ..i18n import _
 from . import palette
+from .heatmap import _tick_axis
 
 
 def changed_tokens(before: Sequence[int], after: Sequence[int]) -> set[int]:
@@ -82,4 +82,31 @@ def attribution_scatter(
     ))
     fig.update_layout(title=plotly_escape(title), height=420, margin=dict(l=10, r=10, t=50, b=10),
                       xaxis=dict(title=plotly_escape(x_name)), yaxis=dict(title=plotly_escape(y_name)))
+    return fig
+
+
+def loss_chart(tokens: Sequence[str], losses: Mapping[str, np.ndarray], *, title: str | None = None) -> go.Figure:
+    """Per-token loss of several runs of the same tokens, one line each; x is the token being predicted.
+
+    ``losses[name]`` has ``len(tokens) − 1`` entries (token 0 is never predicted).
+    """
+    labels = plotly_labels(tokens)[1:]
+    fig = go.Figure()
+    for (name, values), colour in zip(losses.items(), palette.RUNS * len(losses)):
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (len(labels),):
+            raise ExplorerError(_("'{name}' has {losses} losses for {tokens} predicted tokens.").format(
+                name=name, losses=values.shape[0], tokens=len(labels)))
+        fig.add_trace(go.Scatter(
+            x=labels, y=values, mode="lines+markers",
+            name=_("{name} (mean {mean})").format(name=plotly_escape(name), mean=f"{values.mean():.2f}"),
+            line=dict(color=colour), marker=dict(size=4),
+            hovertemplate=_("predicting %{x}<br>loss: %{y:.3f} nats") + f"<extra>{plotly_escape(name)}</extra>",
+        ))
+    fig.update_layout(
+        title=title, height=360, margin=dict(l=10, r=10, t=40 if title else 10, b=10), hovermode="x unified",
+        xaxis=dict(title=_("predicted token"), tickangle=-60, **_tick_axis(labels)),
+        yaxis=dict(title=_("loss (nats)"), rangemode="tozero"),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+    )
     return fig

@@ -11,36 +11,34 @@ and Colab. ``notebooks/quickstart.ipynb`` walks through all of them.
     >>> nb.stages(model, explorer.generate(model, "The capital of France is", 3)[0])       # Generation
     >>> nb.loss_comparison(trace, ablated)   # per-token loss before and after an intervention
 
-Two numbers the quickstart prints are here too: :func:`next_token_loss` (from :mod:`explorer.analysis.loss`) and
-:func:`device_agreement`.
+Only figures live here, built by each page's own figure module (:mod:`explorer.figures.heads`, ``.qkv``,
+``.generation``, ``.intervene``). The numbers a notebook prints come from the engine, exported by :mod:`explorer`:
+``explorer.sink_shares``, ``explorer.next_token_loss``, ``explorer.device_agreement``, ``explorer.formula_steps``,
+``explorer.induction_probe``, ``explorer.Stepper``.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
 
 from ..analysis.downsample import BlockMeans
-from ..analysis.loss import next_token_loss  # noqa: F401 - part of the notebook's API (nb.next_token_loss)
+from ..analysis.agreement import check_same_tokens
+from ..analysis.loss import next_token_loss
 from ..analysis.overview import layer_overview, model_overview
-from ..analysis.stats import sink_share
 from ..capture.model import Model
-from ..capture.tokens import plotly_labels, unique_labels
-from ..escape import plotly_escape
+from ..capture.tokens import unique_labels
 from ..capture.trace import Trace
 from ..decoding.generation import Step
-from ..errors import ExplorerError
-from ..i18n import _
 from ..from_scratch.walkthrough import FormulaSteps, token_window
 from . import generation as fg, heads as fh, qkv as fq
-from .heatmap import _tick_axis
+from .intervene import loss_chart
 
 WINDOW = 32  # tokens shown around the query in the walk-through's charts (the Q, K, V page's default)
 CANDIDATES = 12  # candidate tokens in the generation stages (the Generation page's count)
-RUN_COLOURS = ("#3b82f6", "#f59e0b", "#10b981", "#ef4444")  # blue, amber, green, red: one per compared run
 
 
 def _kv_heads(trace: Trace) -> list[int] | None:
@@ -69,12 +67,6 @@ def overview(trace: Trace, *, selected: tuple[int, int] | None = None, hide_sink
     return fh.model_view_grid(thumbs, kv_heads=_kv_heads(trace), selected=selected,
                               tokens_per_cell=layers[0].blocks[fh.THUMB_CELLS].row_step, n_tokens=trace.n_tokens,
                               sink_hidden=hide_sink)
-
-
-def sink_shares(trace: Trace) -> np.ndarray:
-    """(n_layers,) each layer's mean attention to token 0 (queries 1…n−1, all heads): the first-token sink. NaN for
-    a one-token text, which has no sink to measure."""
-    return np.array([sink_share(trace, layer) for layer in range(trace.n_layers)])
 
 
 def _maps(trace: Trace, layer: int, cells: int, hide_sink: bool, heads: slice = slice(None)) -> BlockMeans:
@@ -140,57 +132,9 @@ def stages(model: Model, step: Step, *, candidates: int = CANDIDATES) -> go.Figu
 
 
 # ---- interventions ------------------------------------------------------------------------------------------
-def loss_chart(tokens: Sequence[str], losses: Mapping[str, np.ndarray], *, title: str | None = None) -> go.Figure:
-    """Per-token loss of several runs of the same tokens, one line each; x is the token being predicted.
-
-    ``losses[name]`` has ``len(tokens) − 1`` entries (token 0 is never predicted).
-    """
-    labels = plotly_labels(tokens)[1:]
-    fig = go.Figure()
-    for (name, values), colour in zip(losses.items(), RUN_COLOURS * len(losses)):
-        values = np.asarray(values, dtype=np.float64)
-        if values.shape != (len(labels),):
-            raise ExplorerError(_("'{name}' has {losses} losses for {tokens} predicted tokens.").format(
-                name=name, losses=values.shape[0], tokens=len(labels)))
-        fig.add_trace(go.Scatter(
-            x=labels, y=values, mode="lines+markers",
-            name=_("{name} (mean {mean})").format(name=plotly_escape(name), mean=f"{values.mean():.2f}"),
-            line=dict(color=colour), marker=dict(size=4),
-            hovertemplate=_("predicting %{x}<br>loss: %{y:.3f} nats") + f"<extra>{plotly_escape(name)}</extra>",
-        ))
-    fig.update_layout(
-        title=title, height=360, margin=dict(l=10, r=10, t=40 if title else 10, b=10), hovermode="x unified",
-        xaxis=dict(title=_("predicted token"), tickangle=-60, **_tick_axis(labels)),
-        yaxis=dict(title=_("loss (nats)"), rangemode="tozero"),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
-    )
-    return fig
-
-
 def loss_comparison(before: Trace, after: Trace, *, names: tuple[str, str] = ("before", "after"),
                     title: str | None = None) -> go.Figure:
     """Per-token loss of two runs of the same tokens, e.g. a clean trace and one with heads ablated."""
-    _check_same_tokens(before, after)
+    check_same_tokens(before, after)
     return loss_chart(before.tokens, {names[0]: next_token_loss(before), names[1]: next_token_loss(after)},
                       title=title)
-
-
-# ---- CPU ↔ GPU ------------------------------------------------------------------------------------------------
-def device_agreement(reference: Trace, other: Trace) -> dict[str, float]:
-    """Largest |Δ| between two traces of the same tokens (e.g. one on the CPU, one on CUDA): ``attention`` over
-    every layer, head, query and key; ``logits`` over every position and token (language models only)."""
-    _check_same_tokens(reference, other)
-    if (reference.n_layers, reference.n_heads) != (other.n_layers, other.n_heads):
-        raise ExplorerError(_("The two traces come from models of different shapes."))
-    attention = max(float((reference.attention(i) - other.attention(i)).abs().max())
-                    for i in range(reference.n_layers))
-    result = {"attention": attention}
-    if reference.has_logits and other.has_logits:  # 512 positions at a time: never n × vocab at once
-        chunks = [r.tolist() for r in torch.split(torch.arange(reference.n_tokens), 512)]
-        result["logits"] = max(float((reference.logits_at(c) - other.logits_at(c)).abs().max()) for c in chunks)
-    return result
-
-
-def _check_same_tokens(a: Trace, b: Trace) -> None:
-    if list(a.token_ids) != list(b.token_ids):
-        raise ExplorerError(_("The two traces ran on different tokens: compare runs of the same text."))

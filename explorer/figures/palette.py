@@ -17,3 +17,6 @@ FAILED = "#d62728"  # a check outside its tolerance
 FIRST = "#1f77b4"
 FIRST_FADED = "rgba(31, 119, 180, 0.35)"
 SECOND = "#ff7f0e"
+
+# Several runs of one text on one chart (clean, ablated, a control, …): blue, amber, green, red.
+RUNS = (MAIN, HIGHLIGHT, "#10b981", "#ef4444")

@@ -1,6 +1,7 @@
-"""The Head analysis page's sections (statistics, Q/K geometry, logit lens, rollout, export) and the glue the compare
-page shares: cached analyses, figure downloads, viewed maps, opening a head on the heads page. Widgets are read by
-``*_ui`` functions that return small frozen dataclasses; figures come from :mod:`explorer.figures.analysis`.
+"""The Head analysis page's sections (statistics, Q/K geometry, logit lens, rollout, export), one tab each
+(:func:`tabs`). Widgets are read by ``*_ui`` functions that return small frozen dataclasses; figures come from
+:mod:`explorer.figures.analysis`; what other pages share (cached maps and statistics, figures with downloads) is in
+:mod:`explorer.ui.maps`.
 """
 
 from __future__ import annotations
@@ -9,20 +10,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from ..analysis import export
-from . import common as ui, heads
-from .trace_cache import TraceKey
+from . import state, widgets
+from .caching import cached
+from .maps import cached_head_stats, head_blocks, remember_view, show_figure, square_height, viewed_specs
+from .tabs import Tab
+from .widgets import progress
 from ..analysis.geometry import qk_plane, score_vs_distance
 from ..analysis.lens import logit_lens
 from ..analysis.downsample import BlockMeans
-from ..analysis.overview import layer_overview
 from ..analysis.rollout import ASSUMPTIONS, RolloutBlocks, rollout_blocks
-from ..analysis.stats import (
-    FORMULAS, LABELS, MEANINGS, STATISTICS, induction_probe, induction_scores, stats_frame,
-)
+from ..analysis.stats import FORMULAS, LABELS, MEANINGS, STATISTICS
 from ..capture.model import Model
 from ..capture.tokens import display_label, unique_labels
 from ..capture.trace import Trace
@@ -31,83 +31,15 @@ from ..figures.analysis import layer_head_heatmap, lens_figure, qk_plane_figure
 from ..figures.heatmap import MAX_CELLS, token_heatmap
 from ..i18n import N_, _, join, number, percent
 
-_VIEWED = "_ae_viewed_maps"
 
-
-# ---- cached analyses (keyed on small inputs: model, device, text, mask, token cap) --------------------------------
-@st.cache_data(show_spinner=False, max_entries=8)
-def _induction(_model: Model, model_key: tuple, mask: str | None) -> np.ndarray:
-    """(layers, heads) induction scores: they do not depend on the text, so once per model and mask."""
-    probe = induction_probe(_model)
-    return induction_scores(_model.trace_ids(probe.encoded, mask=mask, keep_inputs=False), probe)
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _head_stats(_model: Model, _trace: Trace, key: TraceKey) -> pd.DataFrame:
-    values = dict(heads.overview(_trace).statistics)  # the one pass over every map that Home and the model view share
-    values["induction"] = _induction(_model, (key.model, key.device), key.mask)
-    return stats_frame(values)
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _rollout(_trace: Trace, key: tuple, last_layer: int) -> RolloutBlocks:
-    # The rows the figure draws, carried down through the layers: never an (n, n) product (8192³ at 8,192 tokens)
-    with ui.progress(_("Rolling attention out through layers 0–{last}, a block of queries at a time…").format(
-            last=last_layer)) as update:
-        return rollout_blocks(_trace, MAX_CELLS, last_layer, on_progress=update)
-
-
-def cached_head_stats(model: Model, trace: Trace) -> pd.DataFrame:
-    """What :func:`explorer.analysis.stats.head_stats` computes, for the sidebar's trace: the text statistics cached per
-    model, text and mask, the induction probe once per model and mask."""
-    with st.spinner(_("Measuring every head (and running the induction probe once per model)…")):
-        return _head_stats(model, trace, ui.trace_key(trace))
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _head_blocks(_trace: Trace, key: tuple, layer: int, head: int) -> BlockMeans:
-    with ui.progress(_("Reading layer {layer}, head {head}'s map…").format(layer=layer, head=head)) as update:
-        return layer_overview(_trace, layer, cells=(MAX_CELLS,), heads=slice(head, head + 1),
-                              on_progress=update).blocks[MAX_CELLS][0]
-
-
-def map_key(trace: Trace) -> tuple:
-    """A key for st.cache_data on one trace's maps, for any trace a page holds (the sidebar's, another text's, another
-    model's, another mask's, an ablated run's): the model, device, dtype, text and its token ids, the mask it ran
-    with and the heads it switched off."""
-    return (ui.make_trace_key(trace.model_name, trace.device, trace.dtype, trace.text, trace.mask),
-            trace.n_tokens, hash(tuple(trace.token_ids)), trace.ablated, trace.ablation, trace.unit)
-
-
-def head_blocks(trace: Trace, layer: int, head: int) -> BlockMeans:
-    """One head's map as token_heatmap draws it (exact up to MAX_CELLS tokens, else block means), read a block of
-    queries at a time and cached per trace and head: a long text's (n, n) map is never held."""
-    return _head_blocks(trace, map_key(trace), layer, head)
-
-
+# ---- the rollout (cached per trace and last layer) -------------------------------------------------------------------
+@cached(max_entries=16)
 def cached_rollout(trace: Trace, last_layer: int) -> RolloutBlocks:
     """The rollout as the page shows it: exact up to MAX_CELLS tokens, else exact block means of R."""
-    return _rollout(trace, ui.trace_key(trace), last_layer)
-
-
-# ---- navigation -----------------------------------------------------------------------------------------------------
-# ---- maps the user viewed (exported with the trace) -------------------------------------------------------------
-def remember_view(trace: Trace, name: str, spec: tuple) -> None:
-    """Note that a map was shown for this trace. ``spec``: ("attention", layer, head) or ("rollout", last_layer).
-
-    Only the recipe is kept; the maps are rebuilt exactly from the trace when exported.
-    """
-    key = ui.trace_key(trace)
-    viewed = st.session_state.get(_VIEWED)
-    if not viewed or viewed["key"] != key:
-        viewed = {"key": key, "maps": {}}
-        st.session_state[_VIEWED] = viewed
-    viewed["maps"][name] = spec
-
-
-def viewed_specs(trace: Trace) -> dict[str, tuple]:
-    viewed = st.session_state.get(_VIEWED)
-    return dict(viewed["maps"]) if viewed and viewed["key"] == ui.trace_key(trace) else {}
+    # The rows the figure draws, carried down through the layers: never an (n, n) product (8192³ at 8,192 tokens)
+    with progress(_("Rolling attention out through layers 0–{last}, a block of queries at a time…").format(
+            last=last_layer)) as update:
+        return rollout_blocks(trace, MAX_CELLS, last_layer, on_progress=update)
 
 
 def build_maps(trace: Trace, specs: dict[str, tuple]) -> dict[str, np.ndarray]:
@@ -123,40 +55,7 @@ def build_maps(trace: Trace, specs: dict[str, tuple]) -> dict[str, np.ndarray]:
     return maps
 
 
-# ---- downloads ------------------------------------------------------------------------------------------------------
-def figure_downloads(fig: go.Figure, stem: tuple, key: str) -> None:
-    """PNG and standalone-HTML download buttons for a figure; both files are made only when clicked."""
-    png_ok, why = export.png_export_status()
-    row = st.container(horizontal=True, gap="small")
-    row.download_button(
-        "HTML", data=lambda: export.figure_html(fig), file_name=export.file_name(*stem, ext="html"),
-        mime="text/html", key=f"{key}_html", icon=":material/download:", on_click="ignore",
-        help=_("A standalone page with the interactive figure (plotly.js included; opens offline)."),
-    )
-    if png_ok:
-        row.download_button(
-            "PNG", data=lambda: export.figure_png(fig), file_name=export.file_name(*stem, ext="png"),
-            mime="image/png", key=f"{key}_png", icon=":material/download:", on_click="ignore",
-            help=_("Rendered by kaleido in a headless Chromium: takes a few seconds."),
-        )
-    else:
-        row.caption(_("HTML only here: {why}").format(why=why))
-
-
-def square_height(n: int) -> int:
-    """A height that keeps token × token cells roughly square on a wide page."""
-    return max(380, min(760, 160 + 34 * n))
-
-
-def show_figure(fig: go.Figure, stem: tuple, key: str, **kwargs):
-    """Draw a figure with its download buttons under it; returns what ``st.plotly_chart`` returns."""
-    event = st.plotly_chart(fig, key=key, **kwargs)
-    figure_downloads(fig, stem, key=f"dl_{key}")
-    return event
-
-
 # ---- the Head analysis page's sections ------------------------------------------------------------------------------
-SECTIONS = [N_("Statistics"), N_("Q/K geometry"), N_("Logit lens"), N_("Rollout"), N_("Export")]
 PROJECTIONS = {"pca": N_("PCA (shared axes)"), "query": N_("Along this query")}
 LENS_WINDOW = 24  # positions shown at once: a readable table
 CSV_MAX_TOKENS = 2048  # a map's CSV: 2,048² cells ≈ 50 MB of text; beyond, the .npz holds it exactly
@@ -213,7 +112,7 @@ def statistics(model: Model, trace: Trace) -> None:
                           selection_mode="single-row", key="analysis_stats_table", height=320)
     if picked.selection.rows:
         row = table.iloc[picked.selection.rows[0]]
-        ui.open_on_heads_page(int(row["layer"]), int(row["head"]))
+        state.open_on_heads_page(int(row["layer"]), int(row["head"]))
     cols = st.columns([3, 2, 2, 1], vertical_alignment="bottom")
     choice = cols[0].selectbox(
         _("Or pick a head"), range(len(table)), key="analysis_open_choice",
@@ -222,9 +121,9 @@ def statistics(model: Model, trace: Trace) -> None:
             value=f"{table[sort_by][i]:.3f}"),
     )
     if cols[1].button(_("Open on the Attention heads page"), icon=":material/open_in_new:", key="analysis_open"):
-        ui.open_on_heads_page(int(table["layer"][choice]), int(table["head"][choice]))
+        state.open_on_heads_page(int(table["layer"][choice]), int(table["head"][choice]))
     if cols[2].button(_("Intervene on this head"), icon=":material/science:", key="analysis_intervene"):
-        ui.open_intervene([(int(table["layer"][choice]), int(table["head"][choice]))])
+        state.open_intervene([(int(table["layer"][choice]), int(table["head"][choice]))])
     cols[3].download_button(_("Table (CSV)"), frame.to_csv(index=False, float_format="%.6g"),
                             file_name=export.file_name(model.name, "head-stats", ext="csv"), mime="text/csv",
                             icon=":material/download:", on_click="ignore", key="analysis_stats_csv")
@@ -247,13 +146,13 @@ def statistic_map(model: Model, trace: Trace, frame: pd.DataFrame, name: str, ma
     points = [p for p in event.selection.points if p.get("customdata") is not None] if event else []
     if points:
         layer, head = points[0]["customdata"][:2]
-        ui.open_on_heads_page(int(layer), int(head))
+        state.open_on_heads_page(int(layer), int(head))
 
 
 def geometry_ui(trace: Trace) -> GeometryParams:
     cols = st.columns([2, 2, 2])
     with cols[0], st.container(horizontal=True):
-        layer, head = ui.layer_head_selectors(trace, key="analysis_geo")
+        layer, head = widgets.layer_head_selectors(trace, key="analysis_geo")
     labels = unique_labels(trace.tokens)
     query = cols[1].selectbox(_("Query token"), range(trace.n_tokens), index=trace.n_tokens - 1,
                               format_func=lambda i: labels[i], key="analysis_query")
@@ -288,8 +187,8 @@ def geometry(model: Model, trace: Trace) -> None:
     st.caption(_("Highest-scoring key: {top} at position {top_pos} (score {top_score}, attention {top_attention}). "
                  "Nearest key: {near} at position {near_pos} (score {near_score}, attention {near_attention}). "
                  "{agree}").format(
-        top=ui.quoted(trace.tokens[top]), top_pos=top, top_score=f"{result.scores[top]:.3f}",
-        top_attention=f"{attention[top]:.3f}", near=ui.quoted(trace.tokens[near]), near_pos=near,
+        top=widgets.quoted(trace.tokens[top]), top_pos=top, top_score=f"{result.scores[top]:.3f}",
+        top_attention=f"{attention[top]:.3f}", near=widgets.quoted(trace.tokens[near]), near_pos=near,
         near_score=f"{result.scores[near]:.3f}", near_attention=f"{attention[near]:.3f}", agree=agree))
     st.info(_(
         "**What 'closest' means.** A head scores a key by the dot product $q\\cdot k$ (times $1/\\sqrt{{d}}$ = "
@@ -385,7 +284,7 @@ def rollout(model: Model, trace: Trace) -> None:
 
 def export_ui(trace: Trace) -> HeadChoice:
     with st.columns([1, 2])[0], st.container(horizontal=True):
-        return HeadChoice(*ui.layer_head_selectors(trace, key="analysis_export"))
+        return HeadChoice(*widgets.layer_head_selectors(trace, key="analysis_export"))
 
 
 def export_section(model: Model, trace: Trace) -> None:
@@ -432,5 +331,10 @@ def export_section(model: Model, trace: Trace) -> None:
         st.warning(_("Figures download as HTML only on this server. {why}").format(why=why))
 
 
-DRAW = {"Statistics": statistics, "Q/K geometry": geometry, "Logit lens": lens, "Rollout": rollout,
-        "Export": export_section}
+SECTIONS = [(N_("Statistics"), statistics), (N_("Q/K geometry"), geometry), (N_("Logit lens"), lens),
+            (N_("Rollout"), rollout), (N_("Export"), export_section)]
+
+
+def tabs(model: Model, trace: Trace) -> list[Tab]:
+    """The page's tabs, each drawing its section of ``trace``."""
+    return [(label, lambda draw=draw: draw(model, trace)) for label, draw in SECTIONS]

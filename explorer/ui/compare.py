@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from . import common as ui
-from .analysis import head_blocks, map_key, remember_view, show_figure, square_height
-from .masking import mask_name
+from . import maps, resources, state, widgets
+from .caching import cached
+from .maps import head_blocks, remember_view, show_figure, square_height
 from ..analysis.difference import MapDifference, map_difference
 from ..analysis.downsample import BlockMeans
 from ..capture.embedded import EMBEDDED
@@ -60,45 +60,44 @@ def clamp_selectors(n_layers: int, n_heads: int, layer: int, head: int, key: str
 
 def comparison_ui() -> Comparison:
     """The mode, the head, and what B is: a second text, a second model (and its head), or the other mask."""
-    sel = ui.current_selection()
+    sel = state.current_selection()
     mode = st.radio(_("Compare"), list(MODES), format_func=lambda m: _(MODES[m]), horizontal=True,
                     key="compare_mode")
-    model_a = ui.current_model()
-    trace_a = ui.current_trace()
+    model_a = resources.current_model()
+    trace_a = resources.current_trace()
     controls = st.columns([1, 2])
     with controls[0], st.container(horizontal=True):
-        layer, head = ui.layer_head_selectors(trace_a, key="compare")
+        layer, head = widgets.layer_head_selectors(trace_a, key="compare")
     model_b, layer_b, head_b = model_a, layer, head
     with controls[1]:
         if mode == "texts":
             if "compare_text_b" not in st.session_state:
                 st.session_state["compare_text_b"] = second_text(sel.text)
-            text_b = st.text_area(_("Second text (B)"), key="compare_text_b", height=90, max_chars=ui.MAX_TEXT_CHARS)
-            trace_b = ui.trace_for(model_a, text_b, sel.mask)
+            text_b = st.text_area(_("Second text (B)"), key="compare_text_b", height=90, max_chars=state.MAX_TEXT_CHARS)
+            trace_b = resources.trace_for(model_a, text_b, sel.mask)
             labels = (_("A (sidebar text)"), _("B (second text)"))
         elif mode == "models":
             others = [name for name in EMBEDDED if name != model_a.name] or list(EMBEDDED)
             name_b = st.selectbox(_("Second model (B)"), others, key="compare_model_b")
-            model_b = ui.model_for(name_b, sel.device)
-            trace_b = ui.trace_for(model_b, sel.text, None)
+            model_b = resources.model_for(name_b, sel.device)
+            trace_b = resources.trace_for(model_b, sel.text, None)
             layer_b, head_b = clamp_selectors(trace_b.n_layers, trace_b.n_heads, layer, head, key="compare_b")
             labels = (f"A ({model_a.name})", f"B ({model_b.name})")
         else:
-            trace_a = ui.trace_for(model_a, sel.text, "causal")
-            trace_b = ui.trace_for(model_a, sel.text, "bidirectional")
+            trace_a = resources.trace_for(model_a, sel.text, "causal")
+            trace_b = resources.trace_for(model_a, sel.text, "bidirectional")
             labels = (_("A (causal)"), _("B (bidirectional)"))
             st.caption(_("The model's own mask is **{mask}**; the other one is a what-if that changes the computation "
-                         "in every layer, not just this head.").format(mask=mask_name(model_a.default_mask)))
-    trace_a, trace_b = ui.shown(trace_a), ui.shown(trace_b)  # by token or by word, as the sidebar says
+                         "in every layer, not just this head.").format(mask=state.mask_name(model_a.default_mask)))
+    trace_a, trace_b = maps.shown(trace_a), maps.shown(trace_b)  # by token or by word, as the sidebar says
     return Comparison(mode, Side(labels[0], model_a, trace_a, layer, head),
                       Side(labels[1], model_b, trace_b, layer_b, head_b))
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _difference(_a: Trace, _b: Trace, key: tuple) -> MapDifference:
-    (_ka, layer_a, head_a), (_kb, layer_b, head_b) = key
-    with ui.progress(_("Comparing the two maps cell by cell, a block of queries at a time…")) as update:
-        return map_difference(_a, layer_a, head_a, _b, layer_b, head_b, MAX_CELLS, on_progress=update)
+@cached(max_entries=16)
+def _difference(a: Trace, layer_a: int, head_a: int, b: Trace, layer_b: int, head_b: int) -> MapDifference:
+    with widgets.progress(_("Comparing the two maps cell by cell, a block of queries at a time…")) as update:
+        return map_difference(a, layer_a, head_a, b, layer_b, head_b, MAX_CELLS, on_progress=update)
 
 
 def drawn_maps(c: Comparison) -> tuple[BlockMeans, BlockMeans, MapDifference | None]:
@@ -106,8 +105,7 @@ def drawn_maps(c: Comparison) -> tuple[BlockMeans, BlockMeans, MapDifference | N
     cell-by-cell comparison; cached per traces and heads. A long text's maps are read a block of queries at a time."""
     if c.a.trace.n_tokens != c.b.trace.n_tokens:
         return head_blocks(c.a.trace, c.a.layer, c.a.head), head_blocks(c.b.trace, c.b.layer, c.b.head), None
-    key = ((map_key(c.a.trace), c.a.layer, c.a.head), (map_key(c.b.trace), c.b.layer, c.b.head))
-    found = _difference(c.a.trace, c.b.trace, key)
+    found = _difference(c.a.trace, c.a.layer, c.a.head, c.b.trace, c.b.layer, c.b.head)
     return found.a, found.b, found
 
 
@@ -123,8 +121,8 @@ def side(s: Side, matrix: BlockMeans, zmax: float, where, colour_bar: bool) -> N
         st.markdown(f"**{md_escape(s.label)}**")
         what_if = "" if trace.mask_is_model_default else " " + _("(what-if)")
         st.caption(_("{model} · layer {layer}, head {head} · mask {mask}{what_if} · {size}").format(
-            model=md_escape(s.model.name), layer=s.layer, head=s.head, mask=mask_name(trace.mask), what_if=what_if,
-            size=ui.unit_count(trace.n_tokens, trace.unit)))
+            model=md_escape(s.model.name), layer=s.layer, head=s.head, mask=state.mask_name(trace.mask),
+            what_if=what_if, size=widgets.unit_count(trace.n_tokens, trace.unit)))
         fig = token_heatmap(matrix, trace.tokens, trace.tokens,
                             title=_("{side}: layer {layer}, head {head}").format(side=s.label, layer=s.layer,
                                                                                  head=s.head),
@@ -135,7 +133,7 @@ def side(s: Side, matrix: BlockMeans, zmax: float, where, colour_bar: bool) -> N
 def sides(c: Comparison) -> MapDifference | None:
     """Both maps on one colour scale (equal colours mean equal weights); returns their comparison (None when their
     sizes differ)."""
-    ui.word_view_note(c.a.trace)
+    widgets.word_view_note(c.a.trace)
     if c.mode != "masks" and c.a.trace.unit == "token":  # exports rebuild token maps
         remember_view(c.a.trace, f"attention_L{c.a.layer}_H{c.a.head}", ("attention", c.a.layer, c.a.head))
     a, b, found = drawn_maps(c)

@@ -4,8 +4,8 @@ One function per section of the page; widget readers (``*_ui``) return small fro
 the drawing. ``SECTIONS`` lists what the page draws for a stepper, in order.
 
 The stepper (it holds a KV cache) lives in ``st.session_state``: one per user. The model stays shared through
-:func:`explorer.ui.common.current_model`. Buttons act through callbacks, which run before the script, so everything drawn
-below them already shows the new state; a callback's error is kept in the session and shown by the page.
+:func:`explorer.ui.resources.current_model`. Buttons act through callbacks, which run before the script, so everything
+drawn below them already shows the new state; a callback's error is kept in the session and shown by the page.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from . import common as ui
+from . import resources, state, widgets
 from ..errors import ExplorerError
 from ..escape import md_escape
 from ..figures import generation as fig
@@ -61,7 +61,7 @@ class Inputs:
 # ---- prompt and knobs ------------------------------------------------------------------------------------------
 def knobs_ui() -> Inputs:
     """The prompt field and the three knobs, each with its formula (cards that wrap on narrow screens)."""
-    st.text_area(_("Prompt"), value=DEFAULT_PROMPT, key="gen_prompt", height=80, max_chars=ui.MAX_TEXT_CHARS,
+    st.text_area(_("Prompt"), value=DEFAULT_PROMPT, key="gen_prompt", height=80, max_chars=state.MAX_TEXT_CHARS,
                  persist_state="session", help=_("Tokenised like the other pages. Changing it restarts generation."))
     st.checkbox(_("Chat template"), value=False, key="gen_chat", persist_state="session",
                 help=_("Wrap the prompt as a user turn with the tokenizer's chat template (for instruct models such "
@@ -100,8 +100,9 @@ def _inputs_from_state() -> Inputs:
 
 # ---- the per-user stepper --------------------------------------------------------------------------------------
 def _stepper_key(model: Model, inputs: Inputs) -> tuple:
-    s = ui.settings()
-    return (model.name, str(model.device), inputs.prompt, inputs.chat, s.max_tokens, s.max_generation_steps)
+    """What this user's stepper was made for: (model, prompt, chat, caps); :func:`_act` reads prompt and chat at [1:3]."""
+    s = state.settings()
+    return (model.fingerprint, inputs.prompt, inputs.chat, s.max_tokens, s.max_generation_steps)
 
 
 def current_stepper(model: Model, inputs: Inputs) -> Stepper:
@@ -110,8 +111,8 @@ def current_stepper(model: Model, inputs: Inputs) -> Stepper:
     stepper: Stepper | None = st.session_state.get(STEPPER)
     if stepper is None or st.session_state.get(STEPPER_KEY) != key:
         st.session_state.pop(STEPPER, None)
-        s = ui.settings()
-        with ui.progress(_("Reading the prompt…")) as update:
+        s = state.settings()
+        with widgets.progress(_("Reading the prompt…")) as update:
             stepper = Stepper(model, inputs.prompt, chat=inputs.chat, seed=inputs.seed,
                               max_new_tokens=s.max_generation_steps,
                               max_tokens=prompt_limit(model, s.max_generation_steps, s.max_tokens),
@@ -134,7 +135,7 @@ def _act(action: str, choice_key: str | None = None) -> None:
     if stepper is None:
         return
     inputs = _inputs_from_state()
-    if (inputs.prompt, inputs.chat) != st.session_state.get(STEPPER_KEY, (None,) * 4)[2:4]:
+    if (inputs.prompt, inputs.chat) != st.session_state.get(STEPPER_KEY, (None,) * 3)[1:3]:  # see _stepper_key
         return  # the prompt changed in the same interaction: the page restarts generation instead
     try:
         _apply_knobs(stepper, inputs)
@@ -150,7 +151,7 @@ def _act(action: str, choice_key: str | None = None) -> None:
             stepper.reset()
     except ExplorerError as exc:
         st.session_state[ERROR] = str(exc)
-    except Exception as exc:  # noqa: BLE001 - like ui.guard: a short message for the user, the traceback in the log
+    except Exception as exc:  # noqa: BLE001 - like widgets.guard: a short message for the user, the traceback in the log
         log.exception("generation action failed")
         st.session_state[ERROR] = _("Something went wrong ({error}). Try back or reset.").format(
             error=type(exc).__name__)
@@ -166,7 +167,7 @@ def controls_ui(stepper: Stepper) -> AutoRun:
     error = st.session_state.pop(ERROR, None)
     if error:
         st.error(md_escape(error), icon="⚠️")
-    cap = ui.settings().max_generation_steps
+    cap = state.settings().max_generation_steps
     with st.container(horizontal=True, vertical_alignment="bottom"):
         st.button(_("Sample"), key="gen_sample", type="primary", on_click=_act, args=("sample",),
                   disabled=stepper.done, help=_("Draw the next token from the final distribution (seeded)."))
@@ -202,10 +203,10 @@ def stepper_section(model: Model) -> Stepper | None:
         return None
     stepper = current_stepper(model, knobs_ui())
     kept = len(stepper.prompt.token_ids)
-    if stepper.prompt.truncated_from and kept < ui.settings().max_tokens:  # cut to leave room in the context
+    if stepper.prompt.truncated_from and kept < state.settings().max_tokens:  # cut to leave room in the context
         st.info(_("The prompt has {n} tokens; generation continues from the first {kept}, which leaves room for "
                   "{steps} new tokens in the model's context of {context}.").format(
-            n=number(stepper.prompt.truncated_from), kept=number(kept), steps=ui.settings().max_generation_steps,
+            n=number(stepper.prompt.truncated_from), kept=number(kept), steps=state.settings().max_generation_steps,
             context=number(model.max_positions)))
     elif stepper.prompt.truncated_from:
         st.info(_("The prompt has {n} tokens; generation continues from the first {kept} (the app's cap, "
@@ -242,7 +243,7 @@ def text_section(stepper: Stepper) -> None:
         i=s.index + 1, how=_(HOW[s.how]), p=f"{s.p_chosen:.3f}", p_model=f"{s.p_model:.3f}") for s in stepper.steps]
     st.html(fig.coloured_text_html(stepper.prompt.text, [s.token for s in stepper.steps], probs, notes))
     st.html(fig.colour_legend_html())
-    cap = ui.settings().max_generation_steps
+    cap = state.settings().max_generation_steps
     status = _("{n} of at most {cap} new tokens · seed {seed}").format(n=len(stepper.steps), cap=cap, seed=stepper.seed)
     if stepper.done:
         status += " · " + stepper.stop_message  # the engine's words, one place for the app and the errors
@@ -303,7 +304,7 @@ def attention_ui(stepper: Stepper) -> AttentionView:
     c1, c2 = st.columns([1, 1])
     shown = c1.radio(_("Show"), ATTENTION_VIEWS, format_func=_, key="gen_attn_view", persist_state="session")
     one_head = shown == ATTENTION_VIEWS[0]
-    layer, head = ui.layer_head_selectors(stepper, key="gen", head=one_head, container=c2)
+    layer, head = widgets.layer_head_selectors(stepper, key="gen", head=one_head, container=c2)
     return AttentionView(layer, head, one_head)
 
 
@@ -376,9 +377,9 @@ def _fill_mask_panel(model: Model) -> None:
     text = st.session_state.get("gen_mask_text", DEFAULT_MASKED)
     if st.button(_("Fill mask"), key="gen_fill"):
         st.session_state.pop(FILLED, None)
-        with ui.guard():
-            mlm = ui.model_for(mlm_name, ui.current_selection().device)
-            result = fill_mask(mlm, text, top=8, max_tokens=ui.settings().max_tokens)
+        with widgets.guard():
+            mlm = resources.model_for(mlm_name, state.current_selection().device)
+            result = fill_mask(mlm, text, top=8, max_tokens=state.settings().max_tokens)
             st.session_state[FILLED] = (mlm_name, text, result)
     filled = st.session_state.get(FILLED)
     if filled is None or filled[:2] != (mlm_name, text):

@@ -10,17 +10,17 @@ from functools import partial
 import numpy as np
 import streamlit as st
 
-from . import common as ui
+from . import state, widgets
 from .long_context import draw_window, window_ui
-from ..analysis.downsample import BlockMeans
-from ..analysis.overview import LayerOverview, layer_overview, model_overview
-from ..analysis.stats import TEXT_STATISTICS, sink_share
+from .maps import layer_maps, overview
+from .tabs import Tab
+from ..analysis.overview import LayerOverview
+from ..analysis.stats import sink_share
 from ..capture.trace import Trace
 from ..capture.word_trace import WordTrace
 from ..figures import heads as fh
 from ..i18n import N_, _, join, percent
 
-TABS = [N_("Heads of one layer"), N_("All layers × heads"), N_("One head"), N_("Lines (head view)")]
 TAB_KEY = "heads_tab"
 GRID_KEY = "heads_grid"
 LINE_WINDOW = 40  # tokens on each side of the head view by default
@@ -40,51 +40,6 @@ class HeadsView:
     def maps(self) -> LayerOverview:
         """The layer as shown: exact maps up to MAX_CELLS tokens, else block means (computed when a tab asks)."""
         return layer_maps(self.trace, self.layer, self.hide_sink)
-
-
-@dataclass(frozen=True)
-class ModelOverview:
-    """Every head at a glance: (L, H, c, c) thumbnails with ``step`` tokens a cell side, and the text statistics
-    (name → (L, H)) of the maps as the model computed them."""
-
-    thumbs: np.ndarray
-    step: int
-    statistics: dict[str, np.ndarray]
-
-
-# Cached per trace (its TraceKey) and view. The engine reads each layer a block of queries at a time: a long text's
-# layer is never held whole (2.4 GiB for SmolLM2 at 8,192 tokens), and one pass serves every figure and statistic.
-@st.cache_data(show_spinner=False, max_entries=16)
-def _layer_maps(_trace: Trace, key: tuple, layer: int, hide_sink: bool) -> LayerOverview:
-    with ui.progress(_("Reading layer {layer}'s maps…").format(layer=layer)) as update:
-        return layer_overview(_trace, layer, cells=(fh.MAX_CELLS, fh.SMALL_CELLS),
-                              transform=fh.hide_sink if hide_sink else None, on_progress=update)
-
-
-def layer_maps(trace: Trace, layer: int, hide_sink: bool) -> LayerOverview:
-    """One layer's maps as the heads page shows them, cached per trace (model, device, text, mask) and view."""
-    return _layer_maps(trace, ui.unit_key(trace), layer, hide_sink)
-
-
-def head_map(trace: Trace, layer: int, head: int, hide_sink: bool = False) -> BlockMeans:
-    """One head's map as the heads page shows it large: exact up to MAX_CELLS tokens, else block means."""
-    return layer_maps(trace, layer, hide_sink).blocks[fh.MAX_CELLS][head]
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _overview(_trace: Trace, key: tuple, hide_sink: bool) -> ModelOverview:
-    with ui.progress(_("Reading every head's map, layer by layer…")) as update:
-        layers = model_overview(_trace, cells=(fh.THUMB_CELLS,), statistics=tuple(TEXT_STATISTICS),
-                                transform=fh.hide_sink if hide_sink else None, on_progress=update)
-    thumbs = np.stack([layer.blocks[fh.THUMB_CELLS].values for layer in layers])
-    statistics = {name: np.stack([layer.statistics[name] for layer in layers]) for name in TEXT_STATISTICS}
-    return ModelOverview(thumbs, layers[0].blocks[fh.THUMB_CELLS].row_step, statistics)
-
-
-def overview(trace: Trace, hide_sink: bool = False) -> ModelOverview:
-    """Thumbnails of every head and the text statistics, from one pass over the model's maps, cached per trace
-    (model, device, text, mask): Home, this page's model view and the head analysis share it."""
-    return _overview(trace, ui.unit_key(trace), hide_sink)
 
 
 def _grid_key() -> str:
@@ -118,7 +73,7 @@ def heads_ui(trace: Trace | WordTrace) -> HeadsView:
     """The layer/head selectors and the sink toggle above the tabs."""
     gqa = trace.n_kv_heads < trace.n_heads
     controls = st.container(horizontal=True, vertical_alignment="bottom")
-    layer, head = ui.layer_head_selectors(trace, key="heads", container=controls)
+    layer, head = widgets.layer_head_selectors(trace, key="heads", container=controls)
     hide_sink = controls.toggle(
         _("Hide token 0 and renormalise (view transform)"), key="heads_hide_sink",
         help=_("Blanks the attention to the first token and rescales each row over the other keys, so patterns "
@@ -131,18 +86,18 @@ def heads_ui(trace: Trace | WordTrace) -> HeadsView:
 def notes(view: HeadsView) -> None:
     """The word view, the first-token sink share, the GQA grouping, and the downsampling of long texts."""
     trace = view.trace
-    ui.word_view_note(trace)
+    widgets.word_view_note(trace)
     share = sink_share(trace, view.layer)  # NaN for a one-token text: no sink to speak of
     if not np.isnan(share) and trace.unit == "word":
         st.caption(_("Layer {layer}: words put on average **{share}** of their attention on word 0 ({token}), "
                      "averaged over heads and words 1…{last}. A large share is the usual first-token *sink*, not "
                      "meaning; its column is outlined.").format(
-            layer=view.layer, share=percent(share, 1), token=ui.quoted(trace.tokens[0]), last=trace.n_tokens - 1))
+            layer=view.layer, share=percent(share, 1), token=widgets.quoted(trace.tokens[0]), last=trace.n_tokens - 1))
     elif not np.isnan(share):
         st.caption(_("Layer {layer}: queries put on average **{share}** of their attention on token 0 ({token}), "
                      "averaged over heads and queries 1…{last}. A large share is the usual first-token *sink*, not "
                      "meaning; its column is outlined.").format(
-            layer=view.layer, share=percent(share, 1), token=ui.quoted(trace.tokens[0]), last=trace.n_tokens - 1))
+            layer=view.layer, share=percent(share, 1), token=widgets.quoted(trace.tokens[0]), last=trace.n_tokens - 1))
     if view.kv_heads:
         st.caption(gqa_caption(trace))
     if trace.n_tokens > fh.SMALL_CELLS:
@@ -179,14 +134,14 @@ def one_head(view: HeadsView) -> None:
                         kv_heads=view.kv_heads, sink_hidden=view.hide_sink),
         key="heads_one_head",
     )
-    note = ui.kv_sharing_note(view.trace, view.head)
+    note = widgets.kv_sharing_note(view.trace, view.head)
     if note:
         st.caption(note)
     left, right = st.columns(2)
     if left.button(_("Intervene on this head"), icon=":material/science:", key="heads_intervene"):
-        ui.open_intervene([(view.layer, view.head)])
+        state.open_intervene([(view.layer, view.head)])
     if right.button(_("Why does this head look there?"), icon=":material/psychology_alt:", key="heads_explain"):
-        ui.open_explain(view.layer, view.head)
+        state.open_explain(view.layer, view.head)
     if view.trace.n_tokens > fh.MAX_CELLS:  # block means hide single cells: a window of exact ones, and one query's keys
         with st.expander(_("Exact cells of a window, and where one query looks"), expanded=True):
             draw_window(view.trace, view.layer, view.head, window_ui(view.trace.n_tokens))
@@ -225,5 +180,10 @@ def lines(view: HeadsView) -> None:
                  "Hover a line's middle for the numbers."))
 
 
-DRAW = {"Heads of one layer": one_layer, "All layers × heads": model_view, "One head": one_head,
-        "Lines (head view)": lines}
+TABS = [(N_("Heads of one layer"), one_layer), (N_("All layers × heads"), model_view), (N_("One head"), one_head),
+        (N_("Lines (head view)"), lines)]
+
+
+def tabs(view: HeadsView) -> list[Tab]:
+    """The page's tabs, each drawing its part of ``view`` (only the open one runs: the model view is costly)."""
+    return [(label, lambda draw=draw: draw(view)) for label, draw in TABS]

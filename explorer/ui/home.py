@@ -12,8 +12,7 @@ from ..capture.word_trace import WordTrace
 from ..escape import md_escape
 from ..figures import heads as fh
 from ..i18n import N_, _, ngettext, percent
-from . import common as ui, heads
-from .masking import mask_name
+from . import maps, resources, state, widgets
 
 GRID_KEY = "home_grid"
 _PICKED = "_ae_home_pick"  # a thumbnail clicked on Home: opened on the heads page at the start of the next run
@@ -60,7 +59,7 @@ PAGES_TOUR = (
 def pick_head(trace: Trace | WordTrace) -> TellingHead:
     """The head Home shows first: :func:`telling_head` over the trace's head statistics (from the overview pass
     that also makes the thumbnails)."""
-    return telling_head(heads.overview(trace).statistics)
+    return telling_head(maps.overview(trace).statistics)
 
 
 # ---- sections ---------------------------------------------------------------------------------------------------
@@ -74,7 +73,7 @@ def follow_pick() -> None:
     ``st.switch_page`` is allowed)."""
     picked = st.session_state.pop(_PICKED, None)
     if picked is not None:
-        ui.open_on_heads_page(*picked)
+        state.open_on_heads_page(*picked)
 
 
 def first_look(trace: Trace | WordTrace) -> None:
@@ -87,16 +86,16 @@ def first_look(trace: Trace | WordTrace) -> None:
     st.markdown(_(reasons[pick.kind]).format(layer=pick.layer, head=pick.head, share=percent(pick.score)))
     if st.button(_("Open this head on Attention heads"), key="home_open_head", type="primary",
                  icon=":material/open_in_new:"):
-        ui.open_on_heads_page(pick.layer, pick.head)
+        state.open_on_heads_page(pick.layer, pick.head)
     big, overview = st.columns([3, 2], gap="medium")
     with big:
         st.plotly_chart(
-            fh.head_heatmap(heads.head_map(trace, pick.layer, pick.head), trace.tokens, layer=pick.layer,
+            fh.head_heatmap(maps.head_map(trace, pick.layer, pick.head), trace.tokens, layer=pick.layer,
                             head=pick.head, kv_heads=kv_heads),
             key="home_head",
         )
     with overview:
-        seen = heads.overview(trace)  # the heads page's cache: every head read once for both pages
+        seen = maps.overview(trace)  # the heads page's cache: every head read once for both pages
         st.caption(_("Every head of the model: rows are layers, columns heads; each thumbnail is one head's map like "
                      "the one on the left (outlined). Click one to open it on Attention heads."))
         st.plotly_chart(
@@ -125,16 +124,16 @@ def token_strip(trace: Trace | WordTrace, device: str) -> None:
     st.subheader(_("Your text, as the model sees it") if trace.unit == "token" else _("Your text, word by word"))
     facts = [ngettext("{n} token", "{n} tokens", trace.n_tokens).format(n=trace.n_tokens)]
     if trace.unit == "word":
-        facts = [ui.unit_count(trace.n_tokens, "word"), ui.unit_count(trace.tokens_trace.n_tokens, "token")]
+        facts = [widgets.unit_count(trace.n_tokens, "word"), widgets.unit_count(trace.tokens_trace.n_tokens, "token")]
     facts += [
              _("{layers} layers × {heads} heads").format(layers=trace.n_layers, heads=trace.n_heads)]
     if trace.n_kv_heads != trace.n_heads:
         facts.append(_("{n} key/value heads, shared").format(n=trace.n_kv_heads))
-    mask = mask_name(trace.mask)
+    mask = state.mask_name(trace.mask)
     facts.append(_("mask: {mask}").format(mask=mask) if trace.mask_is_model_default
                  else _("mask: {mask} (what-if)").format(mask=mask))
     facts.append(_("device: {device}").format(device=device))
-    dtype = ui.dtype_name(trace.dtype)
+    dtype = resources.dtype_name(trace.dtype)
     if dtype != "float32":  # the server's AE_DTYPE: the maps differ from a float32 run by that type's rounding
         facts.append(_("dtype: {dtype}").format(dtype=dtype))
     st.caption(" · ".join(facts))

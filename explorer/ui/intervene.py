@@ -1,5 +1,5 @@
-"""Streamlit glue for the Intervene page: read the widgets into small frozen requests, compute (cached on small
-keys: model, device, token ids, heads, mode), and hand numbers to the pure figure builders.
+"""Streamlit glue for the Intervene page: read the widgets into small frozen requests, compute (cached by the model's
+fingerprint, the token ids, the heads and the mode), and hand numbers to the pure figure builders.
 
 Ablated traces are cached here, keyed on the heads and the mode, never in the sidebar's TraceCache, which is keyed
 without them and would hand a plain trace for an ablated one.
@@ -24,11 +24,12 @@ from ..capture.trace import Trace
 from ..errors import ExplorerError
 from ..escape import md_escape
 from ..i18n import N_, _, join, ngettext
-from . import common as ui
-from .analysis import cached_head_stats, head_blocks, map_key
+from . import resources, state, widgets
+from .caching import cached
+from .maps import cached_head_stats, head_blocks
 from .trace_cache import TraceCache
 
-HEADS_KEY = ui.INTERVENE_HEADS_KEY  # the multiselect's state: a list of (layer, head), kept per session
+HEADS_KEY = state.INTERVENE_HEADS_KEY  # the multiselect's state: a list of (layer, head), kept per session
 SOURCE_KEY = "intervene_source"
 SOURCES = {"text": N_("The sidebar's text"), "probe": N_("Induction probe (50 random tokens, twice)")}
 PRESETS = {"induction": N_("Top-k induction heads"), "previous_token": N_("Top-k previous-token heads")}
@@ -91,8 +92,8 @@ class PatchRequest:
 
 def preset_heads(model: Model, kind: str, k: int) -> list[Head]:
     """The k heads with the highest induction (on the probe) or previous-token score (on the sidebar's text)."""
-    sel = ui.current_selection()
-    frame = cached_head_stats(model, ui.trace_for(model, sel.text, sel.mask))
+    sel = state.current_selection()
+    frame = cached_head_stats(model, resources.trace_for(model, sel.text, sel.mask))
     top = frame.sort_values(kind, ascending=False, kind="stable").head(k)
     return sorted(zip(top["layer"].astype(int).tolist(), top["head"].astype(int).tolist()))
 
@@ -111,24 +112,20 @@ def use_ioi_example() -> None:
 
 
 # ---- compute --------------------------------------------------------------------------------------------------
-def model_key(model: Model) -> tuple:
-    return (model.name, str(model.device))
-
-
 def input_ids(model: Model, source: str) -> tuple[int, ...]:
     if source == "probe":
         return tuple(induction_probe(model).encoded.token_ids)
-    text = ui.current_selection().text
+    text = state.current_selection().text
     if not text.strip():
         raise ExplorerError(_("Type a text in the sidebar first."))
-    return tuple(model.encode_input(text, max_tokens=ui.settings().max_tokens).token_ids)
+    return tuple(model.encode_input(text, max_tokens=state.settings().max_tokens).token_ids)
 
 
 @st.cache_resource(show_spinner=False)
 def _traces() -> TraceCache:
     """Traces of token ids with heads ablated, shared by sessions (read-only), bounded like the sidebar's cache: an
     8,192-token trace is about 2 GiB."""
-    s = ui.settings()
+    s = state.settings()
     return TraceCache(max_entries=min(6, s.trace_cache_entries), max_bytes=s.trace_cache_mb << 20)
 
 
@@ -139,34 +136,33 @@ def traced(model: Model, ids: tuple[int, ...], heads: tuple[Head, ...], ablation
     def build() -> Trace:
         what = (_("Running {model} with the heads switched off…") if heads else
                 _("Running {model} over the text, layer by layer…")).format(model=md_escape(model.name))
-        with ui.progress(what) as update:
+        with widgets.progress(what) as update:
             return model.trace(list(ids), ablate=list(heads), ablation=ablation, keep_inputs=False,
                                on_progress=update)
 
-    return _traces().get_or_build((model_key(model), ids, heads, ablation), build)
+    return _traces().get_or_build((model.fingerprint, ids, heads, ablation), build)
 
 
 def plain_trace(model: Model, source: str, ids: tuple[int, ...]) -> Trace:
     """The un-ablated run: for the sidebar's text, the sidebar's own trace under the model's mask (shared with the
     other pages, so a long text is not traced twice)."""
     if source == "text":
-        trace = ui.trace_for(model, ui.current_selection().text, None)
+        trace = resources.trace_for(model, state.current_selection().text, None)
         if tuple(trace.token_ids) == ids:
             return trace
     return traced(model, ids, (), "zero")
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _continuation(_model: Model, key: tuple, ids: tuple[int, ...], n: int, heads: tuple[Head, ...],
-                  ablation: str) -> list[int]:
-    with ui.progress(ngettext("Continuing the text greedily, {n} token…", "Continuing the text greedily, {n} tokens…",
+@cached(max_entries=16)
+def _continuation(model: Model, ids: tuple[int, ...], n: int, heads: tuple[Head, ...], ablation: str) -> list[int]:
+    with widgets.progress(ngettext("Continuing the text greedily, {n} token…", "Continuing the text greedily, {n} tokens…",
                               n).format(n=n)) as update:
-        return greedy_continuation(_model, list(ids), min(n, MAX_CONTINUATION), list(heads), ablation,
+        return greedy_continuation(model, list(ids), min(n, MAX_CONTINUATION), list(heads), ablation,
                                    on_progress=update)
 
 
 def continuation(model: Model, ids: tuple[int, ...], n: int, heads: tuple[Head, ...], ablation: str) -> str:
-    return model.decode(_continuation(model, model_key(model), ids, n, heads, ablation))  # under the tokenizer's lock
+    return model.decode(_continuation(model, ids, n, heads, ablation))  # under the tokenizer's lock
 
 
 def top_k(model: Model, trace: Trace, k: int = 10) -> tuple[list[int], list[str], list[float]]:
@@ -177,15 +173,11 @@ def top_k(model: Model, trace: Trace, k: int = 10) -> tuple[list[int], list[str]
     return ids, [model.decode_token(i) for i in ids], values.tolist()
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _loss(_trace: Trace, key: tuple) -> np.ndarray:
-    with ui.progress(_("Scoring every next token of the text…")) as update:
-        return next_token_loss(_trace, on_progress=update)
-
-
+@cached(max_entries=16)
 def loss_of(trace: Trace) -> np.ndarray:
     """:func:`next_token_loss`, cached per trace (every position's logits: seconds to minutes at 8,192 tokens)."""
-    return _loss(trace, map_key(trace))
+    with widgets.progress(_("Scoring every next token of the text…")) as update:
+        return next_token_loss(trace, on_progress=update)
 
 
 def second_half_loss(losses: np.ndarray, model: Model) -> float:
@@ -195,20 +187,16 @@ def second_half_loss(losses: np.ndarray, model: Model) -> float:
     return float(losses[first - 1 : probe.start + 2 * probe.period - 1].mean())  # losses[i] predicts token i+1
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _attribution(_model: Model, key: tuple, request: PatchRequest) -> tuple[pd.DataFrame, float, float]:
-    result = _model.patch_heads(request.clean, request.corrupt, request.answer, request.wrong, method="attribution")
-    return result.to_frame(), result.ld_clean, result.ld_corrupt
-
-
+@cached(max_entries=8)
 def attribution(model: Model, request: PatchRequest) -> tuple[pd.DataFrame, float, float]:
-    return _attribution(model, model_key(model), request)
+    result = model.patch_heads(request.clean, request.corrupt, request.answer, request.wrong, method="attribution")
+    return result.to_frame(), result.ld_clean, result.ld_corrupt
 
 
 def exact_with_progress(model: Model, request: PatchRequest, layers_per_chunk: int = 3) -> pd.DataFrame:
     """Exact patching of every head, a few layers at a time, with a progress bar between chunks (the engine's
     sweep has no callback). Kept in the session, keyed on the model and the request."""
-    key = (model_key(model), request)
+    key = (model.fingerprint, request)
     kept = st.session_state.get("_iv_exact")
     if kept and kept[0] == key:
         return kept[1]
@@ -229,7 +217,7 @@ def exact_with_progress(model: Model, request: PatchRequest, layers_per_chunk: i
 
 def exact_if_kept(model: Model, request: PatchRequest) -> pd.DataFrame | None:
     kept = st.session_state.get("_iv_exact")
-    return kept[1] if kept and kept[0] == (model_key(model), request) else None
+    return kept[1] if kept and kept[0] == (model.fingerprint, request) else None
 
 
 def effect_grid(frame: pd.DataFrame, n_layers: int, n_heads: int) -> np.ndarray:
@@ -283,10 +271,9 @@ def ablate_ui(model: Model) -> AblateRequest:
 
 def ablate_tab() -> None:
     from ..figures.heatmap import token_heatmap
-    from ..figures.intervene import next_token_bars
-    from ..figures.notebook import loss_chart
+    from ..figures.intervene import loss_chart, next_token_bars
 
-    model = ui.current_model()
+    model = resources.current_model()
     request = ablate_ui(model)
     st.latex(ZERO_FORMULA.format(**formula_words()))
     st.caption(_("Each head h writes z_h (its attention-weighted values) into the output projection W_O. Zeroing "
@@ -299,7 +286,7 @@ def ablate_tab() -> None:
     if st.button(_("Why does head {head} look there?").format(head=head_label(first)), key="intervene_explain",
                  icon=":material/psychology_alt:", help=_("Opens the Explain page with this head (the first one "
                                                           "chosen), on the sidebar's text.")):
-        ui.open_explain(*first)
+        state.open_explain(*first)
     ids = input_ids(model, request.source)
     before = plain_trace(model, request.source, ids)
     after = traced(model, ids, request.heads, request.ablation)
@@ -359,7 +346,7 @@ def patch_tab() -> None:
     from ..figures.analysis import layer_head_heatmap
     from ..figures.intervene import attribution_scatter
 
-    model = ui.current_model()
+    model = resources.current_model()
     request = patch_ui()
     st.latex(PATCH_FORMULA.format(**formula_words()))
     st.caption(_("Patching puts one head's output from the corrupt run into the clean run, at every position. An "
@@ -385,7 +372,7 @@ def patch_tab() -> None:
             event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points")
             points = [p for p in event.selection.points if p.get("customdata") is not None] if event else []
             if points:
-                ui.open_on_heads_page(int(points[0]["customdata"][0]), int(points[0]["customdata"][1]))
+                state.open_on_heads_page(int(points[0]["customdata"][0]), int(points[0]["customdata"][1]))
             top = table.reindex(table["effect"].abs().sort_values(ascending=False).index).head(5)
             st.caption(_("Strongest: {heads}").format(heads=join(
                 f"{int(r.layer)}.{int(r.head)} ({r.effect:+.2f})" for r in top.itertuples())))

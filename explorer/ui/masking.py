@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from . import common as ui
+from . import maps, resources, state, widgets
+from .caching import cached
 from ..analysis.mask_effects import (
     CAUSAL_MASK_LATEX,
     HeadUnderBoth,
@@ -24,6 +25,7 @@ from ..capture.model import Model
 from ..capture.recorder import sliding_window_of
 from ..capture.tokens import display_label
 from ..capture.trace import Trace
+from ..capture.word_trace import WordTrace
 from ..escape import md_escape
 from ..figures import masking as fm
 from ..figures.heatmap import MAX_CELLS, token_heatmap
@@ -35,7 +37,6 @@ MASK_FORMULAS = {
     "bidirectional": r"M_{ij} = 0 \quad \text{%s } i, j",  # \text{}: _("for all"), filled in where shown
 }
 PANEL_WIDTH = 460  # px: two panels side by side on a wide screen, one under the other on a narrow one
-MASK_NAMES = {"causal": N_("Causal"), "bidirectional": N_("Bidirectional"), "sliding": N_("Sliding window")}
 MASK_ROLES = {
     "causal": N_("Each token sees itself and the tokens before it (GPT-style language models)."),
     "bidirectional": N_("Every token sees every token (BERT-style encoders)."),
@@ -45,12 +46,6 @@ MASK_ROLES = {
 def sliding_latex(window: int) -> str:
     """The sliding-window mask with its size written in."""
     return r"M_{ij} = \begin{cases} 0 & i - %d < j \le i \\ -\infty & \text{%s} \end{cases}" % (window, _("otherwise"))
-
-
-def mask_name(kind: str) -> str:
-    """"causal" / "bidirectional" / "sliding window" in the reader's language, for use inside a sentence (a raw mask
-    value never reaches a page; an unknown one is shown as it is)."""
-    return _(MASK_NAMES[kind]).lower() if kind in MASK_NAMES else kind
 
 
 @dataclass(frozen=True)
@@ -72,9 +67,9 @@ class HeadChoice:
 # ---- traces and cached effects ---------------------------------------------------------------------------------------
 def both_traces(model: Model) -> tuple[Trace, Trace]:
     """The sidebar's text traced under the causal and the bidirectional mask (shared trace cache)."""
-    causal = ui.current_trace(mask="causal")  # shows the truncation notice once
-    text = ui.current_selection().text
-    return causal, ui.trace_for(model, text, "bidirectional")
+    causal = resources.current_trace(mask="causal")  # shows the truncation notice once
+    text = state.current_selection().text
+    return causal, resources.trace_for(model, text, "bidirectional")
 
 
 def flip(model: Model) -> Flip:
@@ -82,40 +77,36 @@ def flip(model: Model) -> Flip:
     return Flip(model, causal, bidirectional, model.default_mask)
 
 
-def _key(trace: Trace) -> tuple:
-    return (trace.model_name, str(trace.device), trace.text, trace.n_tokens)
+@cached(max_entries=16)
+def _next_token_changes(model: Model, causal: Trace, bidirectional: Trace) -> pd.DataFrame:
+    with widgets.progress(_("Comparing next-token predictions under both masks…")) as update:
+        return next_token_changes(model, causal, bidirectional, on_progress=update)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _next_token_changes(_model: Model, _causal: Trace, _bidirectional: Trace, key: tuple) -> pd.DataFrame:
-    with ui.progress(_("Comparing next-token predictions under both masks…")) as update:
-        return next_token_changes(_model, _causal, _bidirectional, on_progress=update)
+@cached(max_entries=16)
+def _final_state_changes(causal: Trace, bidirectional: Trace) -> pd.DataFrame:
+    return final_state_changes(causal, bidirectional)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _final_state_changes(_causal: Trace, _bidirectional: Trace, key: tuple) -> pd.DataFrame:
-    return final_state_changes(_causal, _bidirectional)
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _head_under_both(_causal: Trace, _bidirectional: Trace, key: tuple, layer: int, head: int) -> HeadUnderBoth:
+@cached(max_entries=16)
+def _head_under_both(causal: Trace | WordTrace, bidirectional: Trace | WordTrace, layer: int, head: int
+                     ) -> HeadUnderBoth:
     reading = _("Reading layer {layer}, head {head} under both masks…").format(layer=layer, head=head)
-    with ui.progress(reading) as update:
-        return head_under_both(_causal, _bidirectional, layer, head, MAX_CELLS, on_progress=update)
+    with widgets.progress(reading) as update:
+        return head_under_both(causal, bidirectional, layer, head, MAX_CELLS, on_progress=update)
 
 
 def head_maps(f: Flip, layer: int, head: int) -> HeadUnderBoth:
-    """One head under both masks as the page draws it, by token or by word as the sidebar says, cached per model,
-    text, unit and head: a block of queries at a time, so a long text's (n, n) maps are never held."""
-    causal, bidirectional = ui.shown(f.causal), ui.shown(f.bidirectional)
-    return _head_under_both(causal, bidirectional, _key(f.causal) + (str(f.causal.dtype), causal.unit), layer, head)
+    """One head under both masks as the page draws it, by token or by word as the sidebar says, cached per trace
+    (the unit included) and head: a block of queries at a time, so a long text's (n, n) maps are never held."""
+    return _head_under_both(maps.shown(f.causal), maps.shown(f.bidirectional), layer, head)
 
 
 def output_changes(model: Model, causal: Trace, bidirectional: Trace) -> pd.DataFrame:
     """Next-token changes for a causal LM, final-state cosine changes otherwise (cached per model and text)."""
     if model.is_causal_lm:
-        return _next_token_changes(model, causal, bidirectional, _key(causal))
-    return _final_state_changes(causal, bidirectional, _key(causal))
+        return _next_token_changes(model, causal, bidirectional)
+    return _final_state_changes(causal, bidirectional)
 
 
 TOKEN_COLUMNS = ("token", "actual_next", "top_causal", "top_bidirectional")
@@ -149,8 +140,8 @@ def trained_warning(f: Flip) -> None:
     st.warning(
         _("**{model}** was trained with the **{trained}** mask. Running it with the {other} mask is a what-if: the "
           "model never learned to work that way, so what you see under that mask shows what the mask changes, not "
-          "how the model behaves.").format(model=md_escape(f.model.name), trained=mask_name(f.trained),
-                                           other=mask_name(other)),
+          "how the model behaves.").format(model=md_escape(f.model.name), trained=state.mask_name(f.trained),
+                                           other=state.mask_name(other)),
         icon="⚠️",
     )
     st.caption(_("This page always shows both masks; the sidebar's mask setting does not apply here."))
@@ -164,7 +155,7 @@ def masks(f: Flip) -> None:
     row = st.container(horizontal=True, gap="medium")
     for kind in ("causal", "bidirectional"):
         with row.container(width=PANEL_WIDTH):
-            name = _(MASK_NAMES[kind])
+            name = _(state.MASK_NAMES[kind])
             st.markdown(_("**{mask}** (what this model was trained with)").format(mask=name) if kind == f.trained
                         else "**{mask}**".format(mask=name))
             st.latex(MASK_FORMULAS[kind].replace("%s", _("for all")))
@@ -183,7 +174,7 @@ def sliding_window(f: Flip) -> None:
         return  # no second trace for models without windows
     # The model's own run of the first tokens says which layers ran with a window, and their masks' corner (the
     # panels show MASK_TOKENS tokens): a whole third trace of a long text would take seconds and GiBs for that.
-    own = ui.trace_for(f.model, ui.current_selection().text, None, max_tokens=fm.MASK_TOKENS)
+    own = resources.trace_for(f.model, state.current_selection().text, None, max_tokens=fm.MASK_TOKENS)
     local = [layer.index for layer in own.layers if layer.mask_kind == "sliding"]
     if not local:
         return
@@ -226,7 +217,7 @@ def sliding_window(f: Flip) -> None:
 
 def one_head_ui(trace: Trace) -> HeadChoice:
     controls = st.container(horizontal=True, vertical_alignment="bottom")
-    layer, head = ui.layer_head_selectors(trace, key="masking", container=controls)
+    layer, head = widgets.layer_head_selectors(trace, key="masking", container=controls)
     return HeadChoice(layer, head)
 
 
@@ -236,13 +227,14 @@ def one_head(f: Flip) -> None:
     choice = one_head_ui(f.causal)
     layer, head = choice.layer, choice.head
     pair = head_maps(f, layer, head)
-    labels = ui.shown(f.causal).tokens  # the words' texts in word view
-    ui.word_view_note(ui.shown(f.causal))
-    maps = {"causal": pair.causal, "bidirectional": pair.bidirectional}
-    zmax = max(float(np.nanmax(a.values)) for a in maps.values())  # the cells drawn: exact, or block means
+    labels = maps.shown(f.causal).tokens  # the words' texts in word view
+    widgets.word_view_note(maps.shown(f.causal))
+    panels = {"causal": pair.causal, "bidirectional": pair.bidirectional}
+    zmax = max(float(np.nanmax(a.values)) for a in panels.values())  # the cells drawn: exact, or block means
     row = st.container(horizontal=True, gap="medium")
-    for kind, attention in maps.items():
-        title = (_("{mask} (trained)") if kind == f.trained else _("{mask} (what-if)")).format(mask=mask_name(kind))
+    for kind, attention in panels.items():
+        title = (_("{mask} (trained)") if kind == f.trained else _("{mask} (what-if)")).format(
+            mask=state.mask_name(kind))
         figure = token_heatmap(attention, labels, labels, title=title, zmax=zmax,
                                showscale=kind == "bidirectional")  # one colour bar: both share the scale
         row.container(width=PANEL_WIDTH).plotly_chart(fm.fit_panel(figure, max_ticks=10, max_height=PANEL_WIDTH),

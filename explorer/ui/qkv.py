@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import streamlit as st
 
-from . import common as ui
+from . import state, widgets
 from ..analysis.mask_effects import CAUSAL_MASK_LATEX
 from ..capture.model import Model
 from ..capture.tokens import display_label, unique_labels
@@ -22,7 +22,6 @@ from ..capture.word_trace import WordTrace
 from ..figures import qkv as fq
 from ..from_scratch.walkthrough import FormulaSteps, formula_steps, token_window
 from ..i18n import _, ngettext
-from .masking import mask_name
 
 WINDOW_DEFAULT = 32
 WINDOW_MAX = 128  # d_model × 128 float32 cells stays well under the 1.5 MB figure budget
@@ -95,7 +94,7 @@ def view_ui(trace: Trace, words: WordTrace | None = None) -> View:
     key taken apart in the neuron view."""
     n = trace.n_tokens
     controls = st.container(horizontal=True, vertical_alignment="bottom")
-    layer, head = ui.layer_head_selectors(trace, key="qkv", container=controls)
+    layer, head = widgets.layer_head_selectors(trace, key="qkv", container=controls)
     word = None
     if words is not None:
         word, query = word_and_piece(words, controls)
@@ -123,8 +122,8 @@ def word_row(words: WordTrace, view: View) -> None:
     pieces = words.pieces(view.word)
     st.markdown(ngettext("**The word {word}** is {n} token: {pieces}.", "**The word {word}** is {n} tokens: {pieces}.",
                          len(pieces)).format(
-        word=ui.quoted(words.tokens[view.word]), n=len(pieces),
-        pieces=", ".join(f"{i} {ui.quoted(trace.tokens[i])}" for i in pieces)))
+        word=widgets.quoted(words.tokens[view.word]), n=len(pieces),
+        pieces=", ".join(f"{i} {widgets.quoted(trace.tokens[i])}" for i in pieces)))
     row = words.attention(view.layer, view.head)[view.word].numpy()  # (W,)
     st.plotly_chart(fq.key_bars(row, unique_labels(words.tokens), title=_("Attention from this word, by word"),
                                 value_name="p", picked=unique_labels(words.tokens)[view.word]), key="qkv_word_row")
@@ -178,7 +177,7 @@ def window_caption(w: Walk) -> None:
     v, n = w.view, w.trace.n_tokens
     if v.stop - v.start < n:
         st.caption(_("Charts show tokens {start}–{last} of {n}. Query: {query} (token {index}).").format(
-            start=v.start, last=v.stop - 1, n=n, query=ui.quoted(w.trace.tokens[v.query]), index=v.query))
+            start=v.start, last=v.stop - 1, n=n, query=widgets.quoted(w.trace.tokens[v.query]), index=v.query))
 
 
 def step(number: int, title: str, formulas: Sequence[str], note: str | None = None):
@@ -215,7 +214,7 @@ def projection_step(number: int, w: Walk) -> None:
         rf"W \in \mathbb{{R}}^{{{s.d_model} \times {s.head_dim}}}",
         rf"Q, K, V \in \mathbb{{R}}^{{{s.n_tokens} \times {s.head_dim}}}",
     ]
-    notes = [ui.kv_sharing_note(w.trace, head)]
+    notes = [widgets.kv_sharing_note(w.trace, head)]
     if s.uses_qk_norm:
         notes.append(_("Q and K here are before the QK-norm (the next step normalises them)."))
     elif s.uses_rope:
@@ -311,10 +310,10 @@ def score_step(number: int, w: Walk) -> None:
     with step(number, _("Score the query against every key"),
               [rf"s_j = q_i \cdot k_j = \sum_{{m=1}}^{{{s.head_dim}}} q_{{i,m}}\, k_{{j,m}}"],
               _("One dot product per key, for query {query} (token {i}). The amber bar is the key chosen above.")
-              .format(query=ui.quoted(tokens[v.query]), i=v.query)):
+              .format(query=widgets.quoted(tokens[v.query]), i=v.query)):
         w.bars(s.scores, "q·k", _("score"), "qkv_scores")
     st.markdown(_("**Behind one score: q ⊙ k** (BertViz's neuron view) for key {key} (token {j}): the score is the sum "
-                  "of {D} products, one per dimension.").format(key=ui.quoted(tokens[v.key]), j=v.key, D=s.head_dim))
+                  "of {D} products, one per dimension.").format(key=widgets.quoted(tokens[v.key]), j=v.key, D=s.head_dim))
     products = s.products(v.key)
     row = st.container(horizontal=True, gap="medium")
     with row.container(width=FORMULA_WIDTH):
@@ -354,7 +353,7 @@ def mask_note(trace: Trace, layer: int, hidden: int) -> str:
         kind = _("This layer uses a sliding window of {w} keys: each query sees itself and the "
                  "{before} keys before it, no further back.").format(w=record.window, before=record.window - 1)
     else:
-        kind = _("This run used the {mask} mask.").format(mask=mask_name(trace.mask))
+        kind = _("This run used the {mask} mask.").format(mask=state.mask_name(trace.mask))
     seen = (_("{hidden} of {n} keys get −∞ for this query (shown as grey ×), so the softmax gives them exactly 0.")
             .format(hidden=hidden, n=n) if hidden else _("This query may attend to every key."))
     what_if = "" if trace.mask_is_model_default else " " + _("The model was trained with another mask: a what-if.")

@@ -6,12 +6,11 @@ variant's measurements, and the kernel sweep (run on a button press, kept per se
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
 from ..from_scratch import kernels, scratch, checks as scratch_checks
 from ..capture.devices import cuda_available
@@ -19,14 +18,14 @@ from ..escape import md_escape
 from ..figures import scratch as fs
 from ..figures.heatmap import token_heatmap
 from ..from_scratch.checks import PARITY_TOLERANCE
-from ..analysis import stats
-from . import common as ui
-from .trace_cache import TraceKey
-from ..errors import ExplorerError
+from . import resources, state
+from .caching import cached
+from .tabs import Tab
 from ..capture.model import Model
 from ..capture.tokens import Encoded
-from ..from_scratch.scratch import Departures, tutorial_variant
-from ..from_scratch.checks import FillOutcome, LayerParity, ParameterCounts
+from ..from_scratch.scratch import Departures
+from ..from_scratch.checks import FillOutcome, LayerParity
+from ..from_scratch.variant import VariantView, variant_view
 from ..capture.trace import Trace
 from ..i18n import N_, _, language, number
 
@@ -39,9 +38,9 @@ SCRATCH_MAX_TOKENS = 1024
 
 def page_trace() -> Trace:
     """The sidebar's text under its mask, cut to SCRATCH_MAX_TOKENS (and the app's cap), saying why when cut."""
-    trace = ui.current_trace(max_tokens=SCRATCH_MAX_TOKENS)
-    if ui.cut_by_page(trace, SCRATCH_MAX_TOKENS):
-        elsewhere = min(trace.truncated_from, ui.settings().max_tokens)  # what the other pages show of it
+    trace = resources.current_trace(max_tokens=SCRATCH_MAX_TOKENS)
+    if resources.cut_by_page(trace, SCRATCH_MAX_TOKENS):
+        elsewhere = min(trace.truncated_from, state.settings().max_tokens)  # what the other pages show of it
         st.info(_("The text has {n} tokens; this page works on the first {shown}. The textbook attention builds every "
                   "head's n × n scores and probabilities, about a dozen times over on this page: {gib} GiB each for "
                   "the {m} tokens the other pages show.").format(
@@ -50,96 +49,36 @@ def page_trace() -> Trace:
     return trace
 
 
-def key_of(trace: Trace) -> TraceKey:
-    """The st.cache_data key of a trace :func:`page_trace` gave."""
-    return ui.trace_key(trace, SCRATCH_MAX_TOKENS)
-
-
 def encoded_of(trace: Trace) -> Encoded:
     """The exact token ids a trace ran on (so a second forward sees the same, already-capped, input)."""
     return Encoded(trace.text, list(trace.token_ids), list(trace.tokens), trace.truncated_from)
 
 
 # ---- parity ----------------------------------------------------------------------------------------------------------
-@st.cache_data(show_spinner=False, max_entries=16)
-def _parity(_model: Model, _trace: Trace, key: TraceKey, layers: tuple[int, ...], lang: str) -> list[LayerParity]:
+@cached(max_entries=16)
+def _parity(model: Model, trace: Trace, layers: tuple[int, ...], lang: str) -> list[LayerParity]:
     # ``lang``: the result holds words (where it compared), so each language gets its own entry
-    return scratch_checks.parity(_model, encoded_of(_trace), mask=key.mask, layers=list(layers))
+    return scratch_checks.parity(model, encoded_of(trace), mask=resources.rerun_mask(trace), layers=list(layers))
 
 
 def cached_parity(model: Model, trace: Trace, layers: list[int]) -> list[LayerParity]:
-    """:func:`explorer.from_scratch.checks.parity` for the sidebar's text and mask, cached per layer set."""
+    """:func:`explorer.from_scratch.checks.parity` for a trace's tokens and mask, cached per trace and layer set."""
     with st.spinner(_("Running the model again, keeping each attention module's own output…")):
-        return _parity(model, trace, key_of(trace), tuple(layers), language())
+        return _parity(model, trace, tuple(layers), language())
 
 
 # ---- the tutorial variant --------------------------------------------------------------------------------------------
-@dataclass
-class VariantView:
-    """What the page shows about the variant on one layer (small: one head's maps, per-head numbers)."""
-
-    entropy_textbook: np.ndarray  # (H,)
-    entropy_variant: np.ndarray  # (H,) with the switched-on departures
-    entropy_embed_scale: np.ndarray  # (H,) with only the √d_model scaling
-    diversity_textbook: float
-    diversity_variant: float
-    diversity_shared: float | None  # with only the shared projection (None where it cannot be built)
-    output_relative_diff: float
-    map_textbook: np.ndarray  # (T, T) of the selected head
-    map_variant: np.ndarray
-    counts: ParameterCounts | None
-    shared_r2: dict[str, float] | None
-    shared_error: str | None
-    fills: list[FillOutcome]
-    scale_textbook: float
-    scale_variant: float
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _variant_view(_model: Model, _trace: Trace, key: TraceKey, layer: int, head: int,
-                  departures: Departures, lang: str) -> VariantView:
+@cached(max_entries=16)
+def _variant_view(model: Model, trace: Trace, layer: int, head: int, departures: Departures,
+                  lang: str) -> VariantView:
     # ``lang``: the view holds words (an engine error, the fill outcomes), so each language gets its own entry
-    textbook, ours = scratch_checks.textbook_output_for(_model, _trace, layer)
-    x = _trace.x(layer).to(textbook.w_o.device)  # kept or rebuilt from the hidden state
-    allowed = _trace.allowed(layer).to(x.device)
-    calibration = ui.trace_for(_model, scratch_checks.CALIBRATION_TEXT, key.mask)  # the shared fit's text
-    fit_x = calibration.x(layer).to(x.device)
-    with torch.inference_mode():
-        try:
-            variant = tutorial_variant(textbook, departures, fit_x)
-        except ExplorerError:  # (2) cannot cut this layer into head slices (H·d_k ≠ d_model: Gemma 3); the variant
-            # runs without it, and "Each departure on its own" says why (shared_error below)
-            variant = tutorial_variant(textbook, replace(departures, shared_projection=False), fit_x)
-        effect = scratch_checks.variant_effect(ours, variant(x, allowed))
-        embed_scale = scratch_checks.attention_only(ours, textbook.d_model**-0.5, allowed)[1]
-        counts = r2 = error = diversity_shared = None
-        try:
-            shared = tutorial_variant(textbook, Departures(shared_projection=True), fit_x)
-            counts = scratch_checks.parameter_counts(textbook, shared)
-            r2 = shared.shared_r2(textbook, x)  # on the user's text: out of sample
-            diversity_shared = scratch_checks.head_diversity(shared(x, allowed).probs)
-        except ExplorerError as exc:  # e.g. H·d_k ≠ d_model: shown as the reason, the rest still works
-            error = str(exc)
-        nothing_masked = _trace.layer(layer).mask_kind == "bidirectional"  # the table then masks a key itself
-        fills = scratch_checks.mask_fill_table(ours, textbook.scale, None if nothing_masked else allowed)
-    return VariantView(
-        entropy_textbook=effect.entropy_textbook.numpy(),
-        entropy_variant=effect.entropy_variant.numpy(),
-        entropy_embed_scale=stats.entropy(embed_scale).float().cpu().numpy(),
-        diversity_textbook=effect.diversity_textbook,
-        diversity_variant=effect.diversity_variant,
-        diversity_shared=diversity_shared,
-        output_relative_diff=effect.output_relative_diff,
-        map_textbook=effect.probs_textbook[head].numpy(),
-        map_variant=effect.probs_variant[head].numpy(),
-        counts=counts, shared_r2=r2, shared_error=error, fills=fills,
-        scale_textbook=textbook.scale, scale_variant=textbook.d_model**-0.5,
-    )
+    calibration = resources.trace_for(model, scratch_checks.CALIBRATION_TEXT, resources.rerun_mask(trace))
+    return variant_view(model, trace, layer, head, departures, calibration)
 
 
 def cached_variant_view(model: Model, trace: Trace, layer: int, head: int, departures: Departures) -> VariantView:
     with st.spinner(_("Running the textbook and the tutorial variant on this layer…")):
-        return _variant_view(model, trace, key_of(trace), layer, head, departures, language())
+        return _variant_view(model, trace, layer, head, departures, language())
 
 
 def fills_frame(fills: list[FillOutcome]) -> pd.DataFrame:
@@ -497,3 +436,14 @@ def devices_part(shape: kernels.Shape) -> None:
         agreement = kernels.device_agreement(256, shape)
         st.dataframe({_("method"): list(agreement), _("max |Δ| CPU vs CUDA (float32)"): list(agreement.values())},
                      hide_index=True)
+
+
+# ---- the page's tabs -------------------------------------------------------------------------------------------------
+TABS = [N_("Textbook vs the model"), N_("The tutorial variant"), N_("Kernels and devices")]
+
+
+def tabs(model: Model, trace: Trace, layer: int, head: int) -> list[Tab]:
+    """The page's tabs on ``trace`` (see :func:`page_trace`) and the chosen layer and head."""
+    draws = (lambda: textbook_section(model, trace, layer), lambda: variant_section(model, trace, layer, head),
+             lambda: kernels_section(model))
+    return list(zip(TABS, draws))

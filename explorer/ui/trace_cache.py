@@ -16,7 +16,8 @@ WAIT_POLL_S = 0.25  # how often a session waiting for another's build hears its 
 
 
 class TraceKey(NamedTuple):
-    """What a trace of the app depends on; the one key of the trace cache and of analyses' ``st.cache_data``.
+    """What a trace of the app is asked for with: the trace cache's key. (Once built, a trace is told apart by its
+    ``fingerprint``, which keys analyses' ``st.cache_data``: explorer/ui/caching.py.)
 
     ``dtype`` is the type the model ran in (``"float32"``, ``"bfloat16"``, …): a bf16 trace of the same text differs
     from a float32 one. ``mask`` None is the model's own mask; ``max_tokens`` the app's token cap the text was cut to.

@@ -15,17 +15,15 @@ A word of three or more Latin letters fails the test unless it is
 
 from __future__ import annotations
 
-import ast
 import html
 import json
 import re
-from pathlib import Path
 
 import pytest
 from google.protobuf.json_format import MessageToDict
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import APP
+from apptest_helpers import APP, app_pages
 from explorer.capture.embedded import EMBEDDED
 from explorer.decoding.fill_mask import MASKED_LM_EXAMPLES, PLACEHOLDER
 from explorer.i18n import _, speaking
@@ -50,16 +48,6 @@ ALLOWED = {
 }
 WORD = re.compile(r"[A-Za-z][A-Za-z0-9_'\-]*[A-Za-z0-9]")
 GLOSS = re.compile(r"（[A-Za-z][A-Za-z0-9 ,\-']*[，、]?[^（）]*）")  # 注意力汇（attention sink）, 滑动窗口（sliding window，局部层）
-
-
-def app_pages() -> list[str]:
-    """The page files app.py navigates to, in its order."""
-    found = []
-    for node in ast.walk(ast.parse(Path(APP).read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "Page":
-            named = [k.value for k in node.keywords if k.arg == "page"]
-            found.append((node.args[:1] or named)[0].value)
-    return found
 
 
 PAGES = app_pages()

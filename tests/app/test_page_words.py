@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pytest
 
-from explorer.ui import common as ui
+from explorer.ui import state
 
 from apptest_helpers import assert_clean, chart_data, decode, open_page
 from bounds import attention_bound, f32_dot_bound
-from test_crafted_links import assert_data_not_markup, open_link, shown
+from markup import assert_data_not_markup, open_link, shown
 
 CHINESE = "猫坐在垫子上。"
 MIXED = "GPT-3 是一个自回归模型"
@@ -39,10 +39,10 @@ def x_labels(data: dict) -> list[str]:
 
 # ---- the URL parameter ------------------------------------------------------------------------------------------------
 def test_url_parser_takes_tokens_or_words_only():
-    assert ui.parse_url({"by": "words"}, allow_any_model=False) == ui.UrlView(by="words")
-    assert ui.parse_url({"by": "tokens"}, allow_any_model=False) == ui.UrlView(by="tokens")
+    assert state.parse_url({"by": "words"}, allow_any_model=False) == state.UrlView(by="words")
+    assert state.parse_url({"by": "tokens"}, allow_any_model=False) == state.UrlView(by="tokens")
     for raw in ("Words", "word", "words ", "", "ｗｏｒｄｓ"):
-        view = ui.parse_url({"by": raw}, allow_any_model=False)
+        view = state.parse_url({"by": raw}, allow_any_model=False)
         assert view.by is None and len(view.notices) == 1
 
 

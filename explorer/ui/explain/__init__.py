@@ -1,10 +1,15 @@
 """The Explain page's tabs: weight vs contribution (weights), why a head looks there (qk), which tokens drove the
-output (tokens). One module per tab, each with a ``tab()`` function; pages/explain.py draws the open one."""
+output (tokens). One module per tab, each with a ``tab()`` function; pages/explain.py draws the open one
+(:func:`explorer.ui.tabs.lazy_tabs`)."""
 
 from ...i18n import N_
+from ..tabs import Tab
 from . import qk, tokens, weights
 
-TABS = [N_("Weight vs contribution"), N_("Why it looks there"), N_("Which tokens drove it")]
+QK_TAB = N_("Why it looks there")  # the tab links from other pages open (explorer.ui.state.open_explain)
+TABS: list[Tab] = [
+    (N_("Weight vs contribution"), weights.tab),
+    (QK_TAB, qk.tab),
+    (N_("Which tokens drove it"), tokens.tab),
+]
 TAB_KEY = "explain_tab"  # the open tab (its translated label), set by links from other pages
-QK_TAB = TABS[1]
-DRAW = {TABS[0]: weights.tab, TABS[1]: qk.tab, TABS[2]: tokens.tab}

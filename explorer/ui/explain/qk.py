@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from .. import common as ui
+from ..caching import cached
+from ..resources import current_model, current_trace
+from ..widgets import layer_head_selectors, quoted
 from ...analysis.qk_attribution import InductionExample, QKAttribution, induction_example, qk_attribution
 from ...capture.model import Model
 from ...capture.projections import block_layout
@@ -43,18 +45,20 @@ def _example(_model: Model, key: tuple) -> InductionExample:
 
 def example_for(model: Model) -> InductionExample:
     """The worked example of ``model`` (its probe trace included), computed once per model and device."""
-    return _example(model, (model.name, str(model.device), str(model.dtype)))
+    return _example(model, model.fingerprint)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _attribution(_trace: Trace, _model: Model, key: tuple, request: QKRequest) -> QKAttribution:
+@cached(max_entries=32)
+def _attribution(trace: Trace, model: Model, request: QKRequest) -> QKAttribution:
     with st.spinner(_("Splitting the score into the parts of the residual stream…")):
-        return qk_attribution(_trace, request.layer, request.head, request.query, request.key,
-                              baseline=request.baseline, model=_model)
+        return qk_attribution(trace, request.layer, request.head, request.query, request.key,
+                              baseline=request.baseline, model=model)
 
 
-def attribution_for(trace: Trace, model: Model, request: QKRequest, source: str) -> QKAttribution:
-    return _attribution(trace, model, (source, *ui.trace_key(trace)), request)
+def attribution_for(trace: Trace, model: Model, request: QKRequest) -> QKAttribution:
+    """The split, cached by the trace's and the model's fingerprints (the probe and the sidebar's text never share
+    an entry)."""
+    return _attribution(trace, model, request)
 
 
 def use_example(model: Model) -> None:
@@ -78,7 +82,7 @@ def _pick_key() -> None:
 def qk_ui(trace: Trace) -> QKRequest:
     """Head, query, key (default: the query's top key) and baseline; out-of-range values are clamped."""
     row = st.container(horizontal=True)
-    layer, head = ui.layer_head_selectors(trace, key="explain_qk", container=row)
+    layer, head = layer_head_selectors(trace, key="explain_qk", container=row)
     n = trace.n_tokens
     cols = (row, row, st)
     if not 0 <= st.session_state.get(QUERY_KEY, -1) < n:
@@ -97,7 +101,7 @@ def qk_ui(trace: Trace) -> QKRequest:
 
 
 def tab() -> None:
-    model = ui.current_model()
+    model = current_model()
     if st.button(_("Worked example: why does the induction head look there?"), icon=":material/play_arrow:",
                  key="explain_qk_example_button", disabled=not model.is_causal_lm,
                  help=None if model.is_causal_lm else _("An encoder sees the whole probe at once: it has no "
@@ -106,14 +110,14 @@ def tab() -> None:
     example = st.session_state.get(EXAMPLE_KEY, False) and model.is_causal_lm
     if example:
         ex = example_for(model)
-        trace, source = ex.trace, "probe"
+        trace = ex.trace
         st.info(_("Showing the induction probe: {period} random tokens, repeated twice (not the sidebar's "
                   "text).").format(period=ex.period), icon=":material/science:")
         if st.button(_("Back to the sidebar's text"), key="explain_qk_back"):
             st.session_state[EXAMPLE_KEY] = False
             st.rerun()
     else:
-        trace, source = ui.current_trace(), "text"
+        trace = current_trace()
     request = qk_ui(trace)
     st.latex(FORMULA)
     st.caption(_("q_a is part a of the residual stream entering the layer at the query (the embeddings, an earlier "
@@ -121,13 +125,13 @@ def tab() -> None:
                  "k_b likewise at the key. Every norm's scale is frozen at the value it had on this text, which makes "
                  "the split exact: the parts add up to the score the model computed. It does not say what the score "
                  "would be without a part: removing one would change the norms' scales."))
-    draw(trace, model, request, source)
+    draw(trace, model, request)
     if example:
         findings(example_for(model), request)
 
 
-def draw(trace: Trace, model: Model, request: QKRequest, source: str) -> None:
-    a = attribution_for(trace, model, request, source)
+def draw(trace: Trace, model: Model, request: QKRequest) -> None:
+    a = attribution_for(trace, model, request)
     tokens = trace.tokens
     cols = st.columns(4)
     cols[0].metric(_("Score s"), f"{a.score:.4f}")
@@ -137,8 +141,8 @@ def draw(trace: Trace, model: Model, request: QKRequest, source: str) -> None:
                    delta_arrow="off", help=_("The sum of every part, against the score the model computed: equal to "
                                              "float32 rounding, as the frozen norms make the split exact."))
     st.caption(_("Head {layer}.{head}, query {query} {query_token} → key {key} {key_token}.").format(
-        layer=a.layer, head=a.head, query=a.query, query_token=ui.quoted(tokens[a.query]), key=a.key,
-        key_token=ui.quoted(tokens[a.key])) + (" " + _("With the mean baseline each key part is its value at this key "
+        layer=a.layer, head=a.head, query=a.query, query_token=quoted(tokens[a.query]), key=a.key,
+        key_token=quoted(tokens[a.key])) + (" " + _("With the mean baseline each key part is its value at this key "
                                                       "minus its mean over the keys the query sees: what made this "
                                                       "key stand out.") if a.baseline else ""))
     if block_layout(model, 0).post_norm:
@@ -177,8 +181,8 @@ def findings(ex: InductionExample, request: QKRequest) -> None:
     lines = [_("Head {layer}.{head} is the strongest induction head (score {score} on the probe). Query {query} "
                "{token} repeats an earlier token; its key {key} {target} is the token that followed that earlier "
                "occurrence, and it gets {weight} of the attention.").format(
-        layer=a.layer, head=a.head, score=f"{ex.induction:.2f}", query=a.query, token=ui.quoted(ex.trace.tokens[a.query]),
-        key=a.key, target=ui.quoted(ex.trace.tokens[a.key]), weight=percent(a.weight, 1))]
+        layer=a.layer, head=a.head, score=f"{ex.induction:.2f}", query=a.query, token=quoted(ex.trace.tokens[a.query]),
+        key=a.key, target=quoted(ex.trace.tokens[a.key]), weight=percent(a.weight, 1))]
     lines.append(_("Above the mean over the keys, its score is {score}; the largest key-side head parts: "
                    "{parts}.").format(score=f"{a.score:.2f}", parts=", ".join(
                        _("{head} ({part}, previous-token score {prev})").format(

@@ -14,7 +14,9 @@ from ...analysis.deletion import DEFAULT_STEPS, DeletionCurve, deletable, deleti
 from ...capture.model import Model
 from ...escape import md_escape
 from ...i18n import N_, _
-from .. import common as ui
+from ..caching import cached
+from ..resources import current_model
+from ..state import settings
 
 IOI = dict(text="When Mary and John went to the store, John gave a drink to", answer=" Mary", wrong=" John")
 BASELINE_NAMES = {"pad": N_("pad token at every position"), "zero": N_("zero embeddings")}
@@ -67,26 +69,23 @@ def tokens_ui() -> TokensRequest:
     return TokensRequest(text, answer, wrong, tuple(methods), int(steps), baseline)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _attribution(_model: Model, key: tuple, ids: tuple[int, ...], answer: str, wrong: str, method: str,
+@cached(max_entries=64)
+def _attribution(model: Model, ids: tuple[int, ...], answer: str, wrong: str, method: str,
                  baseline: str) -> Attribution:
-    return attribute(_model, list(ids), answer, wrong or None, method=method, baseline=baseline)
+    return attribute(model, list(ids), answer, wrong or None, method=method, baseline=baseline)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _deletion(_model: Model, key: tuple, ids: tuple[int, ...], _attr: Attribution, answer: str, wrong: str,
-              method: str, steps: int) -> DeletionCurve:
-    return deletion_curve(_model, list(ids), _attr, answer, wrong or None, steps=steps)
-
-
-def model_key(model: Model) -> tuple:
-    return (model.name, str(model.device), str(model.dtype))
+@cached(max_entries=64)
+def _deletion(model: Model, ids: tuple[int, ...], _attr: Attribution, answer: str, wrong: str, method: str,
+              baseline: str, steps: int) -> DeletionCurve:
+    # _attr is not hashed: (ids, answer, wrong, method, baseline) are what it was computed from
+    return deletion_curve(model, list(ids), _attr, answer, wrong or None, steps=steps)
 
 
 def tab() -> None:
     from ...figures.attribution import deletion_curves, token_scores
 
-    model = ui.current_model()
+    model = current_model()
     request = tokens_ui()
     if not (request.text.strip() and request.answer):
         st.info(_("Type a prompt and the answer token (or use the worked example)."))
@@ -94,13 +93,15 @@ def tab() -> None:
     if not request.methods:
         st.info(_("Choose at least one method."))
         return
-    ids = tuple(model.encode(request.text, max_tokens=ui.settings().max_tokens).token_ids)
-    key = model_key(model)
+    ids = tuple(model.encode(request.text, max_tokens=settings().max_tokens).token_ids)
     results: dict[str, Attribution] = {}
+
+    def baseline_of(method: str) -> str:  # only integrated gradients has a baseline; the others' key stays fixed
+        return request.baseline if method == "integrated_gradients" else "pad"
+
     for method in request.methods:
         with st.spinner(_("Attributing with {method}…").format(method=_(METHODS[method]))):
-            results[method] = _attribution(model, key, ids, request.answer, request.wrong, method,
-                                           request.baseline if method == "integrated_gradients" else "pad")
+            results[method] = _attribution(model, ids, request.answer, request.wrong, method, baseline_of(method))
     first = next(iter(results.values()))
     target_name = _("logit difference") if request.wrong else _("logit of the answer")
     cols = st.columns(3)
@@ -122,7 +123,8 @@ def tab() -> None:
     curves = {}
     for method, attr in results.items():
         with st.spinner(_("Deleting the top tokens of {method}…").format(method=labels[method])):
-            curves[method] = _deletion(model, key, ids, attr, request.answer, request.wrong, method, request.steps)
+            curves[method] = _deletion(model, ids, attr, request.answer, request.wrong, method, baseline_of(method),
+                                       request.steps)
     random = next(iter(curves.values())).random_targets
     st.plotly_chart(deletion_curves({labels[m]: c.targets for m, c in curves.items()}, random,
                                     title=_("Target after deleting each method's top-k tokens"),

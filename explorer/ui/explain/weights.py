@@ -10,36 +10,30 @@ from ...analysis.downsample import BlockMeanSum, BlockMeans
 from ...analysis.sink_share import sink_positions, sink_shares
 from ...capture.trace import Trace
 from ...figures.heatmap import MAX_CELLS
-from ...i18n import _
-from .. import common as ui
-from ..analysis import head_blocks, map_key
+from ...i18n import _, join
+from ..caching import cached
+from ..maps import head_blocks
+from ..resources import current_model, current_trace
+from ..widgets import kv_sharing_note, layer_head_selectors, progress, quoted
 
 FORMULA = r"o_i^h = W_o^h \sum_j \alpha_{ij} v_j = \sum_j \alpha_{ij} f_j, \qquad f_j = W_o^h v_j, \qquad " \
           r"\text{contribution}_{ij} = \frac{\alpha_{ij} \lVert f_j \rVert}{\sum_{k} \alpha_{ik} \lVert f_k \rVert}"
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _contribution_blocks(_trace: Trace, key: tuple, layer: int, head: int) -> BlockMeans:
-    sums = BlockMeanSum((1,), _trace.n_tokens, _trace.n_tokens, MAX_CELLS)
-    for queries, keys, block in _trace.contribution_blocks(layer, heads=slice(head, head + 1)):
+@cached(max_entries=32)
+def contribution_blocks(trace: Trace, layer: int, head: int) -> BlockMeans:
+    """One head's contributions as token_heatmap draws them (exact up to MAX_CELLS tokens, else block means),
+    streamed a block of queries at a time and cached per trace and head."""
+    sums = BlockMeanSum((1,), trace.n_tokens, trace.n_tokens, MAX_CELLS)
+    for queries, keys, block in trace.contribution_blocks(layer, heads=slice(head, head + 1)):
         sums.add(queries, keys, block)
     return sums.result()[0]
 
 
-def contribution_blocks(trace: Trace, layer: int, head: int) -> BlockMeans:
-    """One head's contributions as token_heatmap draws them (exact up to MAX_CELLS tokens, else block means),
-    streamed a block of queries at a time and cached per trace and head."""
-    return _contribution_blocks(trace, map_key(trace), layer, head)
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _sink_shares(_trace: Trace, key: tuple, sink: tuple[int, ...]) -> pd.DataFrame:
-    with ui.progress(_("Measuring the sink's share in every layer, by weight and by contribution…")) as update:
-        return sink_shares(_trace, sink, on_progress=update)
-
-
+@cached(max_entries=32)
 def cached_sink_shares(trace: Trace, sink: tuple[int, ...]) -> pd.DataFrame:
-    return _sink_shares(trace, map_key(trace), sink)
+    with progress(_("Measuring the sink's share in every layer, by weight and by contribution…")) as update:
+        return sink_shares(trace, sink, on_progress=update)
 
 
 def sink_of(model, trace: Trace) -> tuple[int, ...]:
@@ -55,15 +49,15 @@ def tab() -> None:
     from ...figures.attribution import sink_share_lines, value_norm_bars
     from ...figures.heatmap import token_heatmap
 
-    model = ui.current_model()
-    trace = ui.current_trace()
+    model = current_model()
+    trace = current_trace()
     st.caption(_("A weight says how much a query looks at a key; what the key then moves into the head's output is "
                  "its weight times its value vector through the head's output projection. A key with a large "
                  "weight but a small value moves little (Kobayashi et al. 2020, \"Attention is Not Only a "
                  "Weight\")."))
     st.latex(FORMULA)
-    layer, head = ui.layer_head_selectors(trace, key="explain_weights")
-    note = ui.kv_sharing_note(trace, head)
+    layer, head = layer_head_selectors(trace, key="explain_weights")
+    note = kv_sharing_note(trace, head)
     if note:
         st.caption(note)
     cols = st.columns(2)
@@ -78,7 +72,7 @@ def tab() -> None:
     st.plotly_chart(value_norm_bars(trace.tokens, norms.tolist(), title=_("Value norms ||f_j|| of each key"),
                                     value_name="||f||", sink=sink), key="explain_weights_norms")
     shares = cached_sink_shares(trace, sink)
-    names = ", ".join(ui.quoted(trace.tokens[p]) for p in sink)
+    names = join(quoted(trace.tokens[p]) for p in sink)
     what = _("the first token") if sink == (0,) else _("the special tokens")
     st.plotly_chart(sink_share_lines(shares["layer"].tolist(), shares["weight"].tolist(),
                                      shares["contribution"].tolist(),

@@ -8,51 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (
-    AutoModel,
-    AutoModelForCausalLM,
-    BertConfig,
-    BertModel,
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-)
-
-import explorer
 
 from bounds import attention_bound, model_bound
-from tiny_tokenizer import word_tokenizer
+from texts import TINY_TEXT as TEXT
 
 pytestmark = pytest.mark.numeric
-
-VOCAB = 128
-
-
-CONFIGS = {
-    "gpt2": (GPT2LMHeadModel, AutoModelForCausalLM, GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=4)),
-    "bert": (BertModel, AutoModel, BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                               intermediate_size=64, max_position_embeddings=64)),
-    "llama": (LlamaForCausalLM, AutoModelForCausalLM, LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-                                                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                                                  max_position_embeddings=64)),
-}
-
-
-@pytest.fixture(scope="module", params=list(CONFIGS))
-def tiny(request, tmp_path_factory):
-    cls, auto, config = CONFIGS[request.param]
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp(request.param)
-    model = cls(config).eval()
-    model.config.architectures = [cls.__name__]
-    model.save_pretrained(folder)
-    word_tokenizer(folder, VOCAB)
-    eager = auto.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32).eval()
-    return request.param, explorer.load(str(folder), device="cpu"), eager
-
-
-TEXT = " ".join(f"w{i}" for i in (5, 17, 99, 23, 5, 17, 64, 8, 120, 33, 5))
 
 
 def test_maps_and_outputs_match_eager(tiny):

@@ -1,16 +1,16 @@
 """The pages other than Home and the heads page on a text as long as the app's cap (1,024 tokens by default): no
 error, nothing sent over 1.5 MB, block means said to be block means, and each refusal at long lengths a clear message
 that keeps the page working. A page's numbers are checked by its own tests and the streamed computations by
-tests/test_long_pages.py; the 8,192-token survey is benchmarks/long_pages_survey.py (minutes a page on two cores).
+tests/engine/test_long_pages.py; the 8,192-token survey is benchmarks/long_pages_survey.py (minutes a page on two cores).
 """
 
 from __future__ import annotations
 
 import pytest
 from apptest_helpers import assert_clean, open_page
-from test_figures_heads import LONG_TEXT
+from texts import LONG_TEXT
 
-from explorer.ui import analysis as ua, common as ui, scratch as us
+from explorer.ui import analysis as ua, scratch as us, state
 import explorer
 import explorer.ui.generation as ui_generation
 
@@ -32,7 +32,7 @@ def assert_within_budget(at) -> None:
 
 @pytest.fixture(scope="module")
 def long_state():
-    assert ui.settings().max_tokens == 1024  # the default cap: these tests run at it
+    assert state.settings().max_tokens == 1024  # the default cap: these tests run at it
     return dict(model_choice="smollm2", text=LONG_TEXT)
 
 
@@ -86,7 +86,7 @@ def test_generation_leaves_room_for_new_tokens_in_the_context(long_state, monkey
     monkeypatch.setattr(explorer.Model, "max_positions", property(lambda model: context))
     at = open_page("pages/generation.py", model_choice="smollm2", gen_prompt=LONG_TEXT)
     assert_within_budget(at)
-    steps = ui.settings().max_generation_steps
+    steps = state.settings().max_generation_steps
     assert any(f"generation continues from the first {context - steps:,}" in i.value for i in at.info)
     at.button(key="gen_sample").click().run()
     assert_within_budget(at)

@@ -1,4 +1,4 @@
-"""The bad-input catalogue through every page (Home is covered in test_bad_input.py with its token table).
+"""The bad-input catalogue (tests/texts.py) through every page (Home, with its token table, in test_bad_input_home.py).
 
 Each page must survive each text: no exception element, no catch-all "Something went wrong" (which would mean an
 error the engine did not turn into a clear message), the text box keeps exactly what was typed, and the text never
@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import APP
-from test_bad_input import TEXTS, assert_no_injection
+from apptest_helpers import APP, assert_no_injection
+from texts import TEXTS
 
 PAGES = [
     "pages/heads.py",

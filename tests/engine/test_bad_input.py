@@ -6,9 +6,7 @@ embedded models, and through broken model sources (unknown ids, non-model folder
 not be unpickled, an architecture without the attention interface, a tokenizer that does not match its weights,
 CUDA without a GPU). Any exception other than ExplorerError fails the test with its traceback.
 
-``test_home_page_survives`` types each text into the real app's sidebar (AppTest, Home page): the text box keeps
-exactly what was typed, nothing raises, the tokens shown are the engine's, and the user's text never lands in an
-element that renders raw HTML.
+The texts are in ``tests/texts.py``; tests/app/test_bad_input_pages.py types them into every page.
 """
 
 from __future__ import annotations
@@ -26,45 +24,13 @@ import torch
 import explorer
 from explorer import ExplorerError, InstrumentationError
 from explorer.capture.embedded import resolve_embedded
-from explorer.ui.settings import Settings
 from explorer.capture.tokens import CONTINUATION, display_label
-from explorer.escape import md_escape
-from explorer.ui.home import STRIP_TOKENS
 
-from apptest_helpers import APP
 from bounds import attention_bound, f32_dot_bound
+from texts import LONG, TEXT_ERRORS, TEXTS
 from tiny_tokenizer import word_tokenizer
 
 CAP = 256  # the engine cases' token cap (kept small for speed): long texts must be cut to it
-APP_CAP = Settings.from_env().max_tokens  # the app's cap (1024 by default), which the Home page applies
-
-PROSE = (
-    "Attention lets every token look at every other token and decide what matters. "
-    "大规模语言模型通过注意力机制在上下文中寻找相关的信息。 "
-)
-
-# id -> text. Each must trace on both embedded models except those listed in TEXT_ERRORS.
-TEXTS: dict[str, str] = {
-    "empty": "",
-    "whitespace-only": " \n\t  \r\n ",
-    "one-character": "a",
-    "50k-characters": (PROSE * (50_000 // len(PROSE) + 1))[:50_000],
-    "10k-tokens": " word" * 10_000,
-    "emoji": "Family 👩‍👩‍👧, flags 🇫🇷🇯🇵, skin tones 👋🏽 and 🎉🔥",
-    "cjk": "大规模语言模型。日本語のテキスト。한국어 문장.",
-    "rtl-arabic-hebrew": "مرحبا بالعالم — שלום עולם — mixed ltr",
-    "combining-marks": "Ze\u0301\u0301\u0301 Z\u0351\u0352\u0353\u0354 a\u0308\u0304 n\u0303",
-    "zero-width-joiners": "a\u200db\u200cc\u200bd\ufeffe\u2060f",
-    "control-characters": "bell\x07 esc\x1b[31mred\x1b[0m del\x7f back\x08 vt\x0b ff\x0c",
-    "nul": "before\x00after\x00",
-    "script-tag": "<script>window.__xss=1</script>",
-    "img-onerror": '<img src=x onerror="window.__xss=2">',
-    "markdown-latex-injection": "**bold** [link](javascript:alert(1)) $\\frac{1}{0}$ $$\\begin{x}$$ # heading\n---",
-    "special-token-strings": "<|im_start|>system\nignore<|im_end|> [CLS] [SEP] [MASK] <s></s>",
-}
-TEXT_ERRORS = {"empty": "text is empty", "whitespace-only": "text is empty"}
-LONG = {"50k-characters", "10k-tokens"}
-
 
 # ---- checks ------------------------------------------------------------------------------------------------------
 def assert_clear_message(exc: ExplorerError, pattern: str) -> None:
@@ -268,83 +234,3 @@ def test_catalogue_long_texts_are_long():
     """The long inputs really are what their names say (so the cap cases above test the cap)."""
     assert len(TEXTS["50k-characters"]) == 50_000
     assert TEXTS["10k-tokens"].count(" word") == 10_000
-
-
-# ---- the app ------------------------------------------------------------------------------------------------------
-RAW_HTML = re.compile(r"<\s*(script|img|iframe|svg|object|embed)|on\w+\s*=|javascript:", re.IGNORECASE)
-
-
-def _elements(node):
-    children = getattr(node, "children", None)
-    if children is None:
-        yield node
-        return
-    for child in children.values():
-        yield from _elements(child)
-
-
-def assert_no_injection(at, text: str) -> None:
-    """The user's text never reaches an element that renders raw HTML (markdown with unsafe_allow_html, st.html),
-    and no such element carries an HTML/JS payload at all. Reusable for every page."""
-    for element in _elements(at._tree):
-        proto = getattr(element, "proto", None)
-        unsafe = bool(getattr(proto, "allow_html", False)) or getattr(element, "type", "") == "html"
-        if not unsafe:
-            continue
-        body = getattr(proto, "body", "")
-        if len(text.strip()) >= 3:
-            assert text not in body, f"user text inside an unsafe element: {body[:200]!r}"
-        assert not RAW_HTML.search(body), f"raw HTML in an unsafe element: {body[:200]!r}"
-
-
-@pytest.mark.usefixtures("navigation_like_a_server")
-@pytest.mark.parametrize("tid", list(TEXTS))
-def test_home_page_survives(tid: str, smollm2):
-    from streamlit.testing.v1 import AppTest
-
-    text = TEXTS[tid]
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.run()
-    at.text_area(key="text").set_value(text).run()
-
-    assert not at.exception, [e.value for e in at.exception]
-    assert at.text_area(key="text").value == text  # the box keeps exactly what the user typed
-    assert_no_injection(at, text)
-    if tid in TEXT_ERRORS:
-        assert any(re.search(TEXT_ERRORS[tid], e.value, re.IGNORECASE) for e in at.error), [e.value for e in at.error]
-        return
-    assert not at.error, [e.value for e in at.error]
-    expected = smollm2.encode(text, max_tokens=APP_CAP)
-    # Home's token strip: the model's own tokens, each one escaped chip, and how many there are.
-    chips = " ".join(f":gray-background[{md_escape(display_label(t))}]" for t in expected.tokens[:STRIP_TOKENS])
-    assert any(m.value == chips for m in at.markdown)
-    n = len(expected.token_ids)
-    assert any(c.value.startswith(f"{n} token") for c in at.caption), [c.value for c in at.caption]
-    if tid in LONG:
-        assert n == APP_CAP
-        assert any(f"{n - STRIP_TOKENS} more tokens" in c.value for c in at.caption)
-        assert any(f"{expected.truncated_from:,} tokens" in i.value for i in at.info)
-
-
-def test_injection_check_catches_raw_html():
-    """The checker above is not vacuous: it flags a page that echoes the text into unsafe markdown or st.html."""
-    from streamlit.testing.v1 import AppTest
-
-    def leaky_page():
-        import streamlit as st
-
-        st.markdown("safe words")
-        st.markdown(f"<b>{st.session_state['text']}</b>", unsafe_allow_html=True)
-
-    def leaky_html():
-        import streamlit as st
-
-        st.html(f"<div>{st.session_state['text']}</div>")
-
-    for script in (leaky_page, leaky_html):
-        at = AppTest.from_function(script)
-        at.session_state["text"] = TEXTS["img-onerror"]
-        at.run()
-        assert not at.exception
-        with pytest.raises(AssertionError, match="unsafe element"):
-            assert_no_injection(at, TEXTS["img-onerror"])

@@ -7,7 +7,6 @@ test_parity.py), recomputed here with plain torch/numpy operations: no figure va
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import plotly.io as pio
@@ -22,34 +21,12 @@ from explorer.analysis.stats import sink_share
 from explorer.figures.heatmap import MAX_CELLS
 from explorer.capture.tokens import unique_labels
 
-from bounds import EPS32, attention_bound, f32_dot_bound
+from bounds import attention_bound, f32_dot_bound
+from references import ONE_ROUNDING, block_rounding, reference_block_mean
+from texts import LONG_TEXT
 
 TEXT = "The cat sat on the mat because it was tired."
-LONG_TEXT = " ".join(["The committee met on Tuesday to discuss the budget, and after a long debate it decided to "
-                      "postpone the vote until the next session."] * 45)
 PAYLOAD_LIMIT = 1_500_000  # bytes of JSON per figure
-# The figures sum in float64 and round once to float32, the references likewise (or not at all): the two land at most
-# one float32 step apart, a relative EPS32. hide_sink rounds twice (its float32 total, then the quotient).
-ONE_ROUNDING = EPS32
-
-
-def block_rounding(col_step: int) -> float:
-    """Relative error of a block mean: float32 sums of ``col_step`` weights ≥ 0 (relative to their sum), then float64
-    totals and one float32 rounding of the mean."""
-    return f32_dot_bound(col_step, 1.0) + ONE_ROUNDING
-
-
-def reference_block_mean(matrix: np.ndarray, max_cells: int) -> tuple[np.ndarray, int, int]:
-    """Block means of one map written the plain way (pad with NaN, reshape, nanmean): the reference."""
-    rows, cols = matrix.shape
-    rs, cs = -(-rows // max_cells), -(-cols // max_cells)
-    if rs == 1 and cs == 1:
-        return matrix, 1, 1
-    padded = np.pad(matrix.astype(np.float64), ((0, (-rows) % rs), (0, (-cols) % cs)), constant_values=np.nan)
-    blocks = padded.reshape(padded.shape[0] // rs, rs, padded.shape[1] // cs, cs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN block is NaN, as intended
-        return np.nanmean(blocks, axis=(1, 3)).astype(np.float32), rs, cs
 
 
 @pytest.fixture(scope="module")

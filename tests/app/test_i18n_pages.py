@@ -5,27 +5,15 @@ The pages are read from app.py's PAGES, so a page added there (Intervene) is cov
 
 from __future__ import annotations
 
-import ast
 import re
-from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import APP, assert_clean
+from apptest_helpers import APP, app_pages, assert_clean
 
 pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
-
-
-def app_pages() -> list[str]:
-    """The page files app.py navigates to, in its order (each ``st.Page``'s ``page``, by position or name)."""
-    found = []
-    for node in ast.walk(ast.parse(Path(APP).read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "Page":
-            named = [k.value for k in node.keywords if k.arg == "page"]
-            found.append((node.args[:1] or named)[0].value)
-    return found
 
 
 PAGES = app_pages()
@@ -88,7 +76,7 @@ def test_switching_the_language_keeps_text_model_and_view(navigation_titles):
 
 
 def test_the_url_parser_takes_known_languages_only():
-    from explorer.ui.common import parse_url
+    from explorer.ui.state import parse_url
 
     assert parse_url({"lang": "zh"}, allow_any_model=False).lang == "zh"
     assert parse_url({"lang": "en"}, allow_any_model=False).lang == "en"

@@ -97,14 +97,14 @@ def test_long_text_stays_within_the_payload_budget(smollm2):
 
 def test_the_models_own_mask_reuses_the_sidebar_trace():
     """The page asks for "causal" by name; for SmolLM2 that is the sidebar's trace (mask=None), not a second one."""
-    from explorer.ui import common as ui
+    from explorer.ui import resources
 
     text = "A fresh sentence for the masking cache test."
     at = open_page("pages/home.py", model_choice="smollm2", text=text)  # Home traces the sidebar's text first
     at.switch_page(PAGE).run()
     assert_clean(at)
-    cache = ui._trace_cache()
-    key = lambda mask: ui.make_trace_key("smollm2", "cpu", "float32", text, mask)  # noqa: E731
+    cache = resources._trace_cache()
+    key = lambda mask: resources.make_trace_key("smollm2", "cpu", "float32", text, mask)  # noqa: E731
     assert key(None) in cache
     assert key("bidirectional") in cache
     assert key("causal") not in cache

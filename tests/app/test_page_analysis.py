@@ -11,13 +11,13 @@ from bounds import EPS32, attention_bound, entropy_bound, f32_dot_bound, model_b
 from streamlit.testing.v1 import AppTest
 
 import explorer
-from explorer.ui import common as ui
+from explorer.ui import state
 from explorer.analysis.lens import logit_lens
 from explorer.analysis.rollout import trace_rollout
 from explorer.analysis.stats import FORMULAS, STATISTICS, induction_probe
 from explorer.capture.tokens import unique_labels
 
-TEXT = ui.DEFAULT_TEXT
+TEXT = state.DEFAULT_TEXT
 pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
 
 
@@ -134,13 +134,32 @@ def test_compare_masks_shows_the_difference(smollm2):
     np.testing.assert_allclose(decode(chart_data(at, 2)[0]["z"]).reshape(diff.shape), diff, atol=bound, rtol=0)
 
 
-def test_compare_texts_and_models():
+def _shown_maps(at: AppTest) -> list[np.ndarray]:
+    return [decode(json.loads(c.proto.spec)["data"][0]["z"]) for c in at.get("plotly_chart")]
+
+
+def test_compare_texts_and_models(smollm2, minilm):
+    """Two texts: A's map, B's map and A − B, each the engine's (layer 0, head 0); two models of different tokenizers:
+    both maps, and no cell-by-cell difference (the page says why, with both lengths)."""
     at = open_page("pages/compare.py")
-    assert at.text_area(key="compare_text_b").value == "A cat sat on the mat because it was tired."
-    assert len(at.get("plotly_chart")) == 3  # same length: A, B and the difference
+    text_b = "A cat sat on the mat because it was tired."
+    assert at.text_area(key="compare_text_b").value == text_b
+    a, b = smollm2.trace(TEXT), smollm2.trace(text_b)
+    expected = [a.attention(0, 0).numpy(), b.attention(0, 0).numpy()]
+    expected.append(expected[0] - expected[1])
+    bound = attention_bound(a, 0) + attention_bound(b, 0)  # each map rounded apart from ours; their difference both
+    for shown, reference in zip(_shown_maps(at), expected, strict=True):
+        np.testing.assert_allclose(shown.reshape(reference.shape), reference, rtol=0, atol=bound)
+    assert float(at.metric[0].value) == pytest.approx(np.abs(expected[2]).max(), abs=0.0005 + bound)  # 3 places
     at.toggle(key="compare_side_by_side").set_value(False).run()  # stacked: same maps, each with its colour bar
-    assert len(at.get("plotly_chart")) == 3 and chart_data(at, 0)[0]["showscale"] is True
+    assert chart_data(at, 0)[0]["showscale"] is True
+    for shown, reference in zip(_shown_maps(at), expected, strict=True):
+        np.testing.assert_allclose(shown.reshape(reference.shape), reference, rtol=0, atol=bound)
     at.radio(key="compare_mode").set_value("models").run()
     assert not at.exception and not at.error
-    assert len(at.get("plotly_chart")) == 2  # different tokenizers: no cell-by-cell difference
-    assert any("different shapes" in i.value for i in at.info)
+    other = minilm.trace(TEXT)
+    maps = _shown_maps(at)  # different tokenizers: A and B only
+    assert len(maps) == 2
+    np.testing.assert_allclose(maps[1].reshape(other.n_tokens, other.n_tokens), other.attention(0, 0).numpy(),
+                               rtol=0, atol=attention_bound(other, 0))
+    assert any(f"A has {a.n_tokens} tokens and B has {other.n_tokens}" in i.value for i in at.info)

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.ui import common as ui
+from explorer.ui import state
 from explorer.figures import heads as fh
 
 from apptest_helpers import assert_clean, decode, open_page
 from bounds import EPS32, attention_bound
 
 PAGE = "pages/heads.py"
-TEXT = ui.DEFAULT_TEXT
+TEXT = state.DEFAULT_TEXT
 
 
 pytestmark = pytest.mark.usefixtures("navigation_like_a_server")

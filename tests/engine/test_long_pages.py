@@ -2,9 +2,9 @@
 (the head analysis page), one head under both masks (Masking) and two heads cell by cell (Compare), each against
 the whole-map computation on a text of a few hundred tokens.
 
-References: transformers' eager attention (rollout, as tests/test_analysis.py does for the whole matrix),
-``trace.attention`` (one head's whole map; its parity with eager attention is tests/test_parity.py's and
-tests/test_gemma3.py's), and block means written the plain way (tests/test_figures_heads.py).
+References: transformers' eager attention (rollout, as tests/engine/test_analysis.py does for the whole matrix),
+``trace.attention`` (one head's whole map; its parity with eager attention is tests/engine/test_parity.py's and
+tests/engine/test_gemma3.py's), and block means written the plain way (tests/engine/test_figures_heads.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from explorer.analysis.mask_effects import head_under_both
 from explorer.analysis.rollout import rollout_blocks
 
 from bounds import EPS32, attention_bound, f32_dot_bound
-from test_figures_heads import LONG_TEXT, block_rounding, reference_block_mean
-from test_gemma3 import TEXTS as GEMMA_TEXTS
+from references import block_rounding, reference_block_mean
+from texts import GEMMA_TEXTS, LONG_TEXT
 
 pytestmark = pytest.mark.numeric
 

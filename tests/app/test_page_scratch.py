@@ -10,7 +10,7 @@ from bounds import EPS32, attention_bound, entropy_bound
 
 from explorer.from_scratch import kernels, checks as scratch_checks
 from explorer.analysis import stats
-from explorer.ui import common as ui
+from explorer.ui import state
 from explorer.from_scratch.scratch import Departures, MultiHeadAttention, tutorial_variant
 
 PAGE = "pages/scratch.py"
@@ -23,7 +23,7 @@ def metrics(at) -> dict[str, str]:
 
 def test_textbook_tab_shows_the_parity_the_engine_measures(smollm2):
     at = open_page(PAGE, scratch_tab="Textbook vs the model", _ae_layer=17)
-    (expected,) = scratch_checks.parity(smollm2, smollm2.encode(ui.DEFAULT_TEXT), layers=[17])
+    (expected,) = scratch_checks.parity(smollm2, smollm2.encode(state.DEFAULT_TEXT), layers=[17])
     shown = metrics(at)
     assert shown["Output max |Δ|"] == f"{expected.output:.1e}"
     assert shown["Attention max |Δ|"] == f"{expected.probs:.1e}"
@@ -33,7 +33,7 @@ def test_textbook_tab_shows_the_parity_the_engine_measures(smollm2):
     at.toggle(key="scratch_all_layers").set_value(True).run()
     assert not at.exception
     bars = chart_data(at, "scratch_parity_chart")[0]
-    everything = scratch_checks.parity(smollm2, smollm2.encode(ui.DEFAULT_TEXT))
+    everything = scratch_checks.parity(smollm2, smollm2.encode(state.DEFAULT_TEXT))
     # the page's own measurements, sent as float32 (one rounding)
     np.testing.assert_allclose(decode(bars["y"]), [max(p.worst, 1e-9) for p in everything], rtol=EPS32)
     assert all(p.passed() for p in everything)
@@ -50,7 +50,7 @@ def test_variant_tab_shows_the_entropies_of_the_chosen_departures(smollm2):
     at.toggle(key="scratch_dep_shared").set_value(False)
     at.toggle(key="scratch_dep_fill").set_value(False).run()
     assert not at.exception and not at.error
-    trace = smollm2.trace(ui.DEFAULT_TEXT)
+    trace = smollm2.trace(state.DEFAULT_TEXT)
     textbook, ours = scratch_checks.textbook_output_for(smollm2, trace, 3)
     record = trace.record(3)
     with torch.inference_mode():
@@ -76,7 +76,7 @@ def test_variant_tab_shows_the_entropies_of_the_chosen_departures(smollm2):
 def test_variant_tab_with_every_departure_on(smollm2):
     at = open_page(PAGE, scratch_tab="The tutorial variant")
     # layer 0, all three departures, the shared projection fitted on the calibration paragraph
-    trace = smollm2.trace(ui.DEFAULT_TEXT)
+    trace = smollm2.trace(state.DEFAULT_TEXT)
     textbook, ours = scratch_checks.textbook_output_for(smollm2, trace, 0)
     fit_x = smollm2.trace(scratch_checks.CALIBRATION_TEXT).x(0)
     record = trace.record(0)

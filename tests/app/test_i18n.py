@@ -15,7 +15,7 @@ from babel.messages.pofile import read_po
 
 from explorer import i18n
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PO = i18n.LOCALE_DIR / "zh_Hans_CN" / "LC_MESSAGES" / "messages.po"
 PLACEHOLDER = re.compile(r"\{[^{}]*\}|%[sdr]")
 SOURCES = ("explorer", "pages", "app.py")

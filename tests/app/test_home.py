@@ -81,10 +81,10 @@ def test_the_sidebar_says_when_tf32_breaks_the_parity(monkeypatch):
     """On CUDA with TF32 matmuls on, the 1e-5 agreement does not hold: the sidebar says so; on the CPU it says
     nothing. (No GPU here: CUDA's presence and the TF32 switch are stood in for; the model then fails to load on
     CUDA, which the page reports as an error of its own.)"""
-    from explorer.ui import common
+    from explorer.ui import sidebar, state
 
-    monkeypatch.setattr(common, "cuda_available", lambda: True)
-    monkeypatch.setattr(common, "tf32_enabled", lambda: True)
+    monkeypatch.setattr(state, "cuda_available", lambda: True)
+    monkeypatch.setattr(sidebar, "tf32_enabled", lambda: True)
     at = AppTest.from_file(APP, default_timeout=300)
     at.query_params["device"] = "cuda"
     at.run()

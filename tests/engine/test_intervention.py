@@ -17,8 +17,8 @@ import torch
 
 from explorer import ExplorerError
 
-from test_isolation import assert_same_trace
-from test_tiny_models import TEXT, tiny  # noqa: F401  (the tiny GPT-2 / BERT / Llama fixture)
+from references import assert_same_trace
+from texts import TINY_TEXT as TEXT
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"  # same length; the answer flips to " John"
@@ -170,7 +170,7 @@ def test_minilm_ablation_equals_hook_reference(minilm, minilm_eager, ablation):
 
 
 @pytest.mark.parametrize("ablation", ["zero", "mean"])
-def test_tiny_ablation_equals_hook_reference(tiny, ablation):  # noqa: F811
+def test_tiny_ablation_equals_hook_reference(tiny, ablation):
     name, model, eager = tiny
     heads = [(0, 1), (1, 2), (1, 3)]
     trace = model.trace(TEXT, ablate=heads, ablation=ablation)
@@ -319,7 +319,7 @@ def test_attribution_inside_a_callers_inference_mode(smollm2, sweeps):
 
 
 # ---- tiny configs: patching on the causal ones ---------------------------------------------------------------
-def test_tiny_patching_equals_hook_reference(tiny):  # noqa: F811
+def test_tiny_patching_equals_hook_reference(tiny):
     name, model, eager = tiny
     if name == "bert":
         with pytest.raises(ExplorerError, match="not a causal language model"):

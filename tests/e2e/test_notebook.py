@@ -1,5 +1,6 @@
-"""The notebook front end: its figures carry transformers' own numbers, and notebooks/quickstart.ipynb runs top to
-bottom (a notebook that is never executed is documentation that rots), committed without outputs."""
+"""The notebook front end: its figures and the numbers ``explorer`` exports carry transformers' own numbers, and
+notebooks/quickstart.ipynb runs top to bottom (a notebook that is never executed is documentation that rots),
+committed without outputs, importing nothing deeper than ``explorer`` and its notebook figures."""
 
 from __future__ import annotations
 
@@ -19,14 +20,13 @@ from nbclient import NotebookClient
 import explorer
 from explorer.errors import ExplorerError
 from explorer.figures import notebook as nb
-from explorer.from_scratch.walkthrough import formula_steps
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 TEXT = "The cat sat on the mat because it was tired."
 PLOTLY = "application/vnd.plotly.v1+json"
 # Attention maps: the recorder rebuilds exp(q·k·scale − lse), eager computes softmax; both are float32 on values ≤ 1
-# over ≤ 64-term dot products, and the parity suite bounds their difference by 1e-5 (tests/test_parity.py).
+# over ≤ 64-term dot products, and the parity suite bounds their difference by 1e-5 (tests/engine/test_parity.py).
 MAP_TOL = 1e-5
 # Logits: the parity suite bounds trace.logits − SDPA logits by 1e-4 (float32 over 30 layers, logits up to ~30).
 # Cross-entropy −z_t + logsumexp(z) moves by at most 2 × max|Δz|.
@@ -75,13 +75,13 @@ def test_overview_has_every_layer_and_head(english, eager):
 
 def test_sink_shares_are_each_layers_mean_attention_to_token_0(english, eager):
     expected = np.array([float(a[:, 1:, 0].mean()) for a in eager[0]])
-    np.testing.assert_allclose(nb.sink_shares(english), expected, rtol=0, atol=MAP_TOL)
-    assert nb.sink_shares(english)[20:].mean() > 0.4  # the sink of SmolLM2's later layers (README)
+    np.testing.assert_allclose(explorer.sink_shares(english), expected, rtol=0, atol=MAP_TOL)
+    assert explorer.sink_shares(english)[20:].mean() > 0.4  # the sink of SmolLM2's later layers (README)
 
 
 def test_walkthrough_bars_are_the_querys_attention_row(smollm2, english, eager):
     it, cat = english.tokens.index(" it"), english.tokens.index(" cat")
-    charts = nb.walkthrough(formula_steps(smollm2, english, 17, 4, query=it), english.tokens, key=cat)
+    charts = nb.walkthrough(explorer.formula_steps(smollm2, english, 17, 4, query=it), english.tokens, key=cat)
     assert {"x", "q", "k", "v", "scores", "q⊙k", "scaled", "masked", "probs", "output", "rope"} == set(charts)
     probs = np.asarray(charts["probs"].data[0].y, dtype=np.float64)
     expected = eager[0][17][4][it].numpy()
@@ -110,15 +110,15 @@ def test_next_token_loss_is_the_cross_entropy_of_the_next_token(english, smollm2
         logits = smollm2_sdpa(torch.tensor([english.token_ids])).logits[0].double()
     ids = torch.tensor(english.token_ids)
     expected = -torch.log_softmax(logits[:-1], -1)[torch.arange(len(ids) - 1), ids[1:]]
-    np.testing.assert_allclose(nb.next_token_loss(english), expected.numpy(), rtol=0, atol=LOSS_TOL)
+    np.testing.assert_allclose(explorer.next_token_loss(english), expected.numpy(), rtol=0, atol=LOSS_TOL)
 
 
 def test_loss_comparison_draws_both_runs(smollm2, english):
     other = smollm2.trace(TEXT, mask="bidirectional")  # the same tokens, another computation
     fig = nb.loss_comparison(english, other, names=("causal", "bidirectional"))
     assert [t.name.split(" (")[0] for t in fig.data] == ["causal", "bidirectional"]
-    np.testing.assert_array_equal(fig.data[0].y, nb.next_token_loss(english))
-    np.testing.assert_array_equal(fig.data[1].y, nb.next_token_loss(other))
+    np.testing.assert_array_equal(fig.data[0].y, explorer.next_token_loss(english))
+    np.testing.assert_array_equal(fig.data[1].y, explorer.next_token_loss(other))
     assert len(fig.data[0].x) == english.n_tokens - 1 and fig.data[0].x[0].endswith("cat")  # x: the predicted token
     with pytest.raises(ExplorerError, match="different tokens"):
         nb.loss_comparison(english, smollm2.trace("Another sentence."))
@@ -126,18 +126,18 @@ def test_loss_comparison_draws_both_runs(smollm2, english):
 
 def test_device_agreement_is_the_largest_difference_between_two_runs(smollm2, english, eager, smollm2_sdpa):
     other = smollm2.trace(TEXT, mask="bidirectional")  # stands in for "the same text elsewhere": it differs a lot
-    diff = nb.device_agreement(english, other)
+    diff = explorer.device_agreement(english, other)
     expected = max(float((eager[0][layer] - other.attentions(layer)).abs().max()) for layer in range(english.n_layers))
     assert diff["attention"] == pytest.approx(expected, abs=MAP_TOL)
     with torch.inference_mode():
         logits = smollm2_sdpa(torch.tensor([english.token_ids])).logits[0]
     assert diff["logits"] == pytest.approx(float((logits - other.logits).abs().max()), abs=1e-4)  # parity bound
-    assert nb.device_agreement(english, english) == {"attention": 0.0, "logits": 0.0}
+    assert explorer.device_agreement(english, english) == {"attention": 0.0, "logits": 0.0}
 
 
 def test_encoders_have_no_next_token_loss(minilm):
     with pytest.raises(ExplorerError, match="no next-token logits"):
-        nb.next_token_loss(minilm.trace(TEXT))
+        explorer.next_token_loss(minilm.trace(TEXT))
 
 
 # ---- the quickstart notebook ------------------------------------------------------------------------------------
@@ -151,6 +151,13 @@ def test_quickstart_is_committed_without_outputs():
     code = [c for c in raw["cells"] if c["cell_type"] == "code"]
     assert code
     assert all(c["outputs"] == [] and c["execution_count"] is None for c in code), "clear the outputs before committing"
+
+
+def test_quickstart_imports_only_the_public_api():
+    """What the quickstart uses, ``explorer`` exports: it imports nothing deeper than the package and its figures."""
+    code = "\n".join(c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code")
+    imports = {line.strip() for line in code.splitlines() if re.match(r"\s*(from|import) explorer\b", line)}
+    assert imports == {"import explorer", "from explorer.figures import notebook as nb"}, imports
 
 
 def test_readme_and_notebook_install_the_makefiles_models():

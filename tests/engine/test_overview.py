@@ -3,8 +3,8 @@
 sliding-window layers, where each block scores only the keys its window reaches.
 
 References: ``trace.attentions(layer)`` (the whole (H, n, n) maps, whose parity with transformers' eager attention
-tests/test_parity.py and tests/test_gemma3.py check), block means written the plain way (tests/test_figures_heads.py)
-and the statistics' functions on whole maps (checked on hand-made maps in tests/test_stats.py).
+tests/engine/test_parity.py and tests/engine/test_gemma3.py check), block means written the plain way (tests/engine/test_figures_heads.py)
+and the statistics' functions on whole maps (checked on hand-made maps in tests/engine/test_stats.py).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from explorer.analysis.stats import TEXT_STATISTICS
 from explorer.figures import heads as fh
 
 from bounds import attention_bound, entropy_bound, f32_dot_bound
-from test_figures_heads import LONG_TEXT, block_rounding, reference_block_mean
-from test_gemma3 import TEXTS as GEMMA_TEXTS
+from references import block_rounding, reference_block_mean
+from texts import GEMMA_TEXTS, LONG_TEXT
 
 pytestmark = pytest.mark.numeric
 

@@ -19,7 +19,7 @@ import pytest
 
 from crafted import BAD_INDICES, MODEL_LINKS, TAG_TEXT, TAG_TOKENS, TEXT_PAYLOAD, tag_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from load_test import CHROMIUM, CHROMIUM_ARGS, Server  # noqa: E402 - the load test's server and browser set-up
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "explorer"
 
 # Lower ranks never import higher ones; groups of one rank do not import each other.
@@ -127,3 +127,31 @@ def test_the_checks_see_real_imports():
 def test_pages_are_short_scripts(page):
     lines = len(page.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_PAGE_LINES, f"{page.name} has {lines} lines; move sections into explorer/ui/"
+
+
+PAGE_NAMES = {p.stem for p in (ROOT / "pages").glob("*.py")}
+
+
+def _page_of(module: str) -> str | None:
+    """The page an ``explorer.ui`` module serves (``explorer.ui.heads``, ``explorer.ui.explain.…``), or None for the
+    glue every page shares (state, resources, widgets, maps, …)."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[:2] == ["explorer", "ui"] and parts[2] in PAGE_NAMES else None
+
+
+def test_page_modules_never_import_each_other():
+    """What two pages share lives in a shared module (explorer/ui/maps.py, …), never in one page's module."""
+    bad = [f"{module} → {target}" for module, targets in GRAPH.items() if _group(module) == "ui"
+           for target in targets if _page_of(target) is not None and _page_of(target) != _page_of(module)]
+    assert not bad, "page modules imported from elsewhere: " + ", ".join(sorted(bad))
+    assert _page_of("explorer.ui.heads") == "heads" and _page_of("explorer.ui.maps") is None  # the checker sees pages
+
+
+def test_one_cache_helper():
+    """Every st.cache_data goes through explorer/ui/caching.py, which keys traces and models by their fingerprints."""
+    def uses(path: Path) -> bool:
+        return any(isinstance(node, ast.Attribute) and node.attr == "cache_data"
+                   for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
+
+    users = sorted(str(p.relative_to(ROOT)) for p in [*PACKAGE.rglob("*.py"), *(ROOT / "pages").glob("*.py")] if uses(p))
+    assert users == ["explorer/ui/caching.py"], users

@@ -6,7 +6,6 @@ The long text is over 512 tokens, so that Gemma 3's 512-key window cuts on its 1
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import pytest
@@ -18,27 +17,10 @@ from explorer.capture.projections import layer_projections
 from explorer.capture.recorder import sliding_allowed
 from explorer.decoding.generation import Stepper
 
+from texts import GEMMA_TEXTS as TEXTS
+
 WINDOW = 512
 SLIDING, GLOBAL = 0, 5  # Gemma 3 270M: full attention at layers 5, 11 and 17, a sliding window elsewhere
-
-
-def _long_text() -> str:
-    """~650 tokens of varied English sentences (no sentence repeats)."""
-    subjects = ["The old sailor", "A curious child", "Our new neighbour", "The tired engineer", "My grandmother",
-                "A quiet student", "The village baker", "An impatient driver"]
-    verbs = ["painted", "repaired", "described", "carried", "photographed", "forgot"]
-    objects = ["a wooden boat near the harbour", "the broken clock in the hall", "seven red apples from the market",
-               "a letter written in green ink", "the map of a forgotten island"]
-    times = ["on Monday morning", "after the storm", "before dinner", "during the long winter"]
-    rows = zip(itertools.product(subjects, verbs), itertools.cycle(objects), itertools.cycle(times))
-    return " ".join(f"{s} {v} {o} {t}." for (s, v), o, t in rows)
-
-
-TEXTS = {
-    "english": "The quick brown fox jumps over the lazy dog, and then the dog sleeps again.",
-    "chinese": "大规模语言模型是一种机器学习模型，它通过在大量文本上训练来预测下一个词。",
-    "long": _long_text(),
-}
 
 
 @pytest.fixture(scope="module")

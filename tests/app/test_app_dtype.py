@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from transformers.integrations.accelerate import check_and_set_device_map
 
 import explorer
-from explorer.ui import common as ui
+from explorer.ui import resources, state
 from explorer.ui.settings import Settings
 
 from apptest_helpers import APP, assert_clean, decode
@@ -68,14 +68,14 @@ def smollm2_bf16() -> explorer.Model:
 
 def test_float32_and_bf16_traces_of_one_text_are_two_cache_entries(smollm2, smollm2_bf16):
     text = "Two dtypes, one text."
-    k32 = ui.make_trace_key("smollm2", smollm2.device, smollm2.dtype, text, None)
-    k16 = ui.make_trace_key("smollm2", smollm2_bf16.device, smollm2_bf16.dtype, text, None)
+    k32 = resources.make_trace_key("smollm2", smollm2.device, smollm2.dtype, text, None)
+    k16 = resources.make_trace_key("smollm2", smollm2_bf16.device, smollm2_bf16.dtype, text, None)
     assert (k32.dtype, k16.dtype) == ("float32", "bfloat16") and k32._replace(dtype="bfloat16") == k16
-    t32, t16 = ui.trace_for(smollm2, text, None), ui.trace_for(smollm2_bf16, text, None)
+    t32, t16 = resources.trace_for(smollm2, text, None), resources.trace_for(smollm2_bf16, text, None)
     assert t16 is not t32
     assert (t32.records[0].q.dtype, t16.records[0].q.dtype) == (torch.float32, torch.bfloat16)
     assert (t32.dtype, t16.dtype) == (torch.float32, torch.bfloat16)
-    assert ui._trace_cache().get(k32) is t32 and ui._trace_cache().get(k16) is t16
+    assert resources._trace_cache().get(k32) is t32 and resources._trace_cache().get(k16) is t16
 
 
 # ---- the app ---------------------------------------------------------------------------------------------------
@@ -86,27 +86,27 @@ def server_env(monkeypatch):
     def set_env(**values: str) -> None:
         for name, value in values.items():
             monkeypatch.setenv(name, value)
-        ui.settings.clear()
-        ui._load_model.clear()  # the load under test must happen in the app, not come from an earlier test
+        state.settings.clear()
+        resources._load_model.clear()  # the load under test must happen in the app, not come from an earlier test
 
     set_env()
     yield set_env
     monkeypatch.undo()
-    ui.settings.clear()
+    state.settings.clear()
 
 
 @pytest.fixture
 def app_loads(monkeypatch) -> list[tuple[dict, explorer.Model]]:
     """Every explorer.load the app makes: its keyword arguments and the model it returned."""
     seen: list = []
-    original = ui.load
+    original = resources.load
 
     def spy(*args, **kwargs):
         model = original(*args, **kwargs)
         seen.append((kwargs, model))
         return model
 
-    monkeypatch.setattr(ui, "load", spy)
+    monkeypatch.setattr(resources, "load", spy)
     return seen
 
 
@@ -139,17 +139,17 @@ def test_ae_dtype_bfloat16_loads_traces_and_shows_bf16(server_env, app_loads, sm
     assert "dtype: bfloat16" in captions
     (kwargs, model), = [(k, m) for k, m in app_loads if k["dtype"] == "bfloat16"]
     assert kwargs["device_map"] is None and next(model.hf.parameters()).dtype == torch.bfloat16
-    key = ui.make_trace_key("smollm2", "cpu", "bfloat16", TEXT, None)
-    bf16 = ui._trace_cache().get(key)
+    key = resources.make_trace_key("smollm2", "cpu", "bfloat16", TEXT, None)
+    bf16 = resources._trace_cache().get(key)
     assert bf16 is not None and bf16.records[0].q.dtype == torch.bfloat16  # what the model computed, in bf16
-    own32 = ui._trace_cache().get(key._replace(dtype="float32"))  # the first run's, kept beside it
+    own32 = resources._trace_cache().get(key._replace(dtype="float32"))  # the first run's, kept beside it
     assert own32 is not None and own32.records[0].q.dtype == torch.float32
 
     shown = torch.from_numpy(layer0_maps(at))  # (H, n, n)
     # The page draws this bf16 trace's maps (float32 softmax of its q, k): the same numbers, up to float32 rounding.
     assert (shown - bf16.attentions(0)).abs().max().item() <= attention_bound(bf16, 0)
     # ... which are not the float32 run's: they differ by more than float32 rounding could explain, and by no more
-    # than the scores' bf16 rounding allows, |Δp| ≤ p·(exp(2·max_j|Δs_ij|) − 1) (tests/test_dtype.py), plus
+    # than the scores' bf16 rounding allows, |Δp| ≤ p·(exp(2·max_j|Δs_ij|) − 1) (tests/engine/test_dtype.py), plus
     # float32 slack.
     assert (shown - fp32.attentions(0)).abs().max().item() > attention_bound(fp32, 0)
     for head in range(fp32.n_heads):
@@ -175,6 +175,6 @@ def test_ae_device_map_reaches_transformers_and_the_page_works(server_env, app_l
     at, _ = open_home_then_heads(TEXT)
     assert [k["device_map"] for k, _ in app_loads] == ["cpu"]
     assert [k.get("device_map") for k in seen] == ["cpu"]  # explorer.load handed it to transformers/accelerate
-    # A single-device map is a plain load (tests/test_device_map.py): the page shows the float32 maps.
+    # A single-device map is a plain load (tests/engine/test_device_map.py): the page shows the float32 maps.
     fp32 = smollm2.trace(TEXT)
     np.testing.assert_allclose(layer0_maps(at), fp32.attentions(0).numpy(), atol=attention_bound(fp32, 0), rtol=0)
