@@ -126,7 +126,7 @@ def _fused_block_means(trace, layer: int, cells: Sequence[int], heads: slice, hi
     """Block means at every grid of ``cells``, and with ``with_keys`` Σ_j p_ij k_j (else None). Grids narrower than
     the head together come from one call with V = [K | every grid's column indicators]; wider ones a grid at a time
     through :func:`explorer.capture.fused.key_block_sums`. ``hide``: the hide-sink view (key 0 blank, each row
-    renormalised over the others), as :func:`views.hide_sink` gives it cell by cell: key 0 in no block, each row's
+    renormalised over the others), as :func:`explorer.analysis.views.hide_sink` gives it cell by cell: key 0 in no block, each row's
     block sums divided by their total."""
     n, n_heads = trace.n_tokens, heads.stop - heads.start
     totals = {c: BlockMeanSum((n_heads,), n, n, c) for c in cells}

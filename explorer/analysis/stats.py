@@ -270,7 +270,7 @@ def fused_statistics(trace, layer: int, names: Sequence[str], heads: slice = sli
     gathered = [name for name in names if name != "entropy"]
     for name in gathered:
         if REGISTRY[name].key is None:
-            raise ValueError(f"{name} has no fused form")
+            raise ValueError(_("The statistic {name} has no fused form: read it from the maps.").format(name=name))
     # every statistic's cells in one gather: a few tensor operations a layer, whatever the count
     queries = [torch.arange(REGISTRY[name].first_query, n) for name in gathered]
     if gathered:

@@ -9,7 +9,7 @@ so contributions read like the weights. The value bias (BERT, GPT-2, Qwen2) is p
 bias b_o is added once per position, not per key, and belongs to no key, so it is left out.
 
 Only weights and the trace's recorded v are used; a long text's contributions stream a block of queries at a time
-through :meth:`Trace.row_blocks`, so a whole layer's (H, n, n) never exists.
+through :meth:`explorer.capture.trace.Trace.row_blocks`, so a whole layer's (H, n, n) never exists.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def value_norms(v: torch.Tensor, w_o: torch.Tensor, heads: range, group_size: in
 def contribution_blocks(
     trace: Trace, layer: int, w_o: torch.Tensor, heads: slice = slice(None), max_bytes: int | None = None
 ) -> Iterator[tuple[slice, slice, torch.Tensor]]:
-    """Like :meth:`Trace.row_blocks`, but ``α_ij ||f_j||`` with rows normalised to 1: yields ``(queries, keys,
+    """Like :meth:`explorer.capture.trace.Trace.row_blocks`, but ``α_ij ||f_j||`` with rows normalised to 1: yields ``(queries, keys,
     contributions)``, contributions (h, Tq, Sk) float32 CPU. Keys outside the mask have α = 0 and stay 0; a row
     whose every allowed key has ||f|| = 0 (a head writing nothing) is left all 0 rather than 0/0."""
     first, stop, _step = heads.indices(trace.n_heads)
