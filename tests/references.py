@@ -45,3 +45,39 @@ def assert_same_trace(a: explorer.Trace, b: explorer.Trace) -> None:
     for ha, hb in zip(a.hidden_states, b.hidden_states, strict=True):
         assert torch.equal(ha, hb)
     assert torch.equal(a.final_hidden, b.final_hidden)
+
+
+# ---- norm-based attention (tests/engine/test_contributions.py, test_token_attribution.py) ----------------------
+def _value_and_output(eager):
+    """Per layer: (the module whose output holds v, how to cut v (n, H_kv·D) out of it, W_o (d_model, H·D))."""
+    base = getattr(eager, "model", None) or getattr(eager, "transformer", None) or eager
+    if hasattr(base, "layers"):  # Llama family (SmolLM2, Gemma 3, tiny Llama)
+        return [(l.self_attn.v_proj, lambda o: o, l.self_attn.o_proj.weight) for l in base.layers]
+    if hasattr(base, "h"):  # GPT-2: c_attn gives q, k, v stacked; Conv1D keeps W transposed
+        d = eager.config.n_embd
+        return [(b.attn.c_attn, lambda o, d=d: o[..., 2 * d:], b.attn.c_proj.weight.T) for b in base.h]
+    return [(l.attention.self.value, lambda o: o, l.attention.output.dense.weight) for l in base.encoder.layer]
+
+
+def value_norm_reference(eager, ids: list[int]):
+    """(attentions per layer (H, n, n), value norms per layer (H, n)) from plain hooks on the stock eager model."""
+    parts = _value_and_output(eager)
+    values = {}
+    hooks = [m.register_forward_hook(lambda mod, args, out, layer=layer, cut=cut: values.__setitem__(layer, cut(out)[0]))
+             for layer, (m, cut, _w) in enumerate(parts)]
+    try:
+        with torch.no_grad():
+            out = eager(torch.tensor([ids]), output_attentions=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    H = eager.config.num_attention_heads
+    norms = []
+    for layer, (_m, _cut, w_o) in enumerate(parts):
+        v = values[layer].detach()  # (n, H_kv·D)
+        D = w_o.shape[1] // H
+        v = v.view(v.shape[0], -1, D)  # (n, H_kv, D)
+        group = H // v.shape[1]
+        f = torch.stack([v[:, h // group] @ w_o.detach()[:, h * D:(h + 1) * D].T for h in range(H)])  # (H, n, d)
+        norms.append(f.norm(dim=-1))  # (H, n)
+    return [a[0] for a in out.attentions], norms, [w.detach() for _m, _c, w in parts]

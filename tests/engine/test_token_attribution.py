@@ -15,7 +15,7 @@ from explorer import ExplorerError
 from explorer.analysis.attribution import check_target
 
 from bounds import EPS32, f32_dot_bound, model_bound
-from test_contributions import reference
+from references import value_norm_reference as reference
 
 IOI = "When Mary and John went to the store, John gave a drink to"
 
