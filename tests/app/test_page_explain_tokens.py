@@ -33,7 +33,7 @@ def test_weights_tab_shows_the_engines_numbers(smollm2):
 
 
 def test_tokens_tab_worked_example(smollm2):
-    at = open_page(PAGE, explain_section="Which tokens drove it")
+    at = open_page(PAGE, explain_tab="Which tokens drove it")
     assert any("Type a prompt" in i.value for i in at.info)
     at.multiselect(key="explain_tokens_methods").set_value(["gradient_x_input", "last_layer_attention"]).run()
     at.button(key="explain_tokens_ioi").click().run()
@@ -52,7 +52,7 @@ def test_tokens_tab_worked_example(smollm2):
 
 
 def test_tokens_tab_bad_input_keeps_the_text(smollm2):
-    at = open_page(PAGE, explain_section="Which tokens drove it")
+    at = open_page(PAGE, explain_tab="Which tokens drove it")
     at.text_area(key="explain_tokens_text").input("<b>When</b> Mary went to").run()
     at.text_input(key="explain_tokens_answer").input(" Mary Jane").run()
     assert not at.exception
@@ -61,7 +61,7 @@ def test_tokens_tab_bad_input_keeps_the_text(smollm2):
 
 
 def test_an_encoder_is_told_no_token_attribution():
-    at = open_page(PAGE, model_choice="minilm", explain_section="Which tokens drove it")
+    at = open_page(PAGE, model_choice="minilm", explain_tab="Which tokens drove it")
     at.button(key="explain_tokens_ioi").click().run()
     assert not at.exception
     assert any("encoder" in e.value for e in at.error), [e.value for e in at.error]

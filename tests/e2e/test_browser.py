@@ -27,7 +27,7 @@ pytestmark = pytest.mark.browser
 
 SHOTS = ROOT / "artifacts" / "screenshots"
 PAGES = ["Home", "Attention heads", "Q, K, V", "Masking", "Generation", "From scratch", "Head analysis", "Intervene",
-         "Compare"]
+         "Explain", "Compare"]
 XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script> **bold** $x^2$ 大规模'
 
 

@@ -17,7 +17,7 @@ from ..resources import current_model, current_trace
 from ..widgets import kv_sharing_note, layer_head_selectors, progress, quoted
 
 FORMULA = r"o_i^h = W_o^h \sum_j \alpha_{ij} v_j = \sum_j \alpha_{ij} f_j, \qquad f_j = W_o^h v_j, \qquad " \
-          r"\text{contribution}_{ij} = \frac{\alpha_{ij} \lVert f_j \rVert}{\sum_{k} \alpha_{ik} \lVert f_k \rVert}"
+          r"\text{%s}_{ij} = \frac{\alpha_{ij} \lVert f_j \rVert}{\sum_{k} \alpha_{ik} \lVert f_k \rVert}"
 
 
 @cached(max_entries=32)
@@ -55,7 +55,7 @@ def tab() -> None:
                  "its weight times its value vector through the head's output projection. A key with a large "
                  "weight but a small value moves little (Kobayashi et al. 2020, \"Attention is Not Only a "
                  "Weight\")."))
-    st.latex(FORMULA)
+    st.latex(FORMULA % _("contribution"))  # the word translated, the maths not
     layer, head = layer_head_selectors(trace, key="explain_weights")
     note = kv_sharing_note(trace, head)
     if note:
