@@ -30,3 +30,15 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def stock_model(name: str = "smollm2", attn: str = "sdpa"):
+    """The same embedded weights as ``explorer.load(name)``, through transformers' own attention (``"sdpa"``: the
+    plain forward every ratio is measured against; ``"eager"``), float32, eval mode, on the CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from explorer.capture.embedded import resolve_embedded
+
+    return AutoModelForCausalLM.from_pretrained(str(resolve_embedded(name)), dtype=torch.float32,
+                                                attn_implementation=attn).eval()

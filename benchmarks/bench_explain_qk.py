@@ -18,13 +18,11 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import torch  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
 
 import explorer  # noqa: E402
-from explorer.capture.embedded import resolve_embedded  # noqa: E402
 from explorer.from_scratch.kernels import median_seconds  # noqa: E402
 
-from _common import text_of_tokens  # noqa: E402
+from _common import stock_model, text_of_tokens  # noqa: E402
 
 LAYER, HEAD = 18, 6
 
@@ -37,9 +35,7 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, SmolLM2-135M fp32 on CPU")
     model = explorer.load("smollm2", device="cpu")
-    sdpa = AutoModelForCausalLM.from_pretrained(
-        str(resolve_embedded("smollm2")), dtype=torch.float32, attn_implementation="sdpa"
-    ).eval()
+    sdpa = stock_model("smollm2")
     encoded = text_of_tokens(model, args.tokens)
     ids = torch.tensor([encoded.token_ids])
     trace = model.trace_ids(encoded)

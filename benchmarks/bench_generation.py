@@ -18,13 +18,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))  # benchmarks/_common.py
 
 import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList  # noqa: E402
+from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
 
 import explorer  # noqa: E402
-from explorer.capture.embedded import resolve_embedded  # noqa: E402
 from explorer.decoding.generation import Stepper  # noqa: E402
+from _common import stock_model  # noqa: E402
 
 PROMPT = "Once upon a time, in a small village,"
 CONFIGS = {
@@ -79,9 +80,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = explorer.load("smollm2", device=args.device)
-    reference = AutoModelForCausalLM.from_pretrained(
-        str(resolve_embedded("smollm2")), dtype=torch.float32, attn_implementation="sdpa"
-    ).to(model.device).eval()
+    reference = stock_model("smollm2").to(model.device)
     ids = torch.tensor([model.encode(PROMPT).token_ids], device=model.device)
     print(f"smollm2 on {model.device}, {torch.get_num_threads()} threads, prompt of {ids.shape[1]} tokens, "
           f"{args.tokens} new tokens, {args.rounds} rounds\n")

@@ -16,15 +16,15 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))  # benchmarks/_common.py
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
 
 import explorer  # noqa: E402
 from explorer.capture import intervention  # noqa: E402
-from explorer.capture.embedded import resolve_embedded  # noqa: E402
 from explorer.from_scratch.kernels import median_seconds  # noqa: E402
+from _common import stock_model  # noqa: E402
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
@@ -37,9 +37,7 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, SmolLM2-135M fp32 on CPU")
     model = explorer.load("smollm2", device="cpu")
-    sdpa = AutoModelForCausalLM.from_pretrained(
-        str(resolve_embedded("smollm2")), dtype=torch.float32, attn_implementation="sdpa"
-    ).eval()
+    sdpa = stock_model("smollm2")
     ids = torch.tensor([model.encode(CLEAN).token_ids])
     every_tenth = [(layer, head) for layer in range(model.n_layers) for head in range(model.n_heads)][::10]
 

@@ -20,14 +20,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import psutil  # noqa: E402
 import torch  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
 
 import explorer  # noqa: E402
-from explorer.capture.embedded import resolve_embedded  # noqa: E402
 from explorer.from_scratch.kernels import median_seconds  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import median_time, text_of_tokens  # noqa: E402
+from _common import median_time, stock_model, text_of_tokens  # noqa: E402
 
 
 def peak_rss_during(fn) -> tuple[int, object]:
@@ -64,9 +62,7 @@ def main() -> None:
     allocator = f"MALLOC_MMAP_THRESHOLD_={allocator}" if allocator else "glibc's default mmap threshold"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, SmolLM2-135M fp32 on CPU; {allocator}")
     model = explorer.load("smollm2", device="cpu")
-    folder = str(resolve_embedded("smollm2"))
-    sdpa = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").eval()
-    eager = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
+    sdpa, eager = stock_model("smollm2", "sdpa"), stock_model("smollm2", "eager")
 
     print(f"\n{'n':>6} {'sdpa forward':>13} {'model.trace':>12} {'ratio':>7} {'eager+attn':>11} {'ratio':>7}")
     for n in args.lengths:
