@@ -383,10 +383,16 @@ class Trace:
         return contributions.value_norms(self.records[layer].v, self._output_weight(layer), range(head, head + 1),
                                          self.records[layer].group_size)[0]
 
-    def contributions(self, layer: int, head: int) -> torch.Tensor:
-        """(n, n) float32: ``α_ij ||f_j||``, rows normalised to 1 over the allowed keys (reads like the weights)."""
+    def contributions(self, layer: int, head: int, by: Literal["token", "word"] = "token") -> torch.Tensor:
+        """(n, n) float32: ``α_ij ||f_j||``, rows normalised to 1 over the allowed keys (reads like the weights).
+
+        ``by="word"``: (W, W) by the same rule as :meth:`attention`'s (to a word: the sum over its pieces; from a
+        word: the mean), so rows still sum to 1."""
+        if by not in ("token", "word"):
+            raise ExplorerError(_("Unknown unit '{by}'. Use 'token' or 'word'.").format(by=by))
         self._check(layer, head)
-        return contributions.contributions(self, layer, head, self._output_weight(layer))
+        tokens = contributions.contributions(self, layer, head, self._output_weight(layer))
+        return tokens if by == "token" else by_word(tokens, self.words())
 
     def contribution_blocks(self, layer: int, heads: slice = slice(None), max_bytes: int | None = None
                             ) -> Iterator[tuple[slice, slice, torch.Tensor]]:

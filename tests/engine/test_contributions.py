@@ -9,6 +9,8 @@ import math
 import pytest
 import torch
 
+import explorer
+
 from bounds import EPS32, attention_bound, f32_dot_bound, model_bound
 from references import value_norm_reference as reference
 from texts import TINY_TEXT as TEXT
@@ -91,3 +93,20 @@ def test_a_trace_does_not_keep_its_model_alive(tiny):  # noqa: F811
     with pytest.raises(ExplorerError, match="no longer loaded"):
         trace.value_norms(0, 0)
     assert alive.shape == (trace.n_tokens,)
+
+
+def test_contributions_by_word_follow_clarks_rule(smollm2):
+    """By word, contributions aggregate like attention: a key word's pieces summed, a query word's pieces averaged
+    (written out here with loops over the words, not through the engine's aggregation); rows still sum to 1."""
+    trace = smollm2.trace("猫坐在垫子上。The cat's mat.")
+    words = trace.words()
+    assert len(words) < trace.n_tokens  # the byte pieces of each character join
+    tokens = trace.contributions(17, 3).double()
+    by_hand = torch.tensor([[tokens[q.start:q.end, k.start:k.end].sum(-1).mean().item() for k in words]
+                            for q in words], dtype=torch.float64)
+    ours = trace.contributions(17, 3, by="word")
+    tol = trace.n_tokens * EPS32  # float32 sums of at most n terms ≤ 1 against float64 ones
+    assert (ours.double() - by_hand).abs().max().item() <= tol
+    assert (ours.double().sum(-1) - 1).abs().max().item() <= tol + attention_bound(trace, 17)
+    with pytest.raises(explorer.ExplorerError):
+        trace.contributions(17, 3, by="pieces")
