@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 
-from ..errors import ExplorerError
-from ..i18n import _
 from .projections import layer_projections
 
 if TYPE_CHECKING:  # the trace imports this module; only annotations need the classes
@@ -78,12 +76,3 @@ def contributions(trace: Trace, layer: int, head: int, w_o: torch.Tensor) -> tor
     for queries, keys, block in contribution_blocks(trace, layer, w_o, heads=slice(head, head + 1)):
         out[queries, keys] = block[0]
     return out
-
-
-def require_weights(w_o: torch.Tensor | None, model_name: str) -> torch.Tensor:
-    if w_o is None:
-        raise ExplorerError(
-            _("The model '{model}' that made this trace is no longer loaded, so its value vectors cannot be "
-              "projected. Trace the text again.").format(model=model_name)
-        )
-    return w_o

@@ -400,9 +400,7 @@ class Trace:
         return contributions.contribution_blocks(self, layer, self._output_weight(layer), heads, max_bytes)
 
     def _output_weight(self, layer: int) -> torch.Tensor:
-        model = self._model() if self._model is not None else None
-        w_o = contributions.output_weight(model, layer) if model is not None else None
-        return contributions.require_weights(w_o, self.model_name)
+        return contributions.output_weight(self.source_model(), layer)  # a clear error once the model is gone
 
     # ---- outputs -----------------------------------------------------------------------------------------
     @property
