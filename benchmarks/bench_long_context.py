@@ -9,7 +9,10 @@ of three, in the same run):
 - Home's overview: the thumbnails and the head statistics of every layer
   (``explorer.analysis.overview.model_overview``), with the peak RSS growth during it: the fused path the app takes
   (gathers and the fused kernel, no maps) and, with ``--streamed``, the exact streamed pass it replaced;
-- the head statistics of every head alone (``explorer.analysis.stats.text_statistics``).
+- the head statistics of every head alone (``explorer.analysis.stats.text_statistics``), and the floor under them:
+  one kernel call per layer with V = K (``explorer.capture.fused.mean_keys``), the entropy's inner sum, alone.
+Each figure and the forward take turns, three rounds up to 2,048 tokens (one beyond, with three forwards); every number
+is the median of its rounds.
 Targets: an 8,192-token trace grows peak RSS by ≤ 3 GiB over the loaded model (issue 14); issue 22's ratios over
 the plain forward (README, Long context).
 
@@ -22,6 +25,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -38,10 +42,11 @@ def child(model_name: str, n: int, streamed: bool) -> dict:
 
     import explorer
     from bench_trace import peak_rss_during
-    from _common import median_time, text_of_tokens
     from explorer.analysis.overview import layer_overview, model_overview
     from explorer.analysis.stats import TEXT_STATISTICS, text_statistics
+    from explorer.capture import fused
     from explorer.figures import heads as fh
+    from _common import text_of_tokens
 
     model = explorer.load(model_name, device="cpu")
     enc = text_of_tokens(model, n)
@@ -49,45 +54,53 @@ def child(model_name: str, n: int, streamed: bool) -> dict:
     gc.collect()
     proc = psutil.Process()
     before = proc.memory_info().rss
-    t0 = time.perf_counter()
     peak, trace = peak_rss_during(lambda: model.trace_ids(enc))
-    traced = time.perf_counter() - t0
-    maps = layer_overview(trace, 0, cells=(fh.MAX_CELLS, fh.SMALL_CELLS))  # the heads page's first tab
-    fh.layer_small_multiples(maps.blocks[fh.SMALL_CELLS], trace.tokens, layer=0)
-    first_heatmap = time.perf_counter() - t0
-    del maps
     gc.collect()
     held = proc.memory_info().rss - before
-    t0 = time.perf_counter()
-    overview_peak, _ = peak_rss_during(
-        lambda trace=trace: model_overview(trace, cells=(fh.THUMB_CELLS,), statistics=tuple(TEXT_STATISTICS)))
-    overview = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    text_statistics(trace)
-    statistics = time.perf_counter() - t0
-    overview_streamed = None
-    if streamed:
-        t0 = time.perf_counter()
-        model_overview(trace, cells=(fh.THUMB_CELLS,), statistics=tuple(TEXT_STATISTICS), method="streamed")
-        overview_streamed = time.perf_counter() - t0
-    parts = {"q": 0, "k": 0, "v": 0, "lse": 0, "x": 0, "allowed": 0}
-    for r in trace.records:
-        for name in parts:
-            t = getattr(r, name)
-            parts[name] += 0 if t is None else t.numel() * t.element_size()
-    parts["hidden_states"] = sum(h.numel() * h.element_size() for h in trace.hidden_states)
-    parts["logits (if all computed)"] = n * model.vocab_size * 4
-    del trace
-    gc.collect()
+    overview_peak, _ = peak_rss_during(  # also the overview's warm-up
+        lambda: model_overview(trace, cells=(fh.THUMB_CELLS,), statistics=tuple(TEXT_STATISTICS)))
 
     def plain():
         with torch.inference_mode():
             return model.base(input_ids=ids, use_cache=False).last_hidden_state
 
-    forward = median_time(plain, repeats=3)
-    return {"peak": peak - before, "held": held, "parts": parts, "first_heatmap": first_heatmap, "forward": forward,
-            "overview": overview, "overview_peak": overview_peak - before, "statistics": statistics, "trace": traced,
-            "overview_streamed": overview_streamed, "threads": torch.get_num_threads()}
+    def heads_page():  # a new text's first heatmap: the trace, then the default tab's maps and figure
+        traced = model.trace_ids(enc)
+        maps = layer_overview(traced, 0, cells=(fh.MAX_CELLS, fh.SMALL_CELLS))
+        fh.layer_small_multiples(maps.blocks[fh.SMALL_CELLS], traced.tokens, layer=0)
+
+    jobs = {"forward": plain, "trace": lambda: model.trace_ids(enc), "first_heatmap": heads_page,
+            "overview": lambda: model_overview(trace, cells=(fh.THUMB_CELLS,), statistics=tuple(TEXT_STATISTICS)),
+            "statistics": lambda: text_statistics(trace),
+            # the floor under the statistics: the one kernel call per layer with V = K that the entropy needs
+            "kernel_floor": lambda: [fused.mean_keys(trace, layer) for layer in range(trace.n_layers)]}
+    if streamed:
+        jobs["overview_streamed"] = lambda: model_overview(trace, cells=(fh.THUMB_CELLS,),
+                                                           statistics=tuple(TEXT_STATISTICS), method="streamed")
+    # Every figure and the plain forward take turns, so that each ratio's two numbers saw the same machine (a shared
+    # 2-core machine's speed drifts by tens of percent within minutes); medians of the rounds.
+    plain()
+    times = {name: [] for name in jobs}
+    for _ in range(3 if n <= 2048 else 1):
+        for name, job in jobs.items():
+            t0 = time.perf_counter()
+            job()
+            times[name].append(time.perf_counter() - t0)
+            gc.collect()
+    while len(times["forward"]) < 3:
+        t0 = time.perf_counter()
+        plain()
+        times["forward"].append(time.perf_counter() - t0)
+    out = {name: statistics.median(values) for name, values in times.items()}
+    parts = {"q": 0, "k": 0, "v": 0, "lse": 0, "x": 0, "allowed": 0}
+    for r in trace.records:  # the trace's tensors by kind (capture/'s own records; nbytes() gives only the total)
+        for name in parts:
+            t = getattr(r, name)
+            parts[name] += 0 if t is None else t.numel() * t.element_size()
+    parts["hidden_states"] = sum(h.numel() * h.element_size() for h in trace.hidden_states)
+    parts["logits (if all computed)"] = n * model.vocab_size * 4
+    return {"peak": peak - before, "held": held, "parts": parts, "overview_peak": overview_peak - before,
+            "overview_streamed": None, **out, "threads": torch.get_num_threads()}
 
 
 def main() -> None:
@@ -102,8 +115,8 @@ def main() -> None:
         return
     print(f"load average before: {os.getloadavg()}")
     print(f"{'model':>8} {'n':>6} {'peak growth':>12} {'held':>8} {'GiB/1k tok':>11} "
-          f"{'first heatmap / forward':>24} {'of it trace':>12} {'overview / forward':>19} {'streamed':>9} {'statistics':>11} "
-          f"{'overview peak':>14} {'forward':>8}   trace tensors (GiB)")
+          f"{'first heatmap / forward':>24} {'of it trace':>12} {'overview / forward':>19} {'streamed':>9} "
+          f"{'statistics':>11} {'V=K floor':>10} {'overview peak':>14} {'forward':>8}   trace tensors (GiB)")
     for name in args.models:
         for n in args.lengths:
             proc = subprocess.run([sys.executable, __file__, "--child", name, str(n), "1" if args.streamed else "0"],
@@ -118,6 +131,7 @@ def main() -> None:
                   f"{r['peak'] / GIB / (n / 1024):>11.3f} {r['first_heatmap'] / r['forward']:>23.2f}× "
                   f"{r['trace'] / r['forward']:>11.2f}× "
                   f"{r['overview'] / r['forward']:>18.2f}× {streamed:>9} {r['statistics'] / r['forward']:>10.2f}× "
+                  f"{r['kernel_floor'] / r['forward']:>9.2f}× "
                   f"{r['overview_peak'] / GIB:>12.2f} G {r['forward']:>7.2f}s   {parts}", flush=True)
 
 

@@ -3,11 +3,11 @@
 Starts ``streamlit run app.py`` on 127.0.0.1 (a free port in 8620-8630 unless ``--port``), opens one browser with
 N contexts (N independent sessions) and lets each visitor loop until the time is up:
 
-    type a new sentence into the sidebar (Ctrl+Enter)  -> wait for the page's result   "text"
+    type a new sentence into the sidebar (Ctrl+Enter)  -> wait for Home's first look   "text"
     open "Attention heads"                             -> wait for the heatmaps        "page"
     step the head selector                             -> wait for the heatmaps        "head"
     open "Generation", click "Greedy" (when present)   -> wait for the step            "page", "generate"
-    back to "Home"                                     -> wait for the token table     "page"
+    back to "Home"                                     -> wait for its first look      "page"
 
 Every sentence is different, so each trace is a cache miss (the worst case). "Latency" is from the action to the
 app having finished its rerun with the result drawn (script state back to notRunning, no skeletons, the expected
@@ -53,6 +53,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 PORTS = range(8620, 8631)
 
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+HOME_DRAWN = "[data-testid='stMain'] .js-plotly-plot"  # Home's first look: the telling head's figures
 SUBJECTS = ["The cat", "A tired engineer", "My grandmother", "The small robot", "A river", "The committee",
             "An old violin", "The new student", "A quiet village", "The hungry fox", "Every morning the baker"]
 VERBS = ["watched", "remembered", "carried", "painted", "questioned", "followed", "repaired", "explained"]
@@ -210,6 +211,7 @@ class Visitor:
         except Exception as exc:  # noqa: BLE001
             if "Timeout" in type(exc).__name__:
                 self.stats.timeouts += 1
+                print(f"  ! visitor {self.index}, {kind}: {str(exc).splitlines()[0][:160]}", flush=True)
             else:
                 self.stats.other_failures.append(f"{kind}: {type(exc).__name__}: {str(exc)[:120]}")
             return
@@ -242,7 +244,10 @@ class Visitor:
         head = main.locator("[data-testid='stNumberInput']", has_text="Head").first
         if await head.count() == 0:
             return
-        await self.act("head", head.locator("[data-testid='stNumberInputStepUp']").click, ".js-plotly-plot")
+        step = head.locator("[data-testid='stNumberInputStepUp']")
+        if not await step.is_enabled():  # at the last head: step back down instead of waiting on a disabled button
+            step = head.locator("[data-testid='stNumberInputStepDown']")
+        await self.act("head", step.click, ".js-plotly-plot")
 
     async def step_generation(self) -> None:
         button = self.page.get_by_role("button", name="Greedy").first
@@ -257,17 +262,16 @@ class Visitor:
         t0 = time.perf_counter()
         await pg.goto(url)
         await self.settle(0, None)
-        first = "[data-testid='stSidebar'] textarea" if self.home_tokens else "[data-testid='stDataFrame']"
-        await pg.wait_for_selector(first, timeout=self.timeout_ms)
+        await pg.wait_for_selector("[data-testid='stSidebar'] textarea", timeout=self.timeout_ms)
         self.stats.add("first load", time.perf_counter() - t0)
 
     async def run(self, deadline: float) -> None:
-        if self.home_tokens:  # Home's first look only: the token table and the telling head's figures drawn
+        if self.home_tokens:  # Home's first look only
             while time.monotonic() < deadline:
-                await self.type_text("[data-testid='stMain'] .js-plotly-plot")
+                await self.type_text(HOME_DRAWN)
             return
         while time.monotonic() < deadline:
-            await self.type_text("[data-testid='stDataFrame']")  # Home: the token table
+            await self.type_text(HOME_DRAWN)
             if time.monotonic() >= deadline:
                 break
             if await self.goto("Attention heads", ".js-plotly-plot"):
@@ -276,7 +280,7 @@ class Visitor:
                 break
             if await self.goto("Generation", None):
                 await self.step_generation()
-            await self.goto("Home", "[data-testid='stDataFrame']")
+            await self.goto("Home", HOME_DRAWN)
 
 
 async def drive(url: str, sessions: int, seconds: float, timeout_s: float, shots: Path | None,

@@ -72,8 +72,6 @@ def layer_overview(
     n = trace.n_tokens
     if method != "streamed" and not fused.supports(trace):  # e.g. a word-level view: only its maps exist
         method = "streamed"
-    if method == "auto" and not fused.faster(trace):  # wide heads (Gemma 3's 256): the streamed pass is faster
-        method = "streamed"
     fused_stats = [s for s in statistics if s in FUSED_STATISTICS] if method != "streamed" else []
     streamed_stats = [s for s in statistics if s not in fused_stats]
     fused_cells = list(cells) if method != "streamed" and _blocks_fuse(trace, cells, transform, method) else []

@@ -127,14 +127,33 @@ def induction(attn: torch.Tensor, period: int, start: int = 0) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class OneKey:
+    """The one key a statistic reads in each query i's row: key i + ``offset`` (a diagonal), or key ``column``
+    whatever the query."""
+
+    offset: int = 0
+    column: int | None = None
+
+    def of(self, queries: torch.Tensor) -> torch.Tensor:
+        """The key each of ``queries`` (positions) reads."""
+        return torch.full_like(queries, self.column) if self.column is not None else queries + self.offset
+
+    def probabilities(self, trace, layer: int, heads: slice = slice(None)) -> torch.Tensor:
+        """(h, n) float32: that cell of every row of the layer's ``heads``, from q, k and the log-sum-exp."""
+        if self.column is not None:
+            return fused.column(trace, layer, self.column, heads)
+        return fused.diagonal(trace, layer, self.offset, heads)
+
+
+@dataclass(frozen=True)
 class Statistic:
     """One head statistic, as the engine computes it and the pages show it: the one list of them (issue #20).
 
     ``label`` and ``meaning`` are marked for translation (show them with ``_()``). ``measured_on`` is ``"text"``
     (the user's text) or ``"probe"`` (the induction probe). For a text statistic, ``whole`` reduces whole maps
     (..., n, n) → (...) and ``rows`` gives one value per query of a streamed block (NaN for queries left out);
-    ``first_query`` and ``key`` name its one cell per query (key(i) for queries i ≥ first_query), when it is one,
-    which the fused overview gathers without a map; entropy has none (it comes from the kernel with V = K).
+    ``first_query`` and ``key`` name its one cell per query (for queries i ≥ first_query), when it is one, which the
+    fused overview reads without a map; entropy has none (it comes from the kernel with V = K).
     """
 
     name: str
@@ -145,7 +164,7 @@ class Statistic:
     whole: Callable[[torch.Tensor], torch.Tensor] | None = None
     rows: Callable[..., torch.Tensor] | None = None
     first_query: int = 0
-    key: Callable[[torch.Tensor], torch.Tensor] | None = None
+    key: OneKey | None = None
 
 
 REGISTRY: dict[str, Statistic] = {stat.name: stat for stat in (
@@ -156,15 +175,15 @@ REGISTRY: dict[str, Statistic] = {stat.name: stat for stat in (
     Statistic(
         "previous_token", N_("Previous token"), r"\mathrm{prev} = \frac{1}{n-1}\sum_{i=1}^{n-1} A_{i,\,i-1}",
         N_("How much each token attends to the token just before it."),
-        "text", previous_token, previous_token_rows, first_query=1, key=lambda i: i - 1),
+        "text", previous_token, previous_token_rows, first_query=1, key=OneKey(offset=-1)),
     Statistic(
         "first_token", N_("First token"), r"\mathrm{first} = \frac{1}{n-1}\sum_{i=1}^{n-1} A_{i,\,0}",
         N_("How much each token attends to position 0 (an 'attention sink' when large)."),
-        "text", first_token, first_token_rows, first_query=1, key=torch.zeros_like),
+        "text", first_token, first_token_rows, first_query=1, key=OneKey(column=0)),
     Statistic(
         "self", N_("Self"), r"\mathrm{self} = \frac{1}{n}\sum_{i} A_{ii}",
         N_("How much each token attends to itself (the diagonal)."),
-        "text", self_attention, self_rows, key=lambda i: i),
+        "text", self_attention, self_rows, key=OneKey(offset=0)),
     Statistic(
         "induction", N_("Induction"), r"\mathrm{ind} = \frac{1}{P}\sum_{i=s+P}^{s+2P-1} A_{i,\,i-P+1}",
         N_("On P random tokens repeated twice (after s special tokens), how much a token in the repeat attends "
@@ -208,7 +227,7 @@ class StatisticSums:
                 for name, total in self._sum.items()}
 
 
-# ---- the induction probe# ---- the induction probe ----------------------------------------------------------------------------------------
+# ---- the induction probe ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class InductionProbe:
     """Random tokens t_1..t_P repeated twice, wrapped in the tokenizer's own special tokens (e.g. [CLS] … [SEP])."""
@@ -256,38 +275,33 @@ def fused_statistics(trace, layer: int, names: Sequence[str], heads: slice = sli
     """Text statistics of one layer's ``heads`` without its maps: name → (h,) float64, for names in
     :data:`FUSED_STATISTICS`.
 
-    A statistic that names one key per query (previous token, first token, self) gathers that cell of each row,
-    ``exp(q_i·k_j·scale − lse_i)``: O(n·d) (:func:`explorer.capture.fused.cells`). Entropy is
-    ``H_i = lse_i − scale·q_i·Σ_j p_ij k_j`` (−Σ p ln p with ln p_ij = s_ij − lse_i over the allowed keys), the inner
-    sum one call of the fused kernel with V = K (:func:`explorer.capture.fused.mean_keys`). Queries that may see no
-    key have entropy 0, as −Σ 0 ln 0 gives. ``mean_keys``: that sum when the caller already has it
-    (:func:`explorer.capture.fused.mean_keys_and`)."""
-    n = trace.n_tokens
+    A statistic that names one key per query (previous token, first token, self) reads that cell of each row,
+    ``exp(q_i·k_j·scale − lse_i)``: O(n·d) (:func:`explorer.capture.fused.diagonal`,
+    :func:`~explorer.capture.fused.column`). Entropy is ``H_i = lse_i − scale·q_i·Σ_j p_ij k_j`` (−Σ p ln p with
+    ln p_ij = s_ij − lse_i over the allowed keys), the inner sum one call of the fused kernel with V = K
+    (:func:`explorer.capture.fused.mean_keys`). Queries that may see no key have entropy 0, as −Σ 0 ln 0 gives.
+    ``mean_keys``: that sum when the caller already has it (:func:`explorer.capture.fused.mean_keys_and`)."""
     n_heads = len(range(*heads.indices(trace.n_heads)))
     out = {}
     if "entropy" in names:
         out["entropy"] = fused.entropy_rows(trace, layer, heads, mean_keys).mean(-1).numpy()
-    gathered = [name for name in names if name != "entropy"]
-    for name in gathered:
-        if REGISTRY[name].key is None:
+    for name in names:
+        if name == "entropy":
+            continue
+        stat = REGISTRY[name]
+        if stat.key is None:
             raise ValueError(_("The statistic {name} has no fused form: read it from the maps.").format(name=name))
-    # every statistic's cells in one gather: a few tensor operations a layer, whatever the count
-    queries = [torch.arange(REGISTRY[name].first_query, n) for name in gathered]
-    if gathered:
-        everything = fused.cells(trace, layer, torch.cat(queries),
-                                 torch.cat([REGISTRY[name].key(q) for name, q in zip(gathered, queries)]), heads)
-        for name, part in zip(gathered, everything.split([len(q) for q in queries], dim=-1)):
-            # a one-token text has no previous token: NaN, as the streamed mean over no query
-            out[name] = part.double().mean(-1).numpy() if part.shape[-1] else np.full(n_heads, math.nan)
+        cells = stat.key.probabilities(trace, layer, heads)[:, stat.first_query :]  # (h, queries that count)
+        # a one-token text has no previous token: NaN, as the streamed mean over no query
+        out[name] = cells.double().mean(-1).numpy() if cells.shape[-1] else np.full(n_heads, math.nan)
     return {name: out[name] for name in names}
 
 
 def text_statistics(trace) -> dict[str, np.ndarray]:
     """entropy / previous_token / first_token / self of every head of a trace: name → (n_layers, n_heads).
-    From O(n·d) gathers and one fused-kernel call per layer (:func:`fused_statistics`), never the maps; a trace
-    the fused module cannot read (a word-level view) or gains nothing on (heads wider than
-    :data:`explorer.capture.fused.FASTER_UP_TO_HEAD_DIM`, as Gemma 3's) from its streamed maps."""
-    if not fused.faster(trace):  # a word-level view, or heads so wide that the streamed pass is faster
+    From O(n·d) reads and one fused-kernel call per layer (:func:`fused_statistics`), never the maps; a trace the
+    fused module cannot read (a word-level view) from its streamed maps."""
+    if not fused.supports(trace):  # a word-level view: only its maps exist
         return streamed_text_statistics(trace)
     out = {name: np.zeros((trace.n_layers, trace.n_heads)) for name in TEXT_STATISTICS}
     for layer in range(trace.n_layers):

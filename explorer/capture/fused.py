@@ -22,22 +22,15 @@ import torch
 
 from ..errors import ExplorerError
 from ..i18n import _
+from .gqa import repeat_kv
 from .recorder import AttentionRecord, _kernel
 
-# Queries per kernel call on a sliding-window layer (times the window for the keys each call reaches): the bias of
-# one call stays ≤ 2·window² floats instead of the (T, S) matrix, and the kernel scores only the window.
-SLIDING_CHUNK = 512
-
-
-# Past this head dimension the streamed exact pass is the faster way (the kernel's cost grows with V's width, and
-# V = K is as wide as the head): measured on Gemma 3 (head_dim 256) at 1,024 tokens, 2 cores, the fused overview
-# took 0.70× a forward against 0.49× streamed in the same process; SmolLM2 (64): 0.34× against 0.58×.
-FASTER_UP_TO_HEAD_DIM = 128
-
-
-def faster(trace) -> bool:
-    """Is the fused way the faster one for this trace (and can it read it at all)?"""
-    return supports(trace) and trace.head_dim <= FASTER_UP_TO_HEAD_DIM
+# Queries per kernel call on a sliding-window layer. Each call scores its queries against the keys their windows
+# reach (chunk + window − 1), under a band-shaped bias: the narrower the chunk, the less of that score block lies
+# outside the band (128 queries, a 512-key window: 639 keys a query against the 512 it sees; 512 queries: 1,023).
+# Measured on Gemma 3's sliding layer 0, one layer's overview, 2 cores: 128 was the fastest of 128–1,024 at 1k, 2k
+# and 8k tokens (8k: 0.25 s against 0.36 s at 512 and 0.46 s at 1,024).
+SLIDING_CHUNK = 128
 
 
 def supports(trace) -> bool:
@@ -64,22 +57,55 @@ def allowed_pairs(r: AttentionRecord, queries: torch.Tensor, keys: torch.Tensor)
 def cells(trace, layer: int, queries: torch.Tensor, keys: torch.Tensor, heads: slice = slice(None)) -> torch.Tensor:
     """(h, m) float32 CPU: the exact probabilities ``trace.attentions(layer)[heads, queries[i], keys[i]]``, one key
     per query (index tensors of positions), 0 where the mask hides that key or it lies outside the text. O(m·d)
-    from the recorded q, k and log-sum-exp; no map."""
+    from the recorded q, k and log-sum-exp; no map. (A statistic's diagonal or column is :func:`diagonal` or
+    :func:`column`: the same numbers from slices, without gathering a copy of q.)"""
     r = trace.record(layer)
     heads = _heads(r, heads)
-    kv = torch.arange(heads.start, heads.stop, device=r.q.device) // r.group_size  # (h,)
     queries, keys = queries.to(r.q.device), keys.to(r.q.device)
-    allowed = allowed_pairs(r, queries, keys)
-    q = r.q[heads].index_select(1, queries).float()  # (h, m, D)
-    k = r.k.index_select(1, keys.clamp(0, r.k.shape[1] - 1)).float()  # (H_kv, m, D)
-    lse = r.lse[heads].index_select(1, queries).float()  # (h, m)
+    q = r.q[heads].index_select(1, queries)  # (h, m, D)
+    k = r.k.index_select(1, keys.clamp(0, r.k.shape[1] - 1))  # (H_kv, m, D)
+    return _probabilities(r, heads, q, k, r.lse[heads].index_select(1, queries), allowed_pairs(r, queries, keys))
+
+
+def diagonal(trace, layer: int, offset: int, heads: slice = slice(None)) -> torch.Tensor:
+    """(h, T) float32 CPU: each query i's probability on key i + ``offset`` (−1: the previous token, 0: itself), 0
+    where the mask hides it or it lies outside the text; :func:`cells` of that diagonal, from slices of q and k."""
+    r = trace.record(layer)
+    heads = _heads(r, heads)
+    T, S = r.q.shape[1], r.k.shape[1]
+    first, stop = max(0, -offset), min(T, S - offset)  # the queries whose key lies in 0…S−1
+    out = torch.zeros(heads.stop - heads.start, T)
+    if stop > first:
+        queries = torch.arange(first, stop, device=r.q.device)
+        q, k = r.q[heads, first:stop], r.k[:, first + offset : stop + offset]  # (h, m, D), (H_kv, m, D)
+        out[:, first:stop] = _probabilities(r, heads, q, k, r.lse[heads, first:stop],
+                                            allowed_pairs(r, queries, queries + offset))
+    return out
+
+
+def column(trace, layer: int, key: int, heads: slice = slice(None)) -> torch.Tensor:
+    """(h, T) float32 CPU: every query's probability on the one ``key`` (0: the first token), 0 where the mask
+    hides it; :func:`cells` of that column, without copying q."""
+    r = trace.record(layer)
+    heads = _heads(r, heads)
+    queries = torch.arange(r.q.shape[1], device=r.q.device)
+    allowed = allowed_pairs(r, queries, torch.full_like(queries, key))  # (T,): none for a key outside the text
+    at = min(max(key, 0), r.k.shape[1] - 1)
+    k = r.k[:, at : at + 1].expand(-1, r.q.shape[1], -1)  # (H_kv, T, D): a view, the one key for every query
+    return _probabilities(r, heads, r.q[heads], k, r.lse[heads], allowed)
+
+
+def _probabilities(r: AttentionRecord, heads: slice, q: torch.Tensor, k: torch.Tensor, lse: torch.Tensor,
+                   allowed: torch.Tensor) -> torch.Tensor:
+    """(h, m) float32 CPU: ``exp(q_i·k_i·scale − lse_i)`` where ``allowed``, else 0; q (h, m, D) of query heads
+    ``heads``, k (H_kv, m, D) every key head, lse (h, m)."""
+    q, k, lse = q.float(), k.float(), lse.float()
     if (heads.start, heads.stop) == (0, r.n_heads):  # every group whole: its query heads against its one key head
         scores = (q.unflatten(0, (r.n_kv_heads, r.group_size)) * k[:, None]).sum(-1).flatten(0, 1)  # (h, m)
     else:
-        scores = (q * k[kv]).sum(-1)  # (h, m): each query head's key head
-    scores = scores * r.scale
+        scores = (q * _key_heads(r, heads, k)).sum(-1)  # (h, m): each query head's key head
     # a query that may see no key has lse −inf; it has no weight anywhere (allowed is False for it too)
-    p = torch.exp(scores - lse.masked_fill(torch.isneginf(lse), 0.0))
+    p = torch.exp(scores * r.scale - lse.masked_fill(torch.isneginf(lse), 0.0))
     return torch.where(allowed[None], p, torch.zeros((), dtype=p.dtype, device=p.device)).cpu()
 
 
@@ -107,11 +133,9 @@ def mean_keys_and(trace, layer: int, values: torch.Tensor, heads: slice = slice(
     (one softmax for both: cheaper than two calls when c is small next to the head dimension)."""
     r = trace.record(layer)
     heads = _heads(r, heads)
-    kv = torch.arange(heads.start, heads.stop, device=r.k.device) // r.group_size
-    keys = r.k[kv].float()  # (h, S, D)
-    both = torch.cat([keys, values.float().to(keys.device).expand(keys.shape[0], *values.shape)], dim=-1)
-    out = _attention_times(r, both, heads).cpu()  # (h, T, D + c)
-    return out[..., : keys.shape[-1]], out[..., keys.shape[-1] :]
+    D = r.q.shape[-1]
+    out = _keys_and_times(r, heads, values.float().to(r.k.device))  # (h, T, D + c)
+    return out[..., :D], out[..., D:]
 
 
 def key_block_sums(trace, layer: int, step: int, heads: slice = slice(None), skip_first_key: bool = False
@@ -134,8 +158,7 @@ def key_block_sums(trace, layer: int, step: int, heads: slice = slice(None), ski
             indicators[0] = 0.0
         return _attention_times(r, indicators, heads).cpu()
     causal = r.mask_kind == "causal"
-    kv = torch.arange(heads.start, heads.stop, device=r.q.device) // r.group_size
-    q, k, lse = r.q[heads].float(), r.k[kv].float(), r.lse[heads].float()  # (h, T, D), (h, S, D), (h, T)
+    q, k, lse = r.q[heads].float(), _key_heads(r, heads), r.lse[heads].float()  # (h, T, D), (h, S, D), (h, T)
     out = torch.zeros(heads.stop - heads.start, T, n_blocks, dtype=torch.float32, device=r.q.device)
     for first_block in range(0, n_blocks, D):
         blocks = slice(first_block, min(n_blocks, first_block + D))
@@ -171,15 +194,43 @@ def entropy_rows(trace, layer: int, heads: slice = slice(None), mean_keys: torch
     heads = _heads(r, heads)
     if mean_keys is None:
         mean_keys = _mean_keys_of(r, heads)
-    q = r.q[heads].double().cpu()  # (h, T, D)
+    q = r.q[heads].float().cpu()  # (h, T, D)
     lse = r.lse[heads].double().cpu()  # (h, T)
-    mean_score = (q * mean_keys.double()).sum(-1) * r.scale  # (h, T): Σ_j p_ij s_ij
+    # Σ_j p_ij s_ij: the products rounded once in float32 (≤ ε|q||m| in all, an ulp of the score's size, less than
+    # the kernel's own rounding of Σ p k), summed in float64; converting both to float64 first costs 14× as much
+    mean_score = (q * mean_keys.float()).sum(-1, dtype=torch.float64) * r.scale  # (h, T)
     return torch.where(torch.isneginf(lse), 0.0, lse - mean_score)
 
 
 def _mean_keys_of(r: AttentionRecord, heads: slice) -> torch.Tensor:
-    kv = torch.arange(heads.start, heads.stop, device=r.k.device) // r.group_size
-    return _attention_times(r, r.k[kv], heads).cpu()  # (h, S, D) keys as values
+    return _keys_and_times(r, heads, None)  # (h, T, D)
+
+
+def _key_heads(r: AttentionRecord, heads: slice, k: torch.Tensor | None = None) -> torch.Tensor:
+    """(h, S, D) float32: the key head each of the query heads ``heads`` scores against (a copy under GQA), of the
+    record's keys or of ``k`` (H_kv, ·, D), a part of them. Only the groups those heads fall in are repeated."""
+    k = r.k if k is None else k
+    g = r.group_size
+    first = heads.start // g  # the first key head these query heads read
+    repeated = repeat_kv(k[first : (heads.stop - 1) // g + 1], g, dim=0)  # query heads first·g …
+    return repeated[heads.start - first * g : heads.stop - first * g].float()
+
+
+def _keys_and_times(r: AttentionRecord, heads: slice, values: torch.Tensor | None) -> torch.Tensor:
+    """(h, T, D + c) float32 CPU: P @ [K | values] (values (S, c) shared by every head, or None: P @ K alone).
+
+    One tensor serves as the kernel's keys and values: [K | values] scores as K does once q is zero-padded to its
+    width (q's zeros meet the value columns), so K is copied once, not twice."""
+    k = _key_heads(r, heads)  # (h, S, D)
+    D = k.shape[-1]
+    c = 0 if values is None else values.shape[-1]
+    width = D if c == 0 else -(-(D + c) // 16) * 16
+    kv = torch.cat([k, values.expand(k.shape[0], *values.shape),
+                    k.new_zeros(*k.shape[:2], width - D - c)], dim=-1) if c else k  # (h, S, width)
+    q = r.q[heads].float()  # (h, T, D)
+    if width > D:
+        q = torch.nn.functional.pad(q, (0, width - D))  # (h, T, width)
+    return _times(r, q, kv, kv)[..., : D + c].cpu()
 
 
 def _heads(r: AttentionRecord, heads: slice) -> slice:
@@ -191,10 +242,9 @@ def _heads(r: AttentionRecord, heads: slice) -> slice:
 
 def _attention_times(r: AttentionRecord, values: torch.Tensor, heads: slice) -> torch.Tensor:
     n_heads = heads.stop - heads.start
-    T, S, D = r.q.shape[1], r.k.shape[1], r.q.shape[2]
-    kv = torch.arange(heads.start, heads.stop, device=r.q.device) // r.group_size
+    S, D = r.k.shape[1], r.q.shape[2]
     q = r.q[heads].float()  # (h, T, D)
-    k = r.k[kv].float()  # (h, S, D): one key head per query head
+    k = _key_heads(r, heads)  # (h, S, D): one key head per query head
     values = values.float().to(r.q.device)
     if values.dim() == 2:
         values = values.expand(n_heads, S, values.shape[-1])  # (h, S, c)

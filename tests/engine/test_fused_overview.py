@@ -117,6 +117,19 @@ def test_gathered_cells_are_the_maps_cells(traces, layers, name, layer):
     assert bool((got[:, masked] == 0).all())  # hidden cells are exactly 0, not merely small
     some = fused.cells(trace, layer, queries, keys, heads=slice(1, 3))
     torch.testing.assert_close(some, got[1:3], rtol=0, atol=0)
+    # the statistics' diagonals and columns, read from slices: every query's cell, 0 past the text's edges
+    everyone = torch.arange(n)
+    for offset in (-1, 0, 2):
+        expected = torch.zeros(trace.n_heads, n)
+        inside = (everyone + offset >= 0) & (everyone + offset < n)
+        expected[:, inside] = whole[:, everyone[inside], everyone[inside] + offset]
+        torch.testing.assert_close(fused.diagonal(trace, layer, offset), expected, rtol=0,
+                                   atol=layers.bound(name, layer))
+        torch.testing.assert_close(fused.diagonal(trace, layer, offset, heads=slice(1, 3)),
+                                   fused.diagonal(trace, layer, offset)[1:3], rtol=0, atol=0)
+    for key in (0, n - 1):
+        torch.testing.assert_close(fused.column(trace, layer, key), whole[:, :, key], rtol=0,
+                                   atol=layers.bound(name, layer))
 
 
 @pytest.mark.parametrize("width", [5, 64, 300])

@@ -31,7 +31,7 @@ def test_each_gathered_cell_is_the_cell_the_row_function_reads():
         per_query = stat.rows(maps)  # (2, 9), NaN for the queries left out
         queries = torch.arange(stat.first_query, 9)
         assert bool(per_query[:, : stat.first_query].isnan().all())
-        torch.testing.assert_close(per_query[:, queries], maps[:, queries, stat.key(queries)], rtol=0, atol=0)
+        torch.testing.assert_close(per_query[:, queries], maps[:, queries, stat.key.of(queries)], rtol=0, atol=0)
         whole = stat.whole(maps)
-        torch.testing.assert_close(whole, maps[:, queries, stat.key(queries)].mean(-1), rtol=0, atol=1e-15)
+        torch.testing.assert_close(whole, maps[:, queries, stat.key.of(queries)].mean(-1), rtol=0, atol=1e-15)
         assert not math.isnan(float(whole.sum()))
