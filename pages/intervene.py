@@ -4,7 +4,7 @@ import streamlit as st
 
 from explorer.i18n import _
 from explorer.ui import intervene as ui_iv, state
-from explorer.ui.widgets import guard
+from explorer.ui.tabs import lazy_tabs
 
 state.require_entrypoint()
 
@@ -13,8 +13,4 @@ st.caption(_("Does this head matter? Switch heads off and watch the predictions 
              "from a corrupted text into a clean one and measure how much of the answer it carries."))
 ui_iv.heads_from_url()
 
-ablate, patch = st.tabs([_("Ablate"), _("Patch")])
-with ablate, guard():
-    ui_iv.ablate_tab()
-with patch, guard():
-    ui_iv.patch_tab()
+lazy_tabs(ui_iv.TABS, key=ui_iv.TAB_KEY)  # only the open tab runs: patching traces two more texts

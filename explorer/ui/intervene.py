@@ -27,6 +27,7 @@ from ..i18n import N_, _, join, ngettext
 from . import resources, state, widgets
 from .caching import cached
 from .maps import cached_head_stats, head_blocks
+from .tabs import Tab
 from .trace_cache import TraceCache
 
 HEADS_KEY = state.INTERVENE_HEADS_KEY  # the multiselect's state: a list of (layer, head), kept per session
@@ -253,19 +254,23 @@ def ablate_ui(model: Model) -> AblateRequest:
     if row[0].button(_("Worked example: ablate the induction heads"), icon=":material/play_arrow:",
                      key="intervene_induction_example"):
         use_induction_example(model)
-    preset = row[1].selectbox(_("Preset"), list(PRESETS), format_func=lambda p: _(PRESETS[p]), key="intervene_preset")
-    k = row[2].number_input("k", 1, 20, 5, key="intervene_k")
+    preset = row[1].selectbox(_("Preset"), list(PRESETS), format_func=lambda p: _(PRESETS[p]), key="intervene_preset",
+                              persist_state="session")
+    k = row[2].number_input("k", 1, 20, 5, key="intervene_k", persist_state="session")
     if row[3].button(_("Use the preset"), key="intervene_use_preset"):
         st.session_state[HEADS_KEY] = preset_heads(model, preset, int(k))
     keep_valid_heads(model)
     options = [(l, h) for l in range(model.n_layers) for h in range(model.n_heads)]
     heads = st.multiselect(_("Heads to switch off (layer.head)"), options, key=HEADS_KEY, format_func=head_label,
+                           persist_state="session",
                            placeholder=_("Pick heads, a preset or an example"))
     cols = st.columns(3)
-    source = cols[0].radio(_("Input"), list(SOURCES), format_func=lambda s: _(SOURCES[s]), key=SOURCE_KEY)
+    source = cols[0].radio(_("Input"), list(SOURCES), format_func=lambda s: _(SOURCES[s]), key=SOURCE_KEY,
+                            persist_state="session")
     ablation = cols[1].radio(_("Mode"), ["zero", "mean"], key="intervene_ablation", horizontal=True,
-                             format_func=lambda m: _("zero") if m == "zero" else _("mean"))
-    n = cols[2].slider(_("Greedy tokens to continue"), 0, MAX_CONTINUATION, 8, key="intervene_continue")
+                             format_func=lambda m: _("zero") if m == "zero" else _("mean"), persist_state="session")
+    n = cols[2].slider(_("Greedy tokens to continue"), 0, MAX_CONTINUATION, 8, key="intervene_continue",
+                       persist_state="session")
     return AblateRequest(source, tuple(sorted(tuple(h) for h in heads)), ablation, int(n))
 
 
@@ -318,8 +323,9 @@ def ablate_tab() -> None:
     first = min(l for l, _h in request.heads)
     cols = st.columns(2)
     layer = cols[0].number_input(_("Layer"), 0, model.n_layers - 1, min(first + 1, model.n_layers - 1),
-                                 key="intervene_map_layer")
-    head = cols[1].number_input(_("Head"), 0, model.n_heads - 1, 0, key="intervene_map_head")
+                                 key="intervene_map_layer", persist_state="session")
+    head = cols[1].number_input(_("Head"), 0, model.n_heads - 1, 0, key="intervene_map_head",
+                                persist_state="session")
     cols = st.columns(2)
     for col, trace, title in ((cols[0], before, _("Layer {layer} · head {head}, before")),
                               (cols[1], after, _("Layer {layer} · head {head}, after"))):
@@ -334,11 +340,12 @@ def patch_ui() -> PatchRequest:
     if st.button(_("Worked example: who gets the drink?"), icon=":material/play_arrow:", key="intervene_ioi_example"):
         use_ioi_example()
     cols = st.columns(2)
-    clean = cols[0].text_area(_("Clean text"), key="intervene_clean", height=80)
-    corrupt = cols[1].text_area(_("Corrupt text (same number of tokens)"), key="intervene_corrupt", height=80)
+    clean = cols[0].text_area(_("Clean text"), key="intervene_clean", height=80, persist_state="session")
+    corrupt = cols[1].text_area(_("Corrupt text (same number of tokens)"), key="intervene_corrupt", height=80,
+                                 persist_state="session")
     cols = st.columns(2)
-    answer = cols[0].text_input(_("Answer token (clean)"), key="intervene_answer")
-    wrong = cols[1].text_input(_("Wrong token"), key="intervene_wrong")
+    answer = cols[0].text_input(_("Answer token (clean)"), key="intervene_answer", persist_state="session")
+    wrong = cols[1].text_input(_("Wrong token"), key="intervene_wrong", persist_state="session")
     return PatchRequest(clean, corrupt, answer, wrong)
 
 
@@ -383,3 +390,8 @@ def patch_tab() -> None:
         st.plotly_chart(attribution_scatter(frame["effect"].to_numpy(), exact["effect"].to_numpy(), heads,
                                             title=_("Attribution against exact (r = {r})").format(r=f"{r:.3f}"),
                                             x_name=_("attribution"), y_name=_("exact")), key="intervene_scatter")
+
+
+# ---- the page's tabs: only the open one runs; every widget above keeps its value while its tab is closed --------
+TABS: list[Tab] = [(N_("Ablate"), ablate_tab), (N_("Patch"), patch_tab)]
+TAB_KEY = "intervene_tab"  # the open tab (its translated label)

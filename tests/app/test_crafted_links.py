@@ -146,6 +146,7 @@ def tag_model(tmp_path_factory) -> str:
 TABS = {"pages/heads.py": ("heads_tab", ["Heads of one layer", "All layers × heads", "One head",
                                          "Lines (head view)"]),
         "pages/analysis.py": ("analysis_section", ["Statistics", "Q/K geometry", "Logit lens", "Rollout", "Export"]),
+        "pages/intervene.py": ("intervene_tab", ["Ablate", "Patch"]),
         "pages/scratch.py": ("scratch_tab", ["Textbook vs the model", "The tutorial variant"])}
 
 

@@ -54,6 +54,7 @@ PAGES = app_pages()
 # Tabs whose content runs only when open: their state key and labels (translated when set).
 TABS = {"pages/heads.py": ("heads_tab", ["Heads of one layer", "All layers × heads", "One head", "Lines (head view)"]),
         "pages/analysis.py": ("analysis_section", ["Statistics", "Q/K geometry", "Logit lens", "Rollout", "Export"]),
+        "pages/intervene.py": ("intervene_tab", ["Ablate", "Patch"]),
         "pages/scratch.py": ("scratch_tab", ["Textbook vs the model", "The tutorial variant", "Kernels and devices"])}
 # Buttons that draw more of a page (what a reader presses first), by key; clicked on the tab where they live.
 PRESS = {"pages/intervene.py": ["intervene_induction_example", "intervene_ioi_example"],

@@ -18,6 +18,7 @@ from explorer.ui import intervene as ui_iv
 
 pytestmark = pytest.mark.usefixtures("navigation_like_a_server")
 PAGE = "pages/intervene.py"
+PATCH_TAB = {"intervene_tab": "Patch"}  # only the open tab runs
 MAX_PAYLOAD = 1_500_000  # bytes of one chart's JSON (the app's limit for what a browser receives)
 
 
@@ -60,7 +61,7 @@ def test_induction_example_wrecks_the_second_half(smollm2):
 
 
 def test_ioi_example_attribution_then_exact(smollm2):
-    at = open_page(PAGE)
+    at = open_page(PAGE, **PATCH_TAB)
     at.button(key="intervene_ioi_example").click().run()
     assert_clean(at)
     args = (ui_iv.IOI["clean"], ui_iv.IOI["corrupt"], ui_iv.IOI["answer"], ui_iv.IOI["wrong"])
@@ -91,6 +92,8 @@ def test_crafted_inputs_give_messages(smollm2):
     assert [tuple(h) for h in at.session_state["intervene_heads"]] == [(17, 3)]  # 99.1 is no SmolLM2 head: dropped
     warning = " ".join(w.value for w in at.warning)
     assert "²" in warning and "<b>" not in warning  # shown escaped
+    at.session_state["intervene_tab"] = "Patch"
+    at.run()
     at.text_area(key="intervene_clean").input("<script>alert(1)</script> Mary went").run()
     at.text_area(key="intervene_corrupt").input("John").run()
     at.text_input(key="intervene_answer").input(" Mary").run()
@@ -102,6 +105,11 @@ def test_crafted_inputs_give_messages(smollm2):
     at.text_input(key="intervene_answer").input(" Mary Jane").run()
     assert not at.exception
     assert any("2 tokens" in e.value and "not one" in e.value for e in at.error), [e.value for e in at.error]
+    for tab in ("Ablate", "Patch"):  # away and back: the Patch tab's inputs are kept while it is closed
+        at.session_state["intervene_tab"] = tab
+        at.run()
+    assert at.text_area(key="intervene_clean").value == "<script>alert(1)</script> Mary went"
+    assert at.text_input(key="intervene_answer").value == " Mary Jane"
 
 
 def test_encoder_ablates_but_does_not_patch():
@@ -115,8 +123,14 @@ def test_encoder_ablates_but_does_not_patch():
     assert not at.exception
     assert not at.metric  # no next-token numbers for an encoder
     assert any("encoder" in i.value for i in at.info)
-    assert any("not a causal language model" in e.value for e in at.error)
     assert {c.proto.id.rsplit("-", 1)[1] for c in at.get("plotly_chart")} == {"intervene_map_before", "intervene_map_after"}
+    at.session_state["intervene_tab"] = "Patch"
+    at.run()
+    assert not at.exception
+    assert any("not a causal language model" in e.value for e in at.error)
+    at.session_state["intervene_tab"] = "Ablate"
+    at.run()  # back on Ablate: the heads chosen there are still chosen
+    assert [tuple(h) for h in at.multiselect(key="intervene_heads").value] == [(2, 3)]
 
 
 def test_greedy_continuation_equals_generate_with_the_hook(smollm2):
