@@ -43,6 +43,13 @@ class Hooks:
         for h in self.handles:
             h.remove()
 
+    def run(self, model, *args, **kwargs):
+        """``model(*args, **kwargs)`` once with the hooks on; they come off afterwards, whatever happens."""
+        try:
+            return model(*args, **kwargs)
+        finally:
+            self.remove()
+
 
 def _rms(x, eps):
     return torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
@@ -67,11 +74,7 @@ def llama_reference(eager, ids, L, h, query, key, part):
     hooks.inp("z", base.layers[l].self_attn.o_proj)
     if gemma:
         hooks.inp("post", base.layers[l].post_attention_layernorm)
-    try:
-        with torch.inference_mode():
-            out = eager(ids, output_hidden_states=True)
-    finally:
-        hooks.remove()
+    out = hooks.run(eager, ids, output_hidden_states=True)
     s = hooks.seen
     D, H, Hkv = attn.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
     kv = h // (H // Hkv)
@@ -118,11 +121,7 @@ def bert_reference(eager, ids, L, h, query, key, part):
     hooks.inp("z", layers[l].attention.output.dense)
     hooks.inp("x1", layers[l].attention.output.LayerNorm)
     hooks.inp("x2", layers[l].output.LayerNorm)
-    try:
-        with torch.inference_mode():
-            eager(ids)
-    finally:
-        hooks.remove()
+    hooks.run(eager, ids)
     s = hooks.seen
     H = eager.config.num_attention_heads
     D = eager.config.hidden_size // H
@@ -152,11 +151,7 @@ def gpt2_reference(eager, ids, L, h, query, key, part):
     hooks.out("qkv", blocks[L].attn.c_attn)
     hooks.inp("z", blocks[l].attn.c_proj)
     hooks.inp("ln", blocks[L].ln_1)
-    try:
-        with torch.inference_mode():
-            eager(ids)
-    finally:
-        hooks.remove()
+    hooks.run(eager, ids)
     s = hooks.seen
     n = ids.shape[1]
     q = s["qkv"][:, :d].view(n, H, D)[query, h]
