@@ -224,7 +224,7 @@ def _keys_and_times(r: AttentionRecord, heads: slice, values: torch.Tensor | Non
     k = _key_heads(r, heads)  # (h, S, D)
     D = k.shape[-1]
     c = 0 if values is None else values.shape[-1]
-    width = D if c == 0 else -(-(D + c) // 16) * 16
+    width = D if c == 0 else _padded_width(D + c)
     kv = torch.cat([k, values.expand(k.shape[0], *values.shape),
                     k.new_zeros(*k.shape[:2], width - D - c)], dim=-1) if c else k  # (h, S, width)
     q = r.q[heads].float()  # (h, T, D)
@@ -250,7 +250,7 @@ def _attention_times(r: AttentionRecord, values: torch.Tensor, heads: slice) -> 
         values = values.expand(n_heads, S, values.shape[-1])  # (h, S, c)
     c = values.shape[-1]
     if c > D:  # zero-padded q and k score the same (exact zeros add nothing): one call as wide as V
-        width = -(-c // 16) * 16
+        width = _padded_width(c)
         q = torch.nn.functional.pad(q, (0, width - D))  # (h, T, width)
         k = torch.nn.functional.pad(k, (0, width - D))
     else:
@@ -258,6 +258,11 @@ def _attention_times(r: AttentionRecord, values: torch.Tensor, heads: slice) -> 
     if c < width:  # the kernel wants v as wide as q
         values = torch.nn.functional.pad(values, (0, width - c))
     return _times(r, q, k, values.contiguous())[..., :c]
+
+
+def _padded_width(columns: int) -> int:
+    """The width a zero-padded call takes for ``columns`` value columns: the next multiple of 16."""
+    return -(-columns // 16) * 16
 
 
 def _times(r: AttentionRecord, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
