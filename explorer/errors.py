@@ -24,6 +24,15 @@ def check_layer_head(layer: int, n_layers: int, head: int | None = None, n_heads
         )
 
 
+def check_heads(heads: slice, n_heads: int) -> slice:
+    """``heads`` as a plain slice start:stop of 0…n_heads−1, or the one message every head-range API gives for an
+    empty or strided range."""
+    start, stop, step = heads.indices(n_heads)
+    if step != 1 or stop <= start:
+        raise ExplorerError(_("Choose a non-empty range of heads within 0–{last}.").format(last=n_heads - 1))
+    return slice(start, stop)
+
+
 class InstrumentationError(ExplorerError):
     """The model does not route attention through ``transformers``' attention interface, or asks for a
     feature (softcap, attention sinks, position bias) that the recording attention does not implement."""

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ExplorerError
-from ..i18n import _
+from ..errors import check_heads
 from .gqa import repeat_kv
 from .recorder import AttentionRecord, _kernel
 
@@ -234,10 +233,7 @@ def _keys_and_times(r: AttentionRecord, heads: slice, values: torch.Tensor | Non
 
 
 def _heads(r: AttentionRecord, heads: slice) -> slice:
-    start, stop, step = heads.indices(r.n_heads)
-    if step != 1 or stop <= start:
-        raise ExplorerError(_("Choose a non-empty range of heads within 0–{last}.").format(last=r.n_heads - 1))
-    return slice(start, stop)
+    return check_heads(heads, r.n_heads)
 
 
 def _attention_times(r: AttentionRecord, values: torch.Tensor, heads: slice) -> torch.Tensor:

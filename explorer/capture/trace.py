@@ -15,7 +15,7 @@ from typing import ClassVar, Iterator, Literal, Sequence
 import torch
 
 from ..i18n import _
-from ..errors import ExplorerError, check_layer_head
+from ..errors import ExplorerError, check_heads, check_layer_head
 from . import contributions
 from .masks import MaskKind, allowed_block, visible_keys
 from .recorder import AttentionRecord, attention_probs
@@ -302,9 +302,7 @@ class Trace:
         exactly 0, so a causal layer scores about half the pairs and a sliding-window layer only its window."""
         self._check(layer, 0)
         r = self.records[layer]
-        heads = slice(*heads.indices(r.n_heads))
-        if heads.step != 1 or heads.stop <= heads.start:
-            raise ExplorerError(_("Choose a non-empty range of heads within 0–{last}.").format(last=r.n_heads - 1))
+        heads = check_heads(heads, r.n_heads)
         T, S = r.q.shape[1], r.k.shape[1]
         n_heads = heads.stop - heads.start
         rows_per_block = max(1, (max_bytes or ROW_BLOCK_BYTES) // (4 * n_heads * S))

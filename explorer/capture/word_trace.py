@@ -13,7 +13,7 @@ from typing import ClassVar, Iterator
 import torch
 
 from ..i18n import _
-from ..errors import ExplorerError, check_layer_head
+from ..errors import ExplorerError, check_heads, check_layer_head
 from .trace import ROW_BLOCK_BYTES, Trace, _span
 from .words import Word, word_of_token
 
@@ -87,9 +87,7 @@ class WordTrace:
         :data:`ROW_BLOCK_BYTES`), so neither the token layer nor the word layer is held whole."""
         trace = self.tokens_trace
         check_layer_head(layer, trace.n_layers)
-        heads = slice(*heads.indices(trace.n_heads))
-        if heads.step != 1 or heads.stop <= heads.start:
-            raise ExplorerError(_("Choose a non-empty range of heads within 0–{last}.").format(last=trace.n_heads - 1))
+        heads = check_heads(heads, trace.n_heads)
         n, W = trace.n_tokens, len(self.words)
         budget = max(1, (max_bytes or ROW_BLOCK_BYTES) // (8 * (heads.stop - heads.start) * max(n, W)))
         first = 0
