@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import check_heads
-from .gqa import repeat_kv
+from .gqa import kv_for_heads
 from .recorder import AttentionRecord, _kernel
 
 # Queries per kernel call on a sliding-window layer. Each call scores its queries against the keys their windows
@@ -207,12 +207,8 @@ def _mean_keys_of(r: AttentionRecord, heads: slice) -> torch.Tensor:
 
 def _key_heads(r: AttentionRecord, heads: slice, k: torch.Tensor | None = None) -> torch.Tensor:
     """(h, S, D) float32: the key head each of the query heads ``heads`` scores against (a copy under GQA), of the
-    record's keys or of ``k`` (H_kv, ·, D), a part of them. Only the groups those heads fall in are repeated."""
-    k = r.k if k is None else k
-    g = r.group_size
-    first = heads.start // g  # the first key head these query heads read
-    repeated = repeat_kv(k[first : (heads.stop - 1) // g + 1], g, dim=0)  # query heads first·g …
-    return repeated[heads.start - first * g : heads.stop - first * g].float()
+    record's keys or of ``k`` (H_kv, ·, D), a part of them."""
+    return kv_for_heads(r.k if k is None else k, r.group_size, heads).float()
 
 
 def _keys_and_times(r: AttentionRecord, heads: slice, values: torch.Tensor | None) -> torch.Tensor:

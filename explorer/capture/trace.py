@@ -17,6 +17,7 @@ import torch
 from ..i18n import _
 from ..errors import ExplorerError, check_heads, check_layer_head
 from . import contributions
+from .gqa import kv_for_heads
 from .masks import MaskKind, allowed_block, visible_keys
 from .recorder import AttentionRecord, attention_probs
 from .words import Word, by_word, segment, spans_from_labels
@@ -306,12 +307,11 @@ class Trace:
         T, S = r.q.shape[1], r.k.shape[1]
         n_heads = heads.stop - heads.start
         rows_per_block = max(1, (max_bytes or ROW_BLOCK_BYTES) // (4 * n_heads * S))
-        kv = torch.arange(heads.start, heads.stop, device=r.k.device) // r.group_size  # each query head's kv head
         for start in range(0, T, rows_per_block):
             rows = slice(start, min(T, start + rows_per_block))
             cols = _visible_keys(r, rows)
             q = r.q[heads, rows]  # (h, Tq, D)
-            k = r.k[kv, cols]  # (h, Sk, D): one key head per query head, as attention_probs' repeat_kv would give
+            k = kv_for_heads(r.k[:, cols], r.group_size, heads)  # (h, Sk, D): one key head per query head
             p = attention_probs(q, k, r.lse[heads, rows], r.scale, "custom", _allowed_block(r, rows, cols))
             yield rows, cols, p.float().cpu()
 

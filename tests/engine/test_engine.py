@@ -107,12 +107,17 @@ def test_out_of_range_layer_and_head(smollm2):
 def test_repeat_kv_matches_transformers():
     from transformers.models.llama.modeling_llama import repeat_kv as hf_repeat_kv
 
-    from explorer.capture.gqa import repeat_kv
+    from explorer.capture.gqa import kv_for_heads, repeat_kv
 
     kv = torch.randn(2, 3, 5, 4, generator=torch.Generator().manual_seed(0))  # (B, H_kv, T, D)
     for groups in (1, 3):
         assert torch.equal(repeat_kv(kv, groups), hf_repeat_kv(kv, groups))  # a copy: exact
     assert torch.equal(repeat_kv(kv[0], 3), hf_repeat_kv(kv, 3)[0])  # unbatched (H_kv, T, D): same heads axis
+    for groups, heads in ((3, slice(0, 9)), (3, slice(2, 7)), (3, slice(4, 5)), (1, slice(1, 3))):
+        # a range of query heads: the same heads as transformers' whole repeat, only the groups they fall in
+        h_kv = 9 // groups if groups > 1 else 3
+        kv = torch.randn(h_kv, 5, 4, generator=torch.Generator().manual_seed(groups))
+        assert torch.equal(kv_for_heads(kv, groups, heads), hf_repeat_kv(kv[None], groups)[0, heads])
 
 
 def test_head_dim_is_the_attention_modules_own(smollm2, minilm):
