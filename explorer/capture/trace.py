@@ -251,7 +251,7 @@ class Trace:
         if head is None:
             q, k, lse = r.q, r.k, r.lse  # (H, T, D), (H_kv, S, D), (H, T): attention_probs repeats the kv heads
         else:
-            kv = head // r.group_size
+            kv = self.kv_head(head)
             q, k, lse = r.q[head : head + 1], r.k[kv : kv + 1], r.lse[head : head + 1]  # one head, kept 3-d
         if rows == slice(0, T) and cols == slice(0, S):
             p = attention_probs(q, k, lse, r.scale, r.mask_kind, r.allowed, r.window)  # (h, T, S)
