@@ -57,8 +57,11 @@ def child(model_name: str, n: int, streamed: bool) -> dict:
     peak, trace = peak_rss_during(lambda: model.trace_ids(enc))
     gc.collect()
     held = proc.memory_info().rss - before
-    overview_peak, _ = peak_rss_during(  # also the overview's warm-up
-        lambda: model_overview(trace, cells=(fh.THUMB_CELLS,), statistics=tuple(TEXT_STATISTICS)))
+
+    def overview(method: str = "auto"):  # Home's pass: every layer's thumbnails and head statistics
+        return model_overview(trace, cells=(fh.THUMB_CELLS,), statistics=tuple(TEXT_STATISTICS), method=method)
+
+    overview_peak, _ = peak_rss_during(overview)  # also the overview's warm-up
 
     def plain():
         with torch.inference_mode():
@@ -70,13 +73,12 @@ def child(model_name: str, n: int, streamed: bool) -> dict:
         fh.layer_small_multiples(maps.blocks[fh.SMALL_CELLS], traced.tokens, layer=0)
 
     jobs = {"forward": plain, "trace": lambda: model.trace_ids(enc), "first_heatmap": heads_page,
-            "overview": lambda: model_overview(trace, cells=(fh.THUMB_CELLS,), statistics=tuple(TEXT_STATISTICS)),
+            "overview": overview,
             "statistics": lambda: text_statistics(trace),
             # the floor under the statistics: the one kernel call per layer with V = K that the entropy needs
             "kernel_floor": lambda: [fused.mean_keys(trace, layer) for layer in range(trace.n_layers)]}
     if streamed:
-        jobs["overview_streamed"] = lambda: model_overview(trace, cells=(fh.THUMB_CELLS,),
-                                                           statistics=tuple(TEXT_STATISTICS), method="streamed")
+        jobs["overview_streamed"] = lambda: overview("streamed")
     # Every figure and the plain forward take turns, so that each ratio's two numbers saw the same machine (a shared
     # 2-core machine's speed drifts by tens of percent within minutes); medians of the rounds.
     plain()
